@@ -1,0 +1,42 @@
+# advscale: `make demo` and `make test` do all set-up on a fresh clone (python3 and make only).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of PyTorch; override for a CUDA machine, e.g. `make TORCH_SPEC=torch==2.13.0+cu126 demo`.
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test lint data bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "python3 -m venv failed: installing python3-venv"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q python3-venv; \
+	  else sudo -n apt-get install -y -q python3-venv; fi && $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	# torchattacks (a test oracle) declares torchvision, which would pull a CUDA torch; it runs without it.
+	$(PY) -m pip install -q --no-deps "torchattacks==3.5.1"
+	@touch $@
+
+data:
+	@bash scripts/get-fashion-mnist.sh
+
+demo: venv data
+	$(VENV)/bin/advscale demo --out runs/demo
+
+test: venv
+	@bash scripts/get-fashion-mnist.sh || true
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+bench: venv data
+	$(PY) benchmarks/attack_speed.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
