@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+SYSTEM_DATA_ROOT = Path("/usr/share/datasets")
+# ITU-R 601-2 luma, the weights Pillow's "L" conversion uses.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 class DataError(ValueError):
@@ -30,17 +37,39 @@ class ImageDataset:
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
-            raise DataError(f"{self.name}: images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
+            raise DataError(
+                f"{self.name}: images must be (N, C, H, W), got shape {tuple(self.images.shape)}"
+            )
+        if self.labels.ndim != 1:
+            raise DataError(
+                f"{self.name}: labels must be (N,), got shape {tuple(self.labels.shape)}"
+            )
         if len(self.images) != len(self.labels):
             raise DataError(f"{self.name}: {len(self.images)} images but {len(self.labels)} labels")
-        if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.classes)):
+        if len(self.labels) and (
+            int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.classes)
+        ):
             raise DataError(
                 f"{self.name}: labels out of range [0, {len(self.classes) - 1}] "
                 f"(min {int(self.labels.min())}, max {int(self.labels.max())})"
             )
+        # A single value (the default) stands for every channel.
+        if len(self.mean) == 1 and self.channels > 1:
+            self.mean = tuple(self.mean) * self.channels
+        if len(self.std) == 1 and self.channels > 1:
+            self.std = tuple(self.std) * self.channels
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise DataError(
+                f"{self.name}: mean {self.mean} / std {self.std} need one value per channel "
+                f"({self.channels})"
+            )
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __repr__(self) -> str:
+        c, (h, w) = self.channels, self.image_size
+        return f"ImageDataset({self.name!r}, n={len(self)}, shape={c}x{h}x{w}, classes={self.num_classes})"
 
     @property
     def num_classes(self) -> int:
@@ -54,9 +83,26 @@ class ImageDataset:
     def image_size(self) -> tuple[int, int]:
         return int(self.images.shape[2]), int(self.images.shape[3])
 
+    def class_counts(self) -> list[int]:
+        """Number of examples of each class, in class order."""
+        return torch.bincount(self.labels, minlength=self.num_classes).tolist()
+
+    def _replace(self, **changes) -> ImageDataset:
+        fields = dict(
+            images=self.images,
+            labels=self.labels,
+            classes=self.classes,
+            name=self.name,
+            mean=self.mean,
+            std=self.std,
+        )
+        fields.update(changes)
+        return ImageDataset(**fields)
+
     def subset(self, indices: Sequence[int] | Tensor) -> ImageDataset:
+        """The examples at ``indices``, in that order."""
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return ImageDataset(self.images[idx], self.labels[idx], self.classes, self.name, self.mean, self.std)
+        return self._replace(images=self.images[idx], labels=self.labels[idx])
 
     def take(self, n: int | None, seed: int = 0) -> ImageDataset:
         """A class-stratified random subset of ``n`` examples (all when ``n`` is None or too big)."""
@@ -66,11 +112,81 @@ class ImageDataset:
         perm = torch.randperm(len(self), generator=g)
         # Round-robin over classes in a random order keeps the class balance of small subsets.
         by_class = [perm[self.labels[perm] == c] for c in range(self.num_classes)]
-        order = torch.stack([
-            torch.nn.functional.pad(b, (0, len(perm) - len(b)), value=-1) for b in by_class
-        ], 1).flatten()
+        order = torch.stack(
+            [torch.nn.functional.pad(b, (0, len(perm) - len(b)), value=-1) for b in by_class], 1
+        ).flatten()
         order = order[order >= 0][:n]
         return self.subset(order)
+
+    def filter_classes(self, classes: Sequence[int], relabel: bool = True) -> ImageDataset:
+        """Only the examples of ``classes`` (label indices).
+
+        With ``relabel`` the labels become ``0..len(classes)-1`` in the order given and
+        ``classes`` names follow, so a model with ``len(classes)`` outputs can train on it
+        (e.g. pretrain on Fashion-MNIST classes 0-4, fine-tune on 5-9). Without it, labels and
+        class names are kept as they are.
+        """
+        wanted = [int(c) for c in classes]
+        if not wanted:
+            raise DataError(f"{self.name}: filter_classes needs at least one class")
+        if len(set(wanted)) != len(wanted):
+            raise DataError(f"{self.name}: filter_classes got repeated classes {wanted}")
+        bad = [c for c in wanted if not 0 <= c < self.num_classes]
+        if bad:
+            raise DataError(
+                f"{self.name}: classes {bad} out of range 0-{self.num_classes - 1} "
+                f"({', '.join(self.classes)})"
+            )
+        wanted_t = torch.tensor(wanted, dtype=torch.long)
+        keep = torch.isin(self.labels, wanted_t)
+        labels = self.labels[keep]
+        tag = f"{self.name}[{','.join(map(str, wanted))}]"
+        if not relabel:
+            return self._replace(images=self.images[keep], labels=labels, name=tag)
+        mapping = torch.full((self.num_classes,), -1, dtype=torch.long)
+        mapping[wanted_t] = torch.arange(len(wanted))
+        return self._replace(
+            images=self.images[keep],
+            labels=mapping[labels],
+            classes=[self.classes[c] for c in wanted],
+            name=tag,
+        )
+
+    def resize(self, image_size: int | tuple[int, int]) -> ImageDataset:
+        """Images resized (bilinear, antialiased when shrinking) to ``image_size``.
+
+        ``mean``/``std`` are kept: resampling barely moves them.
+        """
+        size = _pair(image_size)
+        if size == self.image_size:
+            return self
+        return self._replace(
+            images=resize_images(self.images, size), name=f"{self.name}@{size[0]}x{size[1]}"
+        )
+
+    def to_channels(self, channels: int) -> ImageDataset:
+        """Images with ``channels`` channels: 1 -> 3 repeats grey, 3 -> 1 takes luma (ITU-R 601-2).
+
+        Grey to RGB repeats ``mean``/``std``; RGB to grey takes the luma of ``mean`` and
+        recomputes ``std`` from the converted images, which luma does not preserve.
+        """
+        if channels == self.channels:
+            return self
+        if self.channels == 1 and channels == 3:
+            return self._replace(
+                images=self.images.expand(-1, 3, -1, -1).contiguous(),
+                mean=self.mean * 3,
+                std=self.std * 3,
+            )
+        if self.channels == 3 and channels == 1:
+            images = rgb_to_grey(self.images)
+            mean = sum(w * m for w, m in zip(LUMA_WEIGHTS, self.mean, strict=True))
+            _, std = channel_stats(images)
+            return self._replace(images=images, mean=(round(mean, 4),), std=std)
+        raise DataError(
+            f"{self.name}: cannot convert {self.channels}-channel images to {channels} channels "
+            "(supported: 1 <-> 3)"
+        )
 
     def tensors(self, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
         """All images as float [0, 1] and labels, on ``device``."""
@@ -82,13 +198,99 @@ def to_float(images: Tensor) -> Tensor:
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
 
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        h = w = size
+    else:
+        h, w = (int(s) for s in size)
+    if h < 1 or w < 1:
+        raise DataError(f"image_size must be positive, got {size}")
+    return h, w
+
+
+def resize_images(images: Tensor, size: int | tuple[int, int], chunk: int = 4096) -> Tensor:
+    """Resize uint8 ``(N, C, H, W)`` images bilinearly to ``size``; returns uint8.
+
+    Works in chunks so that a 60k-image dataset never needs a full float copy.
+    """
+    size = _pair(size)
+    if images.dtype != torch.uint8:
+        raise DataError(f"resize_images needs uint8 images, got {images.dtype}")
+    out = torch.empty((len(images), images.shape[1], *size), dtype=torch.uint8)
+    shrinking = size[0] < images.shape[2] or size[1] < images.shape[3]
+    for start in range(0, len(images), chunk):
+        x = images[start : start + chunk].float()
+        y = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
+        out[start : start + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def rgb_to_grey(images: Tensor) -> Tensor:
+    """uint8 ``(N, 3, H, W)`` -> uint8 ``(N, 1, H, W)`` luma."""
+    w = torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
+    return (images.float() * w).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images on the [0, 1] scale, rounded to 4 digits."""
+    c = images.shape[1]
+    total = torch.zeros(c, dtype=torch.float64)
+    total_sq = torch.zeros(c, dtype=torch.float64)
+    for start in range(0, len(images), chunk):
+        x = images[start : start + chunk].to(torch.float64).div_(255.0)
+        total += x.sum((0, 2, 3))
+        total_sq += x.pow(2).sum((0, 2, 3))
+    count = images.numel() // c
+    if count == 0:
+        raise DataError("cannot compute mean/std of an empty dataset")
+    mean = total / count
+    std = (total_sq / count - mean.pow(2)).clamp_min(0).sqrt()
+    # A constant channel would divide by zero in Normalize.
+    std = std.clamp_min(1e-3)
+    return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)
+
+
+def stratified_split(labels: Tensor, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Deterministic per-class split of example indices into (train, test), each sorted.
+
+    Every class with at least two examples puts ``round(test_fraction * n_c)`` (at least one)
+    of them in test, so both splits see every class.
+    """
+    g = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_test = 0 if len(idx) < 2 else min(len(idx) - 1, max(1, round(test_fraction * len(idx))))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return torch.cat(train).sort().values, torch.cat(test).sort().values
+
+
+def data_roots(data_dir: str | os.PathLike | None) -> list[tuple[str, Path]]:
+    """Where to look for a dataset, labelled for error messages.
+
+    An explicit ``data_dir`` is the only place searched, so a typo is an error rather than a
+    silent fall back to another copy; otherwise ``$ADVSCALE_DATA`` then the system directory.
+    """
+    if data_dir is not None:
+        return [("--data-dir", Path(data_dir).expanduser())]
+    roots = []
+    if os.environ.get("ADVSCALE_DATA"):
+        roots.append(("$ADVSCALE_DATA", Path(os.environ["ADVSCALE_DATA"]).expanduser()))
+    roots.append(("system", SYSTEM_DATA_ROOT))
+    return roots
+
+
 class BatchLoader:
     """Fast in-memory batches ``(x float [0,1], y int64)`` on ``device``.
 
     Shuffles with its own generator seeded by ``seed + epoch`` (call ``set_epoch``), so runs are
     reproducible and resumable. With ``world_size > 1`` each rank gets a disjoint, equal-length
-    shard like ``DistributedSampler``; padded duplicates are marked by ``last_real`` so metrics
-    do not count them twice.
+    shard like ``DistributedSampler``: the shuffled order is padded by repeating its start until
+    it divides evenly, then rank ``r`` takes every ``world_size``-th index from ``r``. Padding
+    sits at the end of a rank's shard; ``indices()`` says how many of its indices are real so
+    metrics need not count duplicates twice. ``drop_last`` drops each rank's last partial batch.
     """
 
     def __init__(
@@ -104,20 +306,38 @@ class BatchLoader:
     ) -> None:
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise DataError(f"rank {rank} is not in [0, world_size={world_size})")
+        if len(dataset) == 0:
+            raise DataError(f"{dataset.name} is empty: nothing to load")
         if batch_size * world_size > len(dataset) and drop_last:
             raise DataError(
                 f"batch_size {batch_size} x {world_size} process(es) is larger than the "
                 f"{len(dataset)} examples of {dataset.name}"
             )
-        self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
-        self.seed, self.device, self.rank, self.world_size = seed, torch.device(device), rank, world_size
+        self.dataset, self.batch_size, self.shuffle, self.drop_last = (
+            dataset,
+            batch_size,
+            shuffle,
+            drop_last,
+        )
+        self.seed, self.device, self.rank, self.world_size = (
+            seed,
+            torch.device(device),
+            rank,
+            world_size,
+        )
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Select the shuffle of ``epoch``; the same seed and epoch always give the same order."""
         self.epoch = epoch
 
     def indices(self) -> tuple[Tensor, int]:
-        """This rank's example indices for the current epoch, and how many are real (not padding)."""
+        """This rank's example indices for the current epoch, and how many are real (not padding).
+
+        The real ones come first; the rest repeat examples to even out the shards.
+        """
         n = len(self.dataset)
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
@@ -127,9 +347,11 @@ class BatchLoader:
         per_rank = -(-n // self.world_size)
         total = per_rank * self.world_size
         if total > n:
-            order = torch.cat([order, order[: total - n]])
+            # Repeat as often as needed: world_size may exceed n.
+            reps = -(-total // n)
+            order = order.repeat(reps)[:total]
         mine = order[self.rank : total : self.world_size]
-        real = int(((torch.arange(total)[self.rank : total : self.world_size]) < n).sum())
+        real = len(range(self.rank, n, self.world_size))
         return mine, real
 
     def __len__(self) -> int:
