@@ -46,7 +46,7 @@ class PreActResNet(nn.Module):
         super().__init__()
         self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         layers, cin = [], widths[0]
-        for i, (n, w) in enumerate(zip(blocks, widths)):
+        for i, (n, w) in enumerate(zip(blocks, widths, strict=True)):
             for j in range(n):
                 layers.append(PreActBlock(cin, w, stride=2 if (i > 0 and j == 0) else 1, drop=drop))
                 cin = w

@@ -1,0 +1,42 @@
+"""Attacks: the one-step and iterative attacks of paper A, PGD, and APGD for evaluation.
+
+All take images in [0, 1] and return adversarial images in [0, 1] within the ε-ball.
+
+Example:
+    >>> from advscale.attacks import PGD
+    >>> x_adv = PGD(model, eps=8 / 255, steps=10)(x, y)  # doctest: +SKIP
+"""
+
+from advscale.attacks.apgd import APGD, APGDT, apgd_checkpoints
+from advscale.attacks.base import (
+    Attack,
+    AttackResult,
+    GradientAttack,
+    as_eps,
+    ascent_step,
+    ce_loss,
+    dlr_loss,
+    lp_norm,
+    model_mode,
+    project,
+    random_start,
+)
+from advscale.attacks.iterative import PGD, PGDL2, IterBasic, IterLL, kurakin_steps
+from advscale.attacks.one_step import (
+    FGSM,
+    FastGradientL2,
+    FGSMPred,
+    OneStepAttack,
+    RandomSign,
+    StepLL,
+    StepRnd,
+)
+from advscale.attacks.registry import ATTACKS, ITERATIVE_OF, ONE_STEP, build_attack, list_attacks
+
+__all__ = [
+    "APGD", "APGDT", "ATTACKS", "ITERATIVE_OF", "ONE_STEP", "PGD", "PGDL2", "Attack", "AttackResult",
+    "FGSM", "FGSMPred", "FastGradientL2", "GradientAttack", "IterBasic", "IterLL", "OneStepAttack",
+    "RandomSign", "StepLL", "StepRnd", "apgd_checkpoints", "as_eps", "ascent_step", "build_attack",
+    "ce_loss", "dlr_loss", "kurakin_steps", "list_attacks", "lp_norm", "model_mode", "project",
+    "random_start",
+]

@@ -1,0 +1,188 @@
+"""Auto-PGD (Croce & Hein 2020): step-size-free PGD with momentum, CE and targeted DLR losses.
+
+APGD halves its step size at checkpoints where progress stalled and restarts from the best point
+found, so it needs no tuning and is the strong attack robust accuracy should be measured with.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from advscale.attacks.base import (
+    Attack,
+    AttackResult,
+    ascent_step,
+    ce_loss,
+    dlr_loss,
+    project,
+    random_start,
+)
+
+
+def apgd_checkpoints(steps: int) -> list[int]:
+    """Iterations at which APGD checks progress: p0=0, p1=0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)."""
+    p = [0.0, 0.22]
+    while p[-1] < 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return sorted({math.ceil(q * steps) for q in p[1:] if math.ceil(q * steps) <= steps})
+
+
+class APGD(Attack):
+    """APGD with cross-entropy (``loss="ce"``, APGD-CE) or DLR (``loss="dlr"``) loss.
+
+    Args:
+        steps: iterations per restart (100 in AutoAttack).
+        restarts: random restarts; only examples still robust are restarted.
+        loss: "ce" or "dlr".
+        rho: fraction of improving steps below which the step size is halved (0.75).
+        momentum: weight of the new step against the previous one (0.75).
+    """
+
+    name = "apgd_ce"
+
+    def __init__(self, model: nn.Module, eps: float | Tensor = 8 / 255, *, steps: int = 100,
+                 restarts: int = 1, loss: str = "ce", rho: float = 0.75, momentum: float = 0.75,
+                 **kwargs) -> None:
+        super().__init__(model, eps, **kwargs)
+        if loss not in ("ce", "dlr"):
+            raise ValueError(f"APGD loss must be 'ce' or 'dlr', got {loss!r}")
+        if steps < 1 or restarts < 1:
+            raise ValueError(f"steps and restarts must be >= 1, got {steps}, {restarts}")
+        self.steps, self.restarts, self.loss_name = steps, restarts, loss
+        self.rho, self.momentum = rho, momentum
+        if loss == "dlr":
+            self.name = "apgd_dlr"
+
+    def _loss(self, logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        if self.loss_name == "dlr":
+            return dlr_loss(logits, y, target)
+        return ce_loss(logits, y) if target is None else -ce_loss(logits, target)
+
+    def _run(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None) -> AttackResult:
+        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        x_out = x.clone()
+        counts = [0, 0]
+        for _ in range(self.restarts):
+            idx = (~fooled).nonzero().squeeze(1) if self.early_stop or self.restarts > 1 else torch.arange(len(x), device=x.device)
+            if len(idx) == 0:
+                break
+            self._single(x, y, eps, target, idx, x_out, fooled, counts)
+        return AttackResult(x_out.detach(), fooled, counts[0], counts[1])
+
+    def _grad(self, xk: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        xk = xk.detach().requires_grad_(True)
+        logits = self.model(xk)
+        loss = self._loss(logits, y, target)
+        (g,) = torch.autograd.grad(loss.sum(), xk)
+        return loss.detach(), g.detach(), logits.detach()
+
+    def _single(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None, idx: Tensor,
+                x_out: Tensor, fooled: Tensor, counts: list[int]) -> None:
+        """One APGD run on examples ``idx``; writes fooling iterates into ``x_out``/``fooled``."""
+        norm, steps = self.norm, self.steps
+        gen = self.generator(x.device)
+        x0, y0, e0 = x[idx], y[idx], eps[idx]
+        t0 = None if target is None else target[idx]
+        checkpoints = set(apgd_checkpoints(steps))
+        last_ckpt = 0
+
+        xk = x0 + random_start(x0, e0, norm, gen)
+        st = {  # per-example state, compacted together when examples are fooled
+            "idx": idx, "x0": x0, "y": y0, "eps": e0, "xk": xk, "xprev": xk.clone(),
+            "eta": 2 * e0, "reduced": torch.zeros(len(idx), dtype=torch.bool, device=x.device),
+            "succ": torch.zeros(len(idx), device=x.device),
+        }
+        if t0 is not None:
+            st["t"] = t0
+
+        def record(logits: Tensor, xk: Tensor) -> None:
+            hit = logits.argmax(1) != st["y"]
+            if bool(hit.any()):
+                fooled[st["idx"][hit]] = True
+                x_out[st["idx"][hit]] = xk[hit].detach()
+            if self.early_stop and bool(hit.any()):
+                keep = ~hit
+                for k in list(st):
+                    st[k] = st[k][keep]
+
+        loss, grad, logits = self._grad(st["xk"], st["y"], st.get("t"))
+        counts[0] += len(st["idx"])
+        counts[1] += len(st["idx"])
+        st["grad"], st["loss"] = grad, loss
+        st["xmax"], st["fmax"], st["gmax"] = st["xk"].clone(), loss.clone(), grad.clone()
+        st["fmax_ckpt"] = loss.clone()
+        record(logits, st["xk"])
+
+        for k in range(steps):
+            if len(st["idx"]) == 0:
+                return
+            xk, xprev, eta = st["xk"], st["xprev"], st["eta"]
+            a = self.momentum if k > 0 else 1.0
+            with torch.no_grad():
+                z = st["x0"] + project(xk + eta * ascent_step(st["grad"], norm) - st["x0"], st["x0"], st["eps"], norm)
+                xn = xk + a * (z - xk) + (1 - a) * (xk - xprev)
+                xn = st["x0"] + project(xn - st["x0"], st["x0"], st["eps"], norm)
+            loss, grad, logits = self._grad(xn, st["y"], st.get("t"))
+            counts[0] += len(st["idx"])
+            counts[1] += len(st["idx"])
+            with torch.no_grad():
+                st["succ"] += (loss > st["loss"]).float()
+                better = loss > st["fmax"]
+                st["xmax"][better], st["fmax"][better], st["gmax"][better] = xn[better], loss[better], grad[better]
+                st["xprev"], st["xk"], st["loss"], st["grad"] = xk, xn, loss, grad
+                if k + 1 in checkpoints:
+                    span = k + 1 - last_ckpt
+                    stalled = st["succ"] < self.rho * span
+                    no_gain = (~st["reduced"]) & (st["fmax_ckpt"] >= st["fmax"])
+                    cut = stalled | no_gain
+                    if bool(cut.any()):
+                        st["eta"][cut] /= 2
+                        st["xk"][cut] = st["xmax"][cut]
+                        st["xprev"][cut] = st["xmax"][cut]
+                        st["grad"][cut] = st["gmax"][cut]
+                        st["loss"][cut] = st["fmax"][cut]
+                    st["reduced"] = cut
+                    st["succ"].zero_()
+                    st["fmax_ckpt"] = st["fmax"].clone()
+                    last_ckpt = k + 1
+            record(logits, xn)
+        if len(st["idx"]):
+            survivors = ~fooled[st["idx"]]
+            x_out[st["idx"][survivors]] = st["xmax"][survivors]
+
+
+class APGDT(APGD):
+    """Targeted APGD with the DLR loss (APGD-T): one run per target class among the
+    ``n_targets`` highest-scoring wrong classes of the clean image, on points still robust."""
+
+    name = "apgd_t"
+
+    def __init__(self, model: nn.Module, eps: float | Tensor = 8 / 255, *, n_targets: int = 9,
+                 steps: int = 100, restarts: int = 1, **kwargs) -> None:
+        kwargs.pop("loss", None)
+        super().__init__(model, eps, steps=steps, restarts=restarts, loss="dlr", **kwargs)
+        self.name = "apgd_t"
+        self.n_targets = n_targets
+
+    def _run(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None) -> AttackResult:
+        if target is not None:
+            return super()._run(x, y, eps, target)
+        with torch.no_grad():
+            logits = self.model(x)
+        k = logits.shape[1]
+        if k < 4:
+            raise ValueError(f"APGD-T's targeted DLR loss needs at least 4 classes, the model has {k}")
+        order = logits.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
+        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        x_out = x.clone()
+        counts = [len(x), 0]
+        for j in range(min(self.n_targets, k - 1)):
+            for _ in range(self.restarts):
+                idx = (~fooled).nonzero().squeeze(1)
+                if len(idx) == 0:
+                    break
+                self._single(x, y, eps, order[:, j], idx, x_out, fooled, counts)
+        return AttackResult(x_out.detach(), fooled, counts[0], counts[1])
