@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from advscale.errors import UserError
 from advscale.utils import atomic_write_json, environment_info
 
 SCHEMA = "advscale.results"
@@ -37,7 +38,7 @@ KINDS = ("eval", "train", "finetune", "compare", "transfer_matrix", "sweep", "de
 EPS_UNIT = "1/255"
 
 
-class ResultsError(ValueError):
+class ResultsError(UserError):
     """A results file that cannot be read: wrong schema, newer version, missing keys."""
 
 

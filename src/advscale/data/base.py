@@ -11,12 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from advscale.errors import UserError
+
 SYSTEM_DATA_ROOT = Path("/usr/share/datasets")
 # ITU-R 601-2 luma, the weights Pillow's "L" conversion uses.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad or missing data; the message names the file or directory and the problem."""
 
 

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from advscale.errors import UserError
 from advscale.models.wrapper import Classifier, build_classifier
 from advscale.utils import atomic_write, atomic_write_json
 
@@ -18,7 +19,7 @@ FORMAT = "advscale.checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be loaded; the message names the file and what is wrong."""
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from advscale.cli import main
+
+sys.exit(main())
