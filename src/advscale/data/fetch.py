@@ -183,7 +183,9 @@ def fetch_dataset(
             try:
                 _download(url, dest, spec.sha256, timeout, progress)
                 break
-            except (urllib.error.URLError, OSError, TimeoutError) as e:
+            except urllib.error.HTTPError as e:
+                failures.append(f"{url}: HTTP {e.code} {e.reason}")
+            except (urllib.error.URLError, OSError) as e:
                 failures.append(f"{url}: {getattr(e, 'reason', e)}")
         else:
             raise DataError(
