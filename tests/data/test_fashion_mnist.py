@@ -21,7 +21,7 @@ def test_real_test_split_is_balanced_uint8_28x28(fmnist):
     assert test.classes == CLASSES
     assert test.class_counts() == [1000] * 10
     x, y = test.take(64).tensors()
-    assert x.dtype == torch.float32 and 0.0 <= x.min() and x.max() <= 1.0
+    assert x.dtype == torch.float32 and x.min() >= 0.0 and x.max() <= 1.0
     assert len(set(y.tolist())) == 10
 
 
