@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from advscale.data import DataError, load_dataset
+from advscale.data import DataError, dataset_info, load_dataset
 from advscale.data.cifar import CLASSES, MEAN, STD, RestrictedUnpickler, safe_unpickle
 
 RECORDS = {
@@ -251,3 +251,21 @@ def test_restricted_unpickler_round_trips_plain_data():
         ).load()
         assert back[b"a"] == obj[b"a"] and back[b"n"] == 4
         np.testing.assert_array_equal(back[b"arr"], obj[b"arr"])
+
+
+def test_class_names_come_from_the_meta_file(tmp_path):
+    write_binary(tmp_path)
+    names = [f"k{i}" for i in range(10)]
+    (tmp_path / "cifar-10-batches-bin" / "batches.meta.txt").write_text("\n".join(names))
+    assert load_dataset("cifar10", "test", tmp_path).classes == names
+    (tmp_path / "cifar-10-batches-bin" / "batches.meta.txt").write_text("a\nb\n")
+    with pytest.raises(DataError, match="batches.meta.txt: lists 2 class names, expected 10"):
+        load_dataset("cifar10", "test", tmp_path)
+
+
+def test_dataset_info(tmp_path):
+    write_python(tmp_path, protocol="py2")
+    info = dataset_info("cifar10", tmp_path)
+    assert info["location"] == str(tmp_path / "cifar-10-batches-py")
+    assert info["splits"]["train"]["size"] == 10 and info["splits"]["test"]["size"] == 4
+    assert info["channels"] == 3 and info["image_size"] == [32, 32] and info["mean"] == list(MEAN)

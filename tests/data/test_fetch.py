@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import os
 import threading
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from idx_files import write_fashion_dir
 
-from advscale.data import DataError, fetch_dataset, load_dataset
+from advscale.data import DataError, dataset_info, fetch_dataset, load_dataset
 from advscale.data.fetch import REMOTE, sha256_file
 
 NAMES = [f.name for f in REMOTE["fashion-mnist"].files]
@@ -150,3 +151,14 @@ def test_sha256_file_matches_hashlib(tmp_path):
     p = tmp_path / "f"
     p.write_bytes(b"advscale" * 1000)
     assert sha256_file(p) == hashlib.sha256(b"advscale" * 1000).hexdigest()
+
+
+def test_fetched_directory_is_described_by_dataset_info(served, tmp_path):
+    server, _, hashes = served
+    out = fetch_dataset("fashion-mnist", to=tmp_path / "out", base_url=server.url, sha256=hashes)
+    info = dataset_info("fashion-mnist", out)
+    assert info["location"] == str(out)
+    assert info["splits"]["train"] == {"size": 30, "class_counts": [3] * 10}
+    assert info["splits"]["test"]["size"] == 20
+    assert info["classes"][0] == "T-shirt/top" and info["image_size"] == [28, 28]
+    json.dumps(info)  # ready to print as JSON
