@@ -62,8 +62,9 @@ def _leftovers(d: Path) -> list[str]:
 
 def test_downloads_verifies_and_loads(served, tmp_path):
     server, files, hashes = served
-    out = fetch_dataset("fashion-mnist", to=tmp_path / "out", base_url=server.url, sha256=hashes)
-    assert out == tmp_path / "out"
+    out = tmp_path / "out"
+    paths = fetch_dataset("fashion-mnist", to=out, base_url=server.url, sha256=hashes)
+    assert paths == [out / n for n in NAMES]
     for n in NAMES:
         assert (out / n).read_bytes() == (files / n).read_bytes()
     assert _leftovers(out) == []
@@ -155,7 +156,8 @@ def test_sha256_file_matches_hashlib(tmp_path):
 
 def test_fetched_directory_is_described_by_dataset_info(served, tmp_path):
     server, _, hashes = served
-    out = fetch_dataset("fashion-mnist", to=tmp_path / "out", base_url=server.url, sha256=hashes)
+    out = tmp_path / "out"
+    fetch_dataset("fashion-mnist", to=out, base_url=server.url, sha256=hashes)
     info = dataset_info("fashion-mnist", out)
     assert info["location"] == str(out)
     assert info["splits"]["train"] == {"size": 30, "class_counts": [3] * 10}

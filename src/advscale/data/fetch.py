@@ -138,8 +138,8 @@ def fetch_dataset(
     sha256: Mapping[str, str] | None = None,
     timeout: float = 60.0,
     progress: Callable[[str], None] | None = None,
-) -> Path:
-    """Download dataset ``name`` (see ``REMOTE``) into directory ``to`` and return it.
+) -> list[Path]:
+    """Download dataset ``name`` (see ``REMOTE``) into directory ``to``; return the file paths.
 
     Each file is streamed to a temporary file in ``to``, checked against its SHA-256 and only
     then renamed into place, so ``to`` never holds a partial or unverified file. Files already
@@ -171,8 +171,10 @@ def fetch_dataset(
     mirrors = tuple(m if m.endswith("/") else m + "/" for m in mirrors)
     target = Path(to).expanduser()
     target.mkdir(parents=True, exist_ok=True)
+    paths = []
     for spec in files:
         dest = target / spec.name
+        paths.append(dest)
         if _is_present(dest, spec):
             if progress:
                 progress(f"{dest}: present, SHA-256 ok")
@@ -191,4 +193,4 @@ def fetch_dataset(
             raise DataError(
                 f"{spec.name}: download failed from every source: " + "; ".join(failures)
             )
-    return target
+    return paths
