@@ -20,7 +20,7 @@ NAMES = [f.name for f in REMOTE["fashion-mnist"].files]
 
 class _Server:
     def __init__(self, root: Path) -> None:
-        self.root, self.requests = root, []
+        self.root, self.requests, self.cut_short = root, [], False
         server = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
@@ -29,6 +29,16 @@ class _Server:
 
             def do_GET(self):
                 server.requests.append(self.path)
+                if server.cut_short:
+                    # Promise the whole file, send half, hang up: a dropped connection.
+                    data = (server.root / self.path.lstrip("/")).read_bytes()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
                 super().do_GET()
 
             def log_message(self, *args):
@@ -108,6 +118,17 @@ def test_corrupted_download_is_refused_and_nothing_half_written(served, tmp_path
     assert not (out / NAMES[2]).exists()
     assert _leftovers(out) == []  # no temporary file left behind
     assert (out / NAMES[0]).read_bytes() == (files / NAMES[0]).read_bytes()
+
+
+def test_dropped_connection_leaves_nothing_behind(served, tmp_path):
+    server, files, hashes = served
+    server.cut_short = True
+    out = tmp_path / "out"
+    size = (files / NAMES[0]).stat().st_size
+    message = f"{NAMES[0]}: download failed.*closed after {size // 2} of {size} bytes"
+    with pytest.raises(DataError, match=message):
+        fetch_dataset("fashion-mnist", to=out, base_url=server.url, sha256=hashes)
+    assert list(out.iterdir()) == []
 
 
 def test_missing_file_on_server_is_a_clear_error(served, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -109,12 +110,15 @@ def _download(
         h = hashlib.sha256()
         size = 0
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            announced = response.headers.get("Content-Length")
             while block := response.read(_CHUNK):
                 h.update(block)
                 out.write(block)
                 size += len(block)
             out.flush()
             os.fsync(out.fileno())
+        if announced is not None and announced.isdigit() and size != int(announced):
+            raise ConnectionError(f"connection closed after {size} of {announced} bytes")
         got = h.hexdigest()
         if got != expected:
             raise DataError(
@@ -187,8 +191,10 @@ def fetch_dataset(
                 break
             except urllib.error.HTTPError as e:
                 failures.append(f"{url}: HTTP {e.code} {e.reason}")
-            except (urllib.error.URLError, OSError) as e:
-                failures.append(f"{url}: {getattr(e, 'reason', e)}")
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+                failures.append(
+                    f"{url}: {getattr(e, 'reason', None) or f'{type(e).__name__}: {e}'}"
+                )
         else:
             raise DataError(
                 f"{spec.name}: download failed from every source: " + "; ".join(failures)
