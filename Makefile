@@ -29,6 +29,7 @@ demo: venv data
 
 test: venv
 	@bash scripts/get-fashion-mnist.sh || true
+	@bash scripts/setup-test-deps.sh || true
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv

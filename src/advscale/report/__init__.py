@@ -1,0 +1,38 @@
+"""Reports: results JSON of any advscale command -> Markdown (with PNG plots) and self-contained HTML.
+
+Example:
+    >>> from advscale.report import write_html_report, write_markdown_report
+    >>> write_html_report(["runs/baseline", "runs/hardened"], "report.html")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from advscale.report.content import Run, Section, build_sections, collect_runs
+from advscale.report.html import render_html, write_html_report
+from advscale.report.markdown import render_markdown, write_markdown_report
+from advscale.report.plots import figure_png, png_data_uri
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    """``advscale report RUN_DIR [RUN_DIR ...] --out report.html``: HTML plus Markdown beside it."""
+    out = write_html_report(args.runs, args.out)
+    print(out)
+    print(out.with_suffix(".md"))
+    return 0
+
+
+__all__ = [
+    "Run",
+    "Section",
+    "build_sections",
+    "collect_runs",
+    "figure_png",
+    "png_data_uri",
+    "render_html",
+    "render_markdown",
+    "run_report_command",
+    "write_html_report",
+    "write_markdown_report",
+]

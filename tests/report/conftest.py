@@ -1,0 +1,109 @@
+"""Results files of every kind a report reads, written the way the commands write them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from advscale.results import Results
+
+
+def _eval(model: str, robust: float, warnings: list[str]) -> Results:
+    res = Results(
+        "eval",
+        config={"model": f"runs/demo/models/{model}", "n": 200},
+        summary={"warnings": warnings},
+    )
+    res.add(attack="clean", eps=0, accuracy=0.9)
+    for attack in ("fgsm", "pgd"):
+        for eps in (2, 4, 8):
+            res.add(attack=attack, eps=eps, accuracy=robust * 2 / eps, eps_unit="1/255")
+    return res
+
+
+@pytest.fixture
+def run_dirs(tmp_path: Path) -> dict[str, Path]:
+    """Run directories: two evals, a train run cut short by catastrophic overfitting, a
+    compare, a transfer matrix and a sweep with one failed point."""
+    runs = {
+        "baseline": _eval("baseline", 0.2, []),
+        "hardened": _eval("hardened", 0.6, ["one-step attack stronger than iterative at ε=8/255"]),
+    }
+    train = Results(
+        "train",
+        config={"name": "fgsm-run", "recipe": {"name": "fgsm", "eps": 8}},
+        complete=False,
+        summary={
+            "events": [
+                {
+                    "epoch": 3,
+                    "event": "catastrophic_overfit",
+                    "message": "PGD accuracy fell from 30.0% to 2.0%",
+                }
+            ]
+        },
+    )
+    for epoch in range(1, 6):
+        train.add(
+            epoch=epoch,
+            loss=1.0 / epoch,
+            train_accuracy=0.5 + 0.05 * epoch,
+            test_accuracy=0.6 + 0.03 * epoch,
+            robust_accuracy=0.3 if epoch < 3 else 0.02,
+            seconds=2.0,
+        )
+    runs["train"] = train
+    compare = Results("compare", config={"name": "fgsm-vs-pgd"})
+    for method, seconds in (("fgsm", 10.0), ("pgd", 40.0)):
+        for mode in ("full", "linear"):
+            compare.add(
+                method=method,
+                mode=mode,
+                eps=8,
+                clean_accuracy=0.8,
+                pgd_accuracy=0.35,
+                apgd_accuracy=0.33,
+                seconds=seconds,
+            )
+    runs["compare"] = compare
+    matrix = Results("transfer_matrix")
+    for s in ("a", "b"):
+        for t in ("a", "b"):
+            matrix.add(
+                source=s,
+                target=t,
+                attack="fgsm",
+                eps=8,
+                transfer_rate=1.0 if s == t else 0.5,
+                error_rate=0.45,
+                candidates=40,
+            )
+    runs["transfer"] = matrix
+    sweep = Results("sweep", config={"field": "model.kwargs.width"})
+    for variant in ("baseline", "kurakin"):
+        for width in (0.5, 1.0):
+            sweep.add(
+                variant=variant,
+                field="model.kwargs.width",
+                value=width,
+                attack="step_ll",
+                attack_type="one-step",
+                eps=8,
+                clean_accuracy=0.9,
+                accuracy=0.45,
+                ratio=0.5,
+            )
+    sweep.add(
+        variant="kurakin",
+        field="model.kwargs.width",
+        value=2.0,
+        status="failed",
+        error="RuntimeError: boom",
+    )
+    runs["sweep"] = sweep
+    out = {}
+    for name, res in runs.items():
+        out[name] = tmp_path / "runs" / name
+        res.save(out[name] / "results.json")
+    return out
