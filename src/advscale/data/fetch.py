@@ -147,7 +147,8 @@ def fetch_dataset(
 
     Each file is streamed to a temporary file in ``to``, checked against its SHA-256 and only
     then renamed into place, so ``to`` never holds a partial or unverified file. Files already
-    present with the right hash are kept. Without ``base_url`` the official mirrors are tried in
+    present with the right hash (or, recompressed, the right gunzipped content) are kept; other
+    files of the same name are replaced. Without ``base_url`` the official mirrors are tried in
     turn when one cannot be reached; a hash mismatch stops at once.
 
     Args:
