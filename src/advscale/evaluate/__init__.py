@@ -1,0 +1,115 @@
+"""Evaluation: robust accuracy over attacks × ε, gradient-masking checks, label leaking.
+
+Example:
+    >>> from advscale.evaluate import evaluate, format_table
+    >>> report = evaluate(model, test, attacks=["fgsm", "pgd"], eps=[2, 4, 8], n=1000)  # doctest: +SKIP
+    >>> print(format_table(report.records))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from advscale.errors import UserError
+from advscale.evaluate.label_leak import label_leak, leak_flag
+from advscale.evaluate.robust import (
+    APGD_NAMES,
+    DEFAULT_ATTACK_KWARGS,
+    PRESETS,
+    WORST_CASE,
+    EvalReport,
+    evaluate,
+    format_table,
+    format_warnings,
+    preset_attacks,
+)
+
+__all__ = [
+    "DEFAULT_ATTACK_KWARGS",
+    "PRESETS",
+    "WORST_CASE",
+    "EvalReport",
+    "evaluate",
+    "format_table",
+    "format_warnings",
+    "label_leak",
+    "leak_flag",
+    "load_any_model",
+    "preset_attacks",
+    "run_eval_command",
+]
+
+
+def load_any_model(spec: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """The model named by ``spec``, in eval mode on ``device``: every command loads models here.
+
+    ``spec`` is an advscale checkpoint (path with or without ``.safetensors``/``.json``).
+    """
+    from advscale.models import load_model
+    from advscale.models.checkpoint import checkpoint_paths
+
+    weights, sidecar = checkpoint_paths(spec)
+    if not weights.exists() and not sidecar.exists():
+        raise UserError(f"{spec}: no such checkpoint (expected {weights} and {sidecar})")
+    return load_model(spec, device).eval()
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    """``advscale eval``: load model and data, evaluate, print the table and warnings, save."""
+    from advscale.data import load_dataset
+    from advscale.utils import resolve_device
+
+    if args.n is not None and args.n <= 0:
+        raise UserError(f"--n must be a positive number of examples, got {args.n}")
+    if args.batch_size <= 0:
+        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    cascade = bool(args.cascade)
+    attacks = list(args.attacks)
+    warnings: list[dict[str, Any]] = []
+    preset = getattr(args, "preset", "custom") or "custom"
+    if preset != "custom":
+        attacks, missing = preset_attacks(preset)
+        cascade = True
+        if missing:
+            warnings.append({
+                "check": "preset",
+                "message": (
+                    f"preset {preset!r}: {', '.join(missing)} not available in this installation; "
+                    f"ran {', '.join(attacks)} only, so robust accuracy may be overstated"
+                ),
+            })
+    attack_kwargs: dict[str, dict[str, Any]] = {}
+    apgd_steps = getattr(args, "apgd_steps", None)
+    if apgd_steps is not None:
+        if apgd_steps < 1:
+            raise UserError(f"--apgd-steps must be >= 1, got {apgd_steps}")
+        attack_kwargs.update({a: {"steps": apgd_steps} for a in APGD_NAMES})
+
+    device = resolve_device(args.device)
+    model = load_any_model(args.model, device)
+    data = load_dataset(args.data, args.split, args.data_dir).take(args.n)
+    report = evaluate(
+        model, data, attacks=attacks, eps=args.eps, batch_size=args.batch_size, cascade=cascade,
+        attack_kwargs=attack_kwargs, device=device, seed=args.seed, progress=True,
+        check_unbounded=not getattr(args, "no_unbounded_check", False),
+    )
+    report.warnings[:0] = warnings
+    results = report.to_results({
+        "command": "eval", "model": str(args.model), "data": args.data, "split": args.split,
+        "data_dir": str(args.data_dir) if args.data_dir else None, "preset": preset,
+    })
+    print(f"{args.model} on {args.data}/{args.split}, n={report.n}, clean accuracy "
+          f"{100 * report.clean_accuracy:.1f}%" + ("" if not cascade else ", cascade"))
+    print(format_table(report.records))
+    if report.warnings:
+        print(format_warnings(report.warnings))
+    else:
+        print(f"gradient-masking checks passed: {', '.join(report.checks)}")
+    path = results.save(args.out)
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,225 @@
+"""Checks for gradient masking: signs that robust accuracy is inflated by a weak evaluation.
+
+Each check returns a list of warnings, ``{"check": name, "message": what was seen and what it
+suggests, ...measured values}``; an empty list means the check passed. The checks follow the
+warning signs listed by Athalye et al. (2018) and Croce & Hein (2020):
+
+- ``probabilities``: the model outputs probabilities, not logits (softmax inside the model makes
+  cross-entropy gradients vanish).
+- ``zero_gradients``: input gradients are exactly zero (or not finite) for many examples.
+- ``accuracy_falls_with_eps``: accuracy rises, or does not fall at all, as ε grows.
+- ``one_step_vs_iterative``: a one-step attack beats its iterative version at the same ε.
+- ``unbounded``: PGD with ε = 255/255, which may produce any image, leaves examples correct.
+- ``gradient_free_vs_gradient``: a gradient-free attack (Square, random noise) breaks points
+  every gradient attack failed on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from advscale.attacks import ITERATIVE_OF, build_attack, model_mode
+
+GRADIENT_FREE = ("square", "random_sign")
+# Share of examples that may show a symptom before it is reported (sampling noise aside).
+DEFAULT_MARGIN = 0.01
+ZERO_GRAD_FRACTION = 0.1
+UNBOUNDED_MAX_ACCURACY = 0.05
+
+
+def check_outputs(model: nn.Module, x: Tensor, y: Tensor) -> list[dict[str, Any]]:
+    """The ``probabilities`` and ``zero_gradients`` checks on a clean batch ``(x, y)``."""
+    warnings: list[dict[str, Any]] = []
+    if len(x) == 0:
+        return warnings
+    with model_mode(model, "eval"), torch.enable_grad():
+        xg = x.detach().clone().requires_grad_(True)
+        out = model(xg)
+        (grad,) = torch.autograd.grad(F.cross_entropy(out.float(), y, reduction="sum"), xg,
+                                      allow_unused=True)
+    out = out.detach().float()
+    rows_prob = (out >= -1e-6).all(1) & ((out.sum(1) - 1).abs() < 1e-3)
+    share = float(rows_prob.float().mean())
+    if share >= 0.95:
+        warnings.append({
+            "check": "probabilities",
+            "message": (
+                f"the model's outputs look like probabilities ({share:.0%} of {len(out)} clean rows "
+                "are non-negative and sum to 1): attacks expect logits, and cross-entropy on "
+                "softmax outputs has vanishing gradients, so robust accuracy is likely "
+                "overstated; evaluate the model without its final softmax"
+            ),
+            "share": share,
+        })
+    if grad is None:
+        dead = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    else:
+        flat = grad.detach().flatten(1)
+        dead = (flat.abs().amax(1) == 0) | ~torch.isfinite(flat).all(1)
+    share = float(dead.float().mean())
+    if share >= ZERO_GRAD_FRACTION:
+        warnings.append({
+            "check": "zero_gradients",
+            "message": (
+                f"input gradients of the loss are zero or not finite for {share:.0%} of {len(x)} "
+                "clean examples: gradient attacks get no signal there (quantization, "
+                "non-differentiable preprocessing, detached inputs or saturated outputs), so "
+                "their robust accuracy is not trustworthy; check with a gradient-free attack "
+                "(square) or attack a differentiable approximation of the model"
+            ),
+            "share": share,
+        })
+    return warnings
+
+
+def check_unbounded(model: nn.Module, x: Tensor, y: Tensor, *, seed: int = 0, steps: int = 20,
+                    max_accuracy: float = UNBOUNDED_MAX_ACCURACY) -> list[dict[str, Any]]:
+    """The ``unbounded`` check: PGD at ε = 255/255 on clean-correct examples ``(x, y)``."""
+    if len(x) == 0:
+        return []
+    res = build_attack("pgd", model, 1.0, steps=steps, seed=seed).run(x, y)
+    with torch.no_grad(), model_mode(model, "eval"):
+        still = (model(res.x_adv).argmax(1) == y) & ~res.fooled
+    acc = float(still.float().mean())
+    if acc <= max_accuracy:
+        return []
+    return [{
+        "check": "unbounded",
+        "message": (
+            f"PGD-{steps} with eps = 255/255, which may produce any image, leaves {acc:.1%} of "
+            f"{len(x)} clean-correct examples correctly classified; an unbounded attack should "
+            "reach ~0%, so the gradients do not lead the attack (gradient masking) and robust "
+            "accuracy at small eps is not trustworthy"
+        ),
+        "eps": 255.0,
+        "accuracy": acc,
+    }]
+
+
+def check_records(
+    records: Sequence[dict[str, Any]],
+    robust_mask: dict[tuple[str, float], Tensor],
+    clean_mask: Tensor,
+    *,
+    attacks: Sequence[str],
+    cascade: bool,
+    margin: float = DEFAULT_MARGIN,
+) -> list[dict[str, Any]]:
+    """The checks on measured accuracies: ε monotonicity, one-step vs iterative, gradient-free."""
+    n = int(clean_mask.numel())
+    tol = max(margin, 2 / n) if n else margin  # two examples' worth, at least
+    return (
+        _check_eps_trend(records, tol)
+        + ([] if cascade else _check_one_step(records, tol))
+        + _check_gradient_free(records, robust_mask, clean_mask, attacks, cascade, tol)
+    )
+
+
+def _by_attack(records: Sequence[dict[str, Any]]) -> dict[str, dict[float, float]]:
+    acc: dict[str, dict[float, float]] = {}
+    for r in records:
+        acc.setdefault(r["attack"], {})[float(r["eps"])] = float(r["accuracy"])
+    return acc
+
+
+def _check_eps_trend(records: Sequence[dict[str, Any]], tol: float) -> list[dict[str, Any]]:
+    warnings = []
+    for name, by_eps in _by_attack(records).items():
+        eps = sorted(by_eps)
+        rise = next(((lo, hi) for i, lo in enumerate(eps) for hi in eps[i + 1 :]
+                     if by_eps[hi] > by_eps[lo] + tol), None)
+        if rise is not None:
+            lo, hi = rise
+            warnings.append({
+                "check": "accuracy_falls_with_eps", "attack": name, "eps": [lo, hi],
+                "accuracy": [by_eps[lo], by_eps[hi]],
+                "message": (
+                    f"{name}: accuracy rises from {by_eps[lo]:.1%} at {lo:g}/255 to "
+                    f"{by_eps[hi]:.1%} at {hi:g}/255; a larger budget contains every smaller "
+                    "one, so a working attack cannot do worse: a sign of gradient masking or of "
+                    "an attack that overshoots (one-step attacks, label leaking)"
+                ),
+            })
+            continue
+        pos = [e for e in eps if e > 0]
+        if len(pos) >= 2 and pos[-1] >= 2 * pos[0]:
+            lo, hi = pos[0], pos[-1]
+            if by_eps[hi] > tol and by_eps[hi] >= by_eps[lo] - tol:
+                warnings.append({
+                    "check": "accuracy_falls_with_eps", "attack": name, "eps": [lo, hi],
+                    "accuracy": [by_eps[lo], by_eps[hi]],
+                    "message": (
+                        f"{name}: accuracy does not fall from {lo:g}/255 ({by_eps[lo]:.1%}) to "
+                        f"{hi:g}/255 ({by_eps[hi]:.1%}) although the budget grew "
+                        f"{hi / lo:g}-fold: the attack is not finding its way (gradient masking "
+                        "or too few steps)"
+                    ),
+                })
+    return warnings
+
+
+def _check_one_step(records: Sequence[dict[str, Any]], tol: float) -> list[dict[str, Any]]:
+    acc = _by_attack(records)
+    warnings = []
+    for one, it in ITERATIVE_OF.items():
+        if one not in acc or it not in acc:
+            continue
+        for e in sorted(set(acc[one]) & set(acc[it])):
+            if acc[one][e] < acc[it][e] - tol:
+                warnings.append({
+                    "check": "one_step_vs_iterative", "attack": one, "iterative": it, "eps": e,
+                    "accuracy": [acc[one][e], acc[it][e]],
+                    "message": (
+                        f"{one} leaves {acc[one][e]:.1%} accuracy at {e:g}/255 but its iterative "
+                        f"version {it} leaves {acc[it][e]:.1%}: more steps of the same attack "
+                        "should not do worse, a sign of gradient masking (a jagged loss surface "
+                        "that traps small steps) or of a badly tuned iterative attack"
+                    ),
+                })
+    return warnings
+
+
+def _check_gradient_free(records: Sequence[dict[str, Any]], robust_mask: dict[tuple[str, float], Tensor],
+                         clean_mask: Tensor, attacks: Sequence[str], cascade: bool,
+                         tol: float) -> list[dict[str, Any]]:
+    free = [a for a in attacks if a in GRADIENT_FREE]
+    grad = [a for a in attacks if a not in GRADIENT_FREE]
+    if not free or not grad:
+        return []
+    n = int(clean_mask.numel())
+    warnings = []
+    for e in sorted({float(r["eps"]) for r in records}):
+        for g in free:
+            if cascade:
+                # With a cascade the masks are cumulative: the gradient-free attack must come
+                # after every gradient attack to tell what it alone found.
+                pos = list(attacks).index(g)
+                if any(list(attacks).index(a) > pos for a in grad):
+                    continue
+                before = robust_mask[(attacks[pos - 1], e)] if pos > 0 else clean_mask
+                only = before & ~robust_mask[(g, e)]
+            else:
+                robust_all_grad = clean_mask.clone()
+                for a in grad:
+                    robust_all_grad &= robust_mask[(a, e)]
+                only = robust_all_grad & ~robust_mask[(g, e)]
+            share = float(only.float().sum()) / max(n, 1)
+            if share > tol:
+                warnings.append({
+                    "check": "gradient_free_vs_gradient", "attack": g, "eps": e, "share": share,
+                    "message": (
+                        f"{g} (no gradients) broke {share:.1%} of the examples at {e:g}/255 that "
+                        f"every gradient attack ({', '.join(grad)}) failed on: the gradients "
+                        "mislead the attacks (gradient masking), so trust the worst case over all "
+                        "attacks, not the gradient attacks alone"
+                    ),
+                })
+    return warnings
+
+
+__all__ = ["GRADIENT_FREE", "check_outputs", "check_records", "check_unbounded"]

@@ -1,0 +1,501 @@
+"""Robust accuracy of a model over attacks × ε, honest by construction.
+
+- Examples the model gets wrong when clean are not attacked: they count as wrong.
+- An example counts as broken when any iterate or restart of an attack fooled it, or when the
+  adversarial example the attack returns is misclassified (a second forward pass checks it).
+- The worst case over attacks is reported per example, as an extra record ``"worst_case"``.
+- With ``cascade=True`` each attack runs only on the points still robust after the earlier ones
+  (AutoAttack style): the same worst case for fewer passes.
+- Gradient-masking checks (:mod:`advscale.evaluate.masking`) come back as warnings.
+
+Example:
+    >>> report = evaluate(model, test.take(1000), attacks=["fgsm", "pgd"], eps=[2, 4, 8])  # doctest: +SKIP
+    >>> print(format_table(report.records))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from advscale.attacks import ATTACKS, ONE_STEP, build_attack, model_mode
+from advscale.data import ImageDataset, to_float
+from advscale.errors import UserError
+from advscale.evaluate import masking
+from advscale.results import EPS_UNIT, Results
+from advscale.utils import environment_info, resolve_device
+
+WORST_CASE = "worst_case"
+APGD_NAMES = ("apgd", "apgd_ce", "apgd_dlr", "apgd_t")
+
+# Settings used unless ``attack_kwargs`` says otherwise. The one-step and iterative attacks of
+# paper A keep their own defaults (α = 1/255, min(ε+4, 1.25ε) iterations); PGD is the usual
+# 10 steps of 2.5ε/steps with one random start; APGD runs AutoAttack's 100 iterations.
+DEFAULT_ATTACK_KWARGS: dict[str, dict[str, Any]] = {
+    "pgd": {"steps": 10, "restarts": 1},
+    "pgd_l2": {"steps": 10, "restarts": 1},
+    **{name: {"steps": 100} for name in APGD_NAMES},
+}
+
+# AutoAttack's standard set without FAB: APGD-CE, APGD-T (targeted DLR), then the score-based
+# Square attack, as a cascade over the points still robust. Square joins as soon as it is
+# registered in ``advscale.attacks.ATTACKS``; until then the preset runs the white-box part and
+# says so in a warning.
+PRESETS: dict[str, tuple[str, ...]] = {"strong": ("apgd_ce", "apgd_t", "square")}
+
+
+def preset_attacks(name: str) -> tuple[list[str], list[str]]:
+    """Attacks of preset ``name`` available in this installation, and those missing.
+
+    Example:
+        >>> attacks, missing = preset_attacks("strong")
+        >>> attacks[:2]
+        ['apgd_ce', 'apgd_t']
+    """
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
+    wanted = PRESETS[name]
+    return [a for a in wanted if a in ATTACKS], [a for a in wanted if a not in ATTACKS]
+
+
+@dataclass
+class EvalReport:
+    """What :func:`evaluate` measured.
+
+    Attributes:
+        records: one flat dict per (attack, ε) plus one ``"worst_case"`` record per ε, in the
+            results schema (ε in pixel levels, accuracies in [0, 1]).
+        warnings: ``{"check", "message", ...}`` for every gradient-masking check that failed.
+        clean_accuracy: top-1 accuracy on the clean examples.
+        clean_top5: top-5 accuracy on the clean examples (None with 5 classes or fewer).
+        clean_mask: (N,) bool, examples classified correctly when clean.
+        robust_mask: (attack, ε in pixel levels) -> (N,) bool, examples still classified
+            correctly; with a cascade, robust to this attack and all earlier ones.
+        final_mask: for one-step attacks, (attack, ε) -> (N,) bool, examples whose returned
+            adversarial example is classified correctly (every example is attacked).
+        checks: names of the gradient-masking checks that ran.
+        config: the settings the numbers came from.
+        device: where it ran.
+    """
+
+    records: list[dict[str, Any]]
+    warnings: list[dict[str, Any]]
+    clean_accuracy: float
+    clean_top5: float | None
+    clean_mask: Tensor
+    robust_mask: dict[tuple[str, float], Tensor]
+    final_mask: dict[tuple[str, float], Tensor] = field(default_factory=dict)
+    checks: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+
+    @property
+    def n(self) -> int:
+        return int(self.clean_mask.numel())
+
+    def record(self, attack: str, eps: float) -> dict[str, Any]:
+        """The record of ``attack`` at ``eps`` (pixel levels)."""
+        for r in self.records:
+            if r["attack"] == attack and r["eps"] == float(eps):
+                return r
+        raise KeyError(f"no record for attack {attack!r} at eps {eps:g}/255")
+
+    def worst_case(self) -> dict[float, float]:
+        """Worst-case accuracy over the attacks, per ε (pixel levels)."""
+        return {r["eps"]: r["accuracy"] for r in self.records if r["attack"] == WORST_CASE}
+
+    def to_results(self, config: dict[str, Any] | None = None) -> Results:
+        """The report as a ``Results(kind="eval")``; ``config`` is merged over ``self.config``."""
+        summary = {
+            "n": self.n,
+            "clean_accuracy": self.clean_accuracy,
+            "clean_top5": self.clean_top5,
+            "worst_case": {f"{e:g}": a for e, a in self.worst_case().items()},
+            "checks": list(self.checks),
+            "warnings": list(self.warnings),
+        }
+        return Results(
+            kind="eval",
+            records=[dict(r) for r in self.records],
+            config={**self.config, **(config or {})},
+            summary=summary,
+            environment=environment_info(self.device),
+        )
+
+
+def evaluate(
+    model: nn.Module,
+    data: ImageDataset | tuple[Tensor, Tensor],
+    *,
+    attacks: Sequence[str],
+    eps: Sequence[float],
+    batch_size: int = 500,
+    cascade: bool = False,
+    attack_kwargs: dict[str, dict[str, Any]] | None = None,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    n: int | None = None,
+    checks: bool = True,
+    check_unbounded: bool = False,
+) -> EvalReport:
+    """Clean and robust accuracy of ``model`` under each attack at each ε, and the worst case.
+
+    Args:
+        model: classifier taking [0, 1] images (N, C, H, W) and returning logits.
+        data: an ImageDataset or an ``(x, y)`` pair (x float in [0, 1] or uint8).
+        attacks: attack names from ``advscale.attacks.ATTACKS``, run in this order.
+        eps: budgets in pixel levels on the 0-255 scale (8 means 8/255).
+        batch_size: examples per attack call.
+        cascade: run each attack only on the points still robust after the earlier ones at the
+            same ε; records then give the accuracy after the attacks so far.
+        attack_kwargs: per-attack overrides, e.g. ``{"apgd": {"steps": 20}}``.
+        device: where to run; None uses the device of the model's parameters.
+        seed: seeds every attack's random generator (reproducible for a fixed batch size).
+        progress: show a tqdm progress bar on stderr.
+        n: evaluate a class-stratified subset of this size (ImageDataset) or the first n.
+        checks: run the gradient-masking checks (:mod:`advscale.evaluate.masking`).
+        check_unbounded: also run PGD at ε = 255/255 on a small batch (should reach ~0%).
+
+    Returns:
+        An :class:`EvalReport`. Records hold ``attack``, ``eps``, ``eps_unit``, ``accuracy``,
+        ``top5``, ``clean_accuracy``, ``clean_top5``, ``ratio`` (adversarial / clean),
+        ``seconds`` (attack time), ``forward``/``backward`` (images passed through the model by
+        the attack), ``n``, ``attacked`` and, for one-step attacks, ``accuracy_final``: plain
+        accuracy on the returned adversarial examples of all examples, clean-misclassified
+        ones included, which exceeds ``clean_accuracy`` when the attack leaks the label.
+
+    Raises:
+        UserError: unknown attack, bad ε, empty data, labels the model cannot output.
+    """
+    attacks = _check_attacks(attacks)
+    eps_levels = _check_eps(eps)
+    if batch_size < 1:
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    kwargs_for = _merge_kwargs(attacks, attack_kwargs)
+    images, labels = _as_tensors(data, n)
+    dev = _pick_device(model, device)
+    model.to(dev)
+
+    clean_correct, clean_top5_mask, num_classes = _clean_pass(model, images, labels, batch_size, dev)
+    n_total = len(labels)
+    clean_acc = _mean(clean_correct)
+    clean_t5 = _mean(clean_top5_mask) if clean_top5_mask is not None else None
+
+    warnings: list[dict[str, Any]] = []
+    ran: list[str] = []
+    if checks:
+        xb, yb = _to_device(images[:256], labels[:256], dev)
+        warnings += masking.check_outputs(model, xb, yb)
+        ran += ["probabilities", "zero_gradients"]
+        if check_unbounded:
+            keep = clean_correct.nonzero().squeeze(1)[:100]
+            xk, yk = _to_device(images[keep.to(images.device)], labels[keep.to(labels.device)], dev)
+            warnings += masking.check_unbounded(model, xk, yk, seed=seed)
+            ran.append("unbounded")
+
+    records: list[dict[str, Any]] = []
+    robust_mask: dict[tuple[str, float], Tensor] = {}
+    final_mask: dict[tuple[str, float], Tensor] = {}
+    base = {"eps_unit": EPS_UNIT, "clean_accuracy": clean_acc, "clean_top5": clean_t5, "n": n_total}
+    bar = tqdm(total=len(eps_levels) * len(attacks) * n_total, unit="img", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for e in eps_levels:
+            still = clean_correct.clone()  # robust to every attack so far at this ε
+            top5_all = clean_top5_mask.clone() if clean_top5_mask is not None else None
+            totals = [0.0, 0, 0]
+            for name in attacks:
+                bar.set_description(f"{name} ε={e:g}/255")
+                one_step = name in ONE_STEP
+                active = still.clone() if cascade else clean_correct.clone()
+                run = _run_attack(
+                    model, name, e, kwargs_for[name], images, labels,
+                    # One-step attacks run on every example: accuracy_final needs them all.
+                    torch.ones_like(active) if one_step else active,
+                    batch_size, dev, _attack_seed(seed, name, e), bar,
+                )
+                robust = active & run.correct
+                still &= robust
+                rec: dict[str, Any] = {"attack": name, "eps": e, **base, "accuracy": _mean(robust)}
+                if top5_all is not None:
+                    # Examples not attacked keep their clean top-5 verdict.
+                    own = torch.where(run.attacked, run.top5, clean_top5_mask)
+                    top5_all &= own
+                    rec["top5"] = _mean(top5_all if cascade else own)
+                else:
+                    rec["top5"] = None
+                rec["ratio"] = _ratio(rec["accuracy"], clean_acc)
+                rec.update(seconds=run.seconds, forward=run.forward, backward=run.backward,
+                           attacked=int(run.attacked.sum()), cascade=cascade)
+                if one_step:
+                    rec["accuracy_final"] = _mean(run.correct)
+                    final_mask[(name, e)] = run.correct
+                records.append(rec)
+                robust_mask[(name, e)] = still.clone() if cascade else robust
+                totals[0] += run.seconds
+                totals[1] += run.forward
+                totals[2] += run.backward
+            wc = {"attack": WORST_CASE, "eps": e, **base, "accuracy": _mean(still),
+                  "top5": _mean(top5_all) if top5_all is not None else None}
+            wc.update(ratio=_ratio(wc["accuracy"], clean_acc), seconds=totals[0], forward=totals[1],
+                      backward=totals[2], attacks="+".join(attacks), cascade=cascade)
+            records.append(wc)
+            robust_mask[(WORST_CASE, e)] = still
+    finally:
+        bar.close()
+
+    if checks:
+        warnings += masking.check_records(records, robust_mask, clean_correct, attacks=attacks,
+                                          cascade=cascade)
+        ran += ["accuracy_falls_with_eps", "one_step_vs_iterative", "gradient_free_vs_gradient"]
+
+    config = {
+        "attacks": list(attacks),
+        "eps": eps_levels,
+        "eps_unit": EPS_UNIT,
+        "n": n_total,
+        "num_classes": num_classes,
+        "batch_size": batch_size,
+        "cascade": cascade,
+        "seed": seed,
+        "attack_kwargs": {a: dict(kwargs_for[a]) for a in attacks},
+    }
+    return EvalReport(
+        records=records, warnings=warnings, clean_accuracy=clean_acc, clean_top5=clean_t5,
+        clean_mask=clean_correct, robust_mask=robust_mask, final_mask=final_mask, checks=ran,
+        config=config, device=str(dev),
+    )
+
+
+@dataclass
+class _AttackRun:
+    correct: Tensor  # (N,) returned example classified correctly and no iterate fooled it
+    top5: Tensor  # (N,) true label in the top 5 on the returned example
+    attacked: Tensor  # (N,) examples the attack ran on
+    seconds: float
+    forward: int
+    backward: int
+
+
+def _run_attack(model: nn.Module, name: str, eps_level: float, kwargs: dict[str, Any], images: Tensor,
+                labels: Tensor, which: Tensor, batch_size: int, dev: torch.device, seed: int,
+                bar: tqdm) -> _AttackRun:
+    """Run attack ``name`` on the examples selected by ``which``, batch by batch."""
+    n = len(labels)
+    correct = torch.zeros(n, dtype=torch.bool)
+    top5 = torch.zeros(n, dtype=torch.bool)
+    try:
+        attack = build_attack(name, model, eps_level / 255, seed=seed, **kwargs)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    seconds, forward, backward = 0.0, 0, 0
+    for idx in _chunks(which.nonzero().squeeze(1), batch_size):
+        x, y = _to_device(images[idx.to(images.device)], labels[idx.to(labels.device)], dev)
+        _sync(dev)
+        t0 = time.perf_counter()
+        try:
+            res = attack.run(x, y)
+        except ValueError as e:
+            raise UserError(f"attack {name!r} at eps {eps_level:g}/255: {e}") from None
+        _sync(dev)
+        seconds += time.perf_counter() - t0
+        forward += int(res.forward)
+        backward += int(res.backward)
+        # Check the returned examples ourselves: a verdict must not rest on the attack's
+        # bookkeeping alone (outside the timed region, not counted as attack cost).
+        with torch.no_grad(), model_mode(model, "eval"):
+            logits = model(res.x_adv)
+        ok = (logits.argmax(1) == y) & ~res.fooled.to(y.device)
+        correct[idx] = ok.cpu()
+        if logits.shape[1] > 5:
+            top5[idx] = (logits.topk(5, dim=1).indices == y[:, None]).any(1).cpu()
+        bar.update(len(idx))
+    bar.update(n - int(which.sum()))
+    return _AttackRun(correct, top5, which.clone(), seconds, forward, backward)
+
+
+# -- input handling ----------------------------------------------------------------------------
+def _check_attacks(attacks: Sequence[str]) -> list[str]:
+    if isinstance(attacks, str):
+        attacks = [attacks]
+    attacks = list(attacks)
+    if not attacks:
+        raise UserError("no attacks given; allowed: " + ", ".join(sorted(ATTACKS)))
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown:
+        raise UserError(f"unknown attack(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(ATTACKS))}")
+    dup = sorted({a for a in attacks if attacks.count(a) > 1})
+    if dup:
+        raise UserError(f"attack(s) listed twice: {', '.join(dup)}")
+    return attacks
+
+
+def _check_eps(eps: Sequence[float]) -> list[float]:
+    if isinstance(eps, (int, float)):
+        eps = [eps]
+    levels = [float(e) for e in eps]
+    if not levels:
+        raise UserError("no eps given (pixel levels, e.g. 2,4,8,16)")
+    bad = [e for e in levels if not 0 <= e <= 255]
+    if bad:
+        raise UserError(f"eps must be pixel levels in [0, 255] (8 means 8/255), got {bad}")
+    positive = [e for e in levels if e > 0]
+    # Budgets below one pixel level cannot be stored in an 8-bit image; all of them being below
+    # 1 almost surely means [0, 1] units were passed where pixel levels are expected.
+    if positive and max(positive) < 1:
+        raise UserError(
+            f"eps {levels} look like [0, 1] units; evaluate takes pixel levels on the 0-255 scale "
+            "(pass 8 for 8/255)"
+        )
+    return list(dict.fromkeys(levels))
+
+
+def _merge_kwargs(attacks: list[str], overrides: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    overrides = dict(overrides or {})
+    unknown = [k for k in overrides if k not in ATTACKS]
+    if unknown:
+        raise UserError(
+            f"attack_kwargs for unknown attack(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(ATTACKS))}"
+        )
+    for k, v in overrides.items():
+        if not isinstance(v, dict):
+            raise UserError(f"attack_kwargs[{k!r}] must be a dict of arguments, got {type(v).__name__}")
+        if "eps" in v or "seed" in v:
+            raise UserError(f"attack_kwargs[{k!r}]: eps and seed are set by evaluate (use eps=, seed=)")
+    return {a: {**DEFAULT_ATTACK_KWARGS.get(a, {}), **overrides.get(a, {})} for a in attacks}
+
+
+def _as_tensors(data: ImageDataset | tuple[Tensor, Tensor], n: int | None) -> tuple[Tensor, Tensor]:
+    if n is not None and n <= 0:
+        raise UserError(f"n must be a positive number of examples, got {n}")
+    if isinstance(data, ImageDataset):
+        # A fixed subset seed: the same examples whatever the attack seed, so runs compare.
+        data = data.take(n, seed=0)
+        images, labels = data.images, data.labels
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        images, labels = data
+        if not isinstance(images, Tensor) or not isinstance(labels, Tensor):
+            raise UserError("data must be an ImageDataset or an (images, labels) pair of tensors")
+        if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels):
+            raise UserError(
+                f"data must be images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}"
+            )
+        if images.is_floating_point() and len(images) and (float(images.min()) < 0 or float(images.max()) > 1):
+            raise UserError(
+                f"float images must be in [0, 1], got range [{float(images.min()):.3g}, {float(images.max()):.3g}]"
+            )
+        labels = labels.long()
+        if n is not None:
+            images, labels = images[:n], labels[:n]
+    else:
+        raise UserError(f"data must be an ImageDataset or an (images, labels) pair, got {type(data).__name__}")
+    if len(labels) == 0:
+        raise UserError("no examples to evaluate")
+    return images, labels
+
+
+def _pick_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return resolve_device(device)
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _clean_pass(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int,
+                dev: torch.device) -> tuple[Tensor, Tensor | None, int]:
+    """Clean top-1 (and top-5 with more than 5 classes) correctness per example, on CPU."""
+    correct, top5 = [], []
+    k = 0
+    with torch.no_grad(), model_mode(model, "eval"):
+        for idx in _chunks(torch.arange(len(labels)), batch_size):
+            x, y = _to_device(images[idx.to(images.device)], labels[idx.to(labels.device)], dev)
+            try:
+                logits = model(x)
+            except RuntimeError as e:
+                raise UserError(
+                    f"the model cannot take the data's images of shape {tuple(x.shape[1:])}: {str(e).splitlines()[0]}"
+                ) from None
+            if logits.ndim != 2:
+                raise UserError(f"the model must return (N, classes) scores, got shape {tuple(logits.shape)}")
+            k = logits.shape[1]
+            if int(y.max()) >= k:
+                raise UserError(f"labels go up to {int(y.max())} but the model outputs {k} classes")
+            correct.append((logits.argmax(1) == y).cpu())
+            if k > 5:
+                top5.append((logits.topk(5, dim=1).indices == y[:, None]).any(1).cpu())
+    return torch.cat(correct), (torch.cat(top5) if top5 else None), k
+
+
+def _to_device(images: Tensor, labels: Tensor, dev: torch.device) -> tuple[Tensor, Tensor]:
+    return to_float(images.to(dev)), labels.to(dev)
+
+
+def _chunks(idx: Tensor, size: int) -> Iterator[Tensor]:
+    for i in range(0, len(idx), size):
+        yield idx[i : i + size]
+
+
+def _attack_seed(seed: int, name: str, eps_level: float) -> int:
+    """A distinct, stable seed per (attack, ε), so random starts of different attacks differ."""
+    return (seed * 1_000_003 + zlib.crc32(f"{name}@{eps_level:g}".encode())) % 2**31
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _mean(mask: Tensor) -> float:
+    return float(mask.float().mean()) if mask.numel() else 0.0
+
+
+def _ratio(adv: float, clean: float) -> float | None:
+    return adv / clean if clean > 0 else None
+
+
+# -- terminal output ---------------------------------------------------------------------------
+def format_table(records: Sequence[dict[str, Any]]) -> str:
+    """A fixed-width table of eval records: attack, ε, clean %, adversarial %, top-5 %, ratio,
+    final % (one-step attacks), seconds, forward and backward passes."""
+    head = ["attack", "eps", "clean %", "adv %", "top-5 %", "ratio", "final %", "seconds", "fwd", "bwd"]
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    rows = [
+        [
+            str(r["attack"]),
+            f"{r['eps']:g}/255",
+            pct(r.get("clean_accuracy")),
+            pct(r.get("accuracy")),
+            pct(r.get("top5")),
+            "-" if r.get("ratio") is None else f"{r['ratio']:.3f}",
+            pct(r.get("accuracy_final")),
+            f"{r.get('seconds', 0.0):.2f}",
+            f"{r.get('forward', 0):,}",
+            f"{r.get('backward', 0):,}",
+        ]
+        for r in records
+    ]
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(head)]
+
+    def line(cells: list[str]) -> str:
+        # Attack names read left-aligned, numbers right-aligned.
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+    return "\n".join([line(head), "  ".join("-" * w for w in widths), *map(line, rows)])
+
+
+def format_warnings(warnings: Sequence[dict[str, Any]]) -> str:
+    """One ``warning [check]: message`` line per warning (empty string when there are none)."""
+    return "\n".join(f"warning [{w['check']}]: {w['message']}" for w in warnings)

@@ -1,0 +1,278 @@
+"""Transferability of adversarial examples between models (paper A, Section 4.3).
+
+For every source model, attack and ε the adversarial examples are generated once, with the
+full number of iterations (no early stop, as in paper A), and shown to every target model.
+
+- ``transfer_rate``: of the examples the source classifies correctly when clean and
+  incorrectly when attacked (the *candidates*), the share the target also misclassifies.
+- ``error_rate``: the target's plain error rate on all the adversarial examples of the source.
+
+Example:
+    >>> res = transfer_matrix({"a": model_a, "b": model_b}, test.take(1000),
+    ...                       attacks=["fgsm", "iter_ll"], eps=[4, 16])  # doctest: +SKIP
+    >>> res.select(source="a", target="b", attack="fgsm", eps=16.0)[0]["transfer_rate"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from advscale.attacks import build_attack, model_mode
+from advscale.data import ImageDataset, to_float
+from advscale.errors import UserError
+from advscale.evaluate.robust import DEFAULT_ATTACK_KWARGS, _as_tensors, _check_attacks, _check_eps
+from advscale.results import EPS_UNIT, Results
+from advscale.utils import environment_info, resolve_device
+
+
+def _num_classes(models: Mapping[str, nn.Module], x: Tensor) -> int:
+    """The common number of outputs; a clear error naming the models when they differ."""
+    counts = {}
+    with torch.no_grad():
+        for name, m in models.items():
+            with model_mode(m, "eval"):
+                out = m(x)
+            if out.ndim != 2:
+                raise UserError(f"model {name!r} must return (N, classes) scores, got shape {tuple(out.shape)}")
+            counts[name] = out.shape[1]
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{n}: {k}" for n, k in counts.items())
+        raise UserError(
+            f"models have different numbers of classes ({listed}); adversarial examples transfer "
+            "only between models of the same task"
+        )
+    return next(iter(counts.values()))
+
+
+@torch.no_grad()
+def _wrong(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, dev: torch.device) -> Tensor:
+    """(N,) bool on CPU: ``model`` misclassifies the example (images float in [0, 1] or uint8)."""
+    out = []
+    with model_mode(model, "eval"):
+        for i in range(0, len(labels), batch_size):
+            x = to_float(images[i : i + batch_size].to(dev))
+            out.append((model(x).argmax(1) != labels[i : i + batch_size].to(dev)).cpu())
+    return torch.cat(out)
+
+
+def _generate(model: nn.Module, attack: str, eps_level: float, kwargs: dict[str, Any], images: Tensor,
+              labels: Tensor, batch_size: int, dev: torch.device, seed: int) -> Tensor:
+    """Adversarial examples (float, CPU) for every example, final iterates (no early stop)."""
+    try:
+        atk = build_attack(attack, model, eps_level / 255, early_stop=False, seed=seed, **kwargs)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    out = []
+    for i in range(0, len(labels), batch_size):
+        x = to_float(images[i : i + batch_size].to(dev))
+        out.append(atk(x, labels[i : i + batch_size].to(dev)).detach().cpu())
+    return torch.cat(out)
+
+
+def _rate(hits: Tensor, among: Tensor) -> float | None:
+    k = int(among.sum())
+    return float((hits & among).sum()) / k if k else None
+
+
+def transfer_matrix(
+    models: Mapping[str, nn.Module],
+    data: ImageDataset | tuple[Tensor, Tensor],
+    attacks: Sequence[str],
+    eps: Sequence[float],
+    *,
+    n: int | None = None,
+    batch_size: int = 500,
+    attack_kwargs: Mapping[str, dict[str, Any]] | None = None,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    on_source_done: Any = None,
+) -> Results:
+    """Transfer rates for every source × target × attack × ε.
+
+    Args:
+        models: name -> classifier on [0, 1] inputs returning logits; all with the same classes.
+        data: an ImageDataset (a stratified subset of ``n`` is taken) or an ``(x, y)`` pair.
+        attacks: attack names (``advscale.attacks.ATTACKS``).
+        eps: budgets in pixel levels on the 0-255 scale (8 means 8/255), as for ``evaluate``.
+        n: number of examples.
+        batch_size: examples per attack call.
+        attack_kwargs: per-attack overrides of the evaluation defaults (PGD 10 steps...).
+        device: where to run (default: CUDA when available).
+        seed: seeds the attacks' random generators.
+        progress: print a line per source, attack and ε to stderr.
+        on_source_done: called with the partial Results (complete=False) after each source.
+
+    Returns:
+        ``Results(kind="transfer_matrix")``: one record per (source, target, attack, ε) with
+        ``transfer_rate`` (None when the source fooled no example), ``error_rate``,
+        ``candidates`` and ``transferred`` counts, ``source_clean_accuracy`` and
+        ``target_clean_accuracy``; the summary holds the mean off-diagonal transfer rate per
+        attack and ε and the generation time per source.
+
+    Raises:
+        UserError: fewer than one model, unknown attack, bad ε, models with different numbers
+            of classes, labels outside the models' classes.
+    """
+    if not models:
+        raise UserError("transfer_matrix needs at least one model")
+    attacks = _check_attacks(attacks)
+    eps_levels = _check_eps(eps)
+    if batch_size < 1:
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    unknown = [a for a in (attack_kwargs or {}) if a not in attacks]
+    if unknown:
+        raise UserError(f"attack_kwargs for attack(s) not run: {', '.join(unknown)}")
+    kwargs_for = {a: {**DEFAULT_ATTACK_KWARGS.get(a, {}), **(attack_kwargs or {}).get(a, {})} for a in attacks}
+    images, labels = _as_tensors(data, n)
+    dev = resolve_device(device)
+    for m in models.values():
+        m.to(dev)
+    k = _num_classes(models, to_float(images[:2].to(dev)))
+    if int(labels.max()) >= k:
+        raise UserError(f"labels go up to {int(labels.max())} but the models output {k} classes")
+
+    clean_wrong = {name: _wrong(m, images, labels, batch_size, dev) for name, m in models.items()}
+    res = Results(
+        "transfer_matrix",
+        config={
+            "models": list(models), "attacks": list(attacks), "eps": eps_levels, "eps_unit": EPS_UNIT,
+            "n": len(labels), "num_classes": k, "batch_size": batch_size, "seed": seed,
+            "early_stop": False, "attack_kwargs": kwargs_for,
+        },
+        environment=environment_info(dev),
+        complete=False,
+    )
+    generation: dict[str, float] = {}
+    for src, src_model in models.items():
+        t_src = 0.0
+        for attack in attacks:
+            for e in eps_levels:
+                if progress:
+                    print(f"transfer-matrix: {src} {attack} ε={e:g}/255", file=sys.stderr)
+                t0 = time.perf_counter()
+                atk_seed = (seed * 1_000_003 + zlib.crc32(f"{src}/{attack}@{e:g}".encode())) % 2**31
+                x_adv = _generate(src_model, attack, e, kwargs_for[attack], images, labels, batch_size, dev, atk_seed)
+                t_src += time.perf_counter() - t0
+                src_adv_wrong = _wrong(src_model, x_adv, labels, batch_size, dev)
+                candidates = ~clean_wrong[src] & src_adv_wrong
+                for tgt, tgt_model in models.items():
+                    tgt_wrong = src_adv_wrong if tgt == src else _wrong(tgt_model, x_adv, labels, batch_size, dev)
+                    res.add(
+                        source=src, target=tgt, attack=attack, eps=e, eps_unit=EPS_UNIT, n=len(labels),
+                        candidates=int(candidates.sum()), transferred=int((candidates & tgt_wrong).sum()),
+                        transfer_rate=_rate(tgt_wrong, candidates),
+                        error_rate=float(tgt_wrong.float().mean()),
+                        source_clean_accuracy=1 - float(clean_wrong[src].float().mean()),
+                        target_clean_accuracy=1 - float(clean_wrong[tgt].float().mean()),
+                    )
+        generation[src] = t_src
+        res.summary = _summary(res.records, generation)
+        if on_source_done is not None:
+            on_source_done(res)
+    res.complete = True
+    return res
+
+
+def _summary(records: list[dict[str, Any]], generation: dict[str, float]) -> dict[str, Any]:
+    """Mean off-diagonal transfer rate per attack and ε (over pairs with candidates)."""
+    mean: dict[str, dict[str, float | None]] = {}
+    for r in records:
+        mean.setdefault(r["attack"], {}).setdefault(f"{r['eps']:g}", None)
+    for attack, per_eps in mean.items():
+        for e in per_eps:
+            rates = [r["transfer_rate"] for r in records if r["attack"] == attack and f"{r['eps']:g}" == e
+                     and r["source"] != r["target"] and r["transfer_rate"] is not None]
+            per_eps[e] = sum(rates) / len(rates) if rates else None
+    return {"mean_transfer_rate": mean, "generation_seconds": generation}
+
+
+def write_heatmaps(results: Results, out_dir: str | Path) -> list[Path]:
+    """One PNG heatmap of transfer rates per attack and ε: ``transfer_<attack>_eps<ε>.png``."""
+    from advscale.report.plots import eps_label, figure_png, heatmap
+    from advscale.utils import atomic_write_bytes
+
+    out_dir = Path(out_dir)
+    models = list(results.config.get("models") or dict.fromkeys(r["source"] for r in results.records))
+    paths = []
+    keys = dict.fromkeys((r["attack"], r["eps"]) for r in results.records)
+    for attack, e in keys:
+        cell = {(r["source"], r["target"]): r["transfer_rate"] for r in results.select(attack=attack, eps=e)}
+        values = [[cell.get((s, t)) for t in models] for s in models]
+        fig = heatmap(values, models, models, f"transfer rate, {attack}, ε={eps_label(e)}")
+        paths.append(atomic_write_bytes(out_dir / f"transfer_{attack}_eps{e:g}.png", figure_png(fig)))
+    return paths
+
+
+def format_matrix(results: Results) -> str:
+    """Plain-text matrices of transfer rates (%), one per attack and ε."""
+    models = list(results.config.get("models") or [])
+    lines = []
+    for attack, e in dict.fromkeys((r["attack"], r["eps"]) for r in results.records):
+        cell = {(r["source"], r["target"]): r for r in results.select(attack=attack, eps=e)}
+        width = max([len(m) for m in models] + [8])
+        lines.append(f"{attack} ε={e:g}/255: transfer rate % (rows: source, columns: target)")
+        lines.append(" " * width + "".join(f"  {t:>{width}}" for t in models))
+        for s in models:
+            cells = []
+            for t in models:
+                rate = cell.get((s, t), {}).get("transfer_rate")
+                cells.append(f"  {'-' if rate is None else f'{100 * rate:.1f}':>{width}}")
+            lines.append(f"{s:<{width}}" + "".join(cells))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _model_names(specs: Sequence[str]) -> list[str]:
+    """Short unique names: the checkpoint's file name, with its parent directory when needed."""
+    names = [Path(str(s)).with_suffix("").name or str(s) for s in specs]
+    for i, name in enumerate(names):
+        if names.count(name) > 1:
+            p = Path(str(specs[i])).with_suffix("")
+            names[i] = f"{p.parent.name}/{p.name}"
+    if len(set(names)) < len(names):
+        names = [str(s) for s in specs]
+    return names
+
+
+def run_transfer_matrix_command(args: argparse.Namespace) -> int:
+    """``advscale transfer-matrix``: results.json and one heatmap per attack and ε in ``--out``."""
+    from advscale.data import load_dataset
+    from advscale.evaluate import load_any_model
+
+    if len(args.models) < 2:
+        raise UserError("--models needs at least two models (comma-separated) to measure transfer")
+    if args.n is not None and args.n <= 0:
+        raise UserError(f"--n must be a positive number of examples, got {args.n}")
+    device = resolve_device(args.device)
+    names = _model_names(args.models)
+    models = {name: load_any_model(spec, device) for name, spec in zip(names, args.models, strict=True)}
+    data = load_dataset(args.data, "test", args.data_dir)
+    out_dir = Path(args.out)
+    extra = {"command": "transfer-matrix", "model_specs": dict(zip(names, map(str, args.models), strict=True)),
+             "data": args.data, "data_dir": str(args.data_dir) if args.data_dir else None, "split": "test"}
+
+    def save(partial: Results) -> None:
+        partial.config.update(extra)
+        partial.save(out_dir / "results.json")
+
+    res = transfer_matrix(models, data, args.attacks, args.eps, n=args.n, device=device, progress=True,
+                          on_source_done=save)
+    save(res)
+    for path in write_heatmaps(res, out_dir):
+        print(path)
+    print(format_matrix(res))
+    print(f"wrote {out_dir / 'results.json'}")
+    return 0
+
+
+__all__ = ["format_matrix", "run_transfer_matrix_command", "transfer_matrix", "write_heatmaps"]
