@@ -75,6 +75,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="strong: APGD-CE, APGD-T, Square as a cascade (overrides --attacks)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--apgd-steps", type=int, default=None, help="iterations of the APGD attacks (default 100)")
+    p.add_argument("--no-unbounded-check", action="store_true",
+                   help="skip the PGD check at eps=255/255 that an unbounded attack reaches ~0%%")
     p.add_argument("--out", type=Path, default=Path("results.json"))
     p.set_defaults(handler=_run_eval)
 
