@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,10 +148,22 @@ def read_weights(path: str | os.PathLike, trust: bool = False) -> dict[str, torc
             raise
         if not trust:
             raise CheckpointError(
-                f"{e}\n  Loading it would run arbitrary code stored in the file. Only if you trust "
-                "where it comes from, pass --trust-checkpoint (config: backbone.trust: true)."
+                f"{path}: refused to load: it holds objects that only full unpickling can rebuild"
+                f"{_unpickling_reason(e.__context__)}, and unpickling runs code stored in the file. "
+                "Only if you trust where it comes from, pass --trust-checkpoint "
+                "(config: backbone.trust: true)."
             ) from None
     return _load_trusted(path)
+
+
+def _unpickling_reason(err: BaseException | None) -> str:
+    """The line of torch's weights-only error that names the object it would not rebuild."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err or ""))
+    for line in text.splitlines():
+        if "Unsupported global" in line or "Unsupported operand" in line:
+            reason = line.strip().removeprefix("WeightsUnpickler error: ").split(". ")[0]
+            return f" ({reason})"
+    return ""
 
 
 def _load_trusted(path: Path) -> dict[str, torch.Tensor]:
