@@ -42,7 +42,9 @@ def _num_classes(models: Mapping[str, nn.Module], x: Tensor) -> int:
             with model_mode(m, "eval"):
                 out = m(x)
             if out.ndim != 2:
-                raise UserError(f"model {name!r} must return (N, classes) scores, got shape {tuple(out.shape)}")
+                raise UserError(
+                    f"model {name!r} must return (N, classes) scores, got shape {tuple(out.shape)}"
+                )
             counts[name] = out.shape[1]
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{n}: {k}" for n, k in counts.items())
@@ -54,7 +56,9 @@ def _num_classes(models: Mapping[str, nn.Module], x: Tensor) -> int:
 
 
 @torch.no_grad()
-def _wrong(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, dev: torch.device) -> Tensor:
+def _wrong(
+    model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, dev: torch.device
+) -> Tensor:
     """(N,) bool on CPU: ``model`` misclassifies the example (images float in [0, 1] or uint8)."""
     out = []
     with model_mode(model, "eval"):
@@ -64,8 +68,17 @@ def _wrong(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, de
     return torch.cat(out)
 
 
-def _generate(model: nn.Module, attack: str, eps_level: float, kwargs: dict[str, Any], images: Tensor,
-              labels: Tensor, batch_size: int, dev: torch.device, seed: int) -> Tensor:
+def _generate(
+    model: nn.Module,
+    attack: str,
+    eps_level: float,
+    kwargs: dict[str, Any],
+    images: Tensor,
+    labels: Tensor,
+    batch_size: int,
+    dev: torch.device,
+    seed: int,
+) -> Tensor:
     """Adversarial examples (float, CPU) for every example, final iterates (no early stop)."""
     try:
         atk = build_attack(attack, model, eps_level / 255, early_stop=False, seed=seed, **kwargs)
@@ -132,7 +145,9 @@ def transfer_matrix(
     unknown = [a for a in (attack_kwargs or {}) if a not in attacks]
     if unknown:
         raise UserError(f"attack_kwargs for attack(s) not run: {', '.join(unknown)}")
-    kwargs_for = {a: {**DEFAULT_ATTACK_KWARGS.get(a, {}), **(attack_kwargs or {}).get(a, {})} for a in attacks}
+    kwargs_for = {
+        a: {**DEFAULT_ATTACK_KWARGS.get(a, {}), **(attack_kwargs or {}).get(a, {})} for a in attacks
+    }
     images, labels = _as_tensors(data, n)
     dev = resolve_device(device)
     for m in models.values():
@@ -145,9 +160,16 @@ def transfer_matrix(
     res = Results(
         "transfer_matrix",
         config={
-            "models": list(models), "attacks": list(attacks), "eps": eps_levels, "eps_unit": EPS_UNIT,
-            "n": len(labels), "num_classes": k, "batch_size": batch_size, "seed": seed,
-            "early_stop": False, "attack_kwargs": kwargs_for,
+            "models": list(models),
+            "attacks": list(attacks),
+            "eps": eps_levels,
+            "eps_unit": EPS_UNIT,
+            "n": len(labels),
+            "num_classes": k,
+            "batch_size": batch_size,
+            "seed": seed,
+            "early_stop": False,
+            "attack_kwargs": kwargs_for,
         },
         environment=environment_info(dev),
         complete=False,
@@ -161,15 +183,35 @@ def transfer_matrix(
                     print(f"transfer-matrix: {src} {attack} ε={e:g}/255", file=sys.stderr)
                 t0 = time.perf_counter()
                 atk_seed = (seed * 1_000_003 + zlib.crc32(f"{src}/{attack}@{e:g}".encode())) % 2**31
-                x_adv = _generate(src_model, attack, e, kwargs_for[attack], images, labels, batch_size, dev, atk_seed)
+                x_adv = _generate(
+                    src_model,
+                    attack,
+                    e,
+                    kwargs_for[attack],
+                    images,
+                    labels,
+                    batch_size,
+                    dev,
+                    atk_seed,
+                )
                 t_src += time.perf_counter() - t0
                 src_adv_wrong = _wrong(src_model, x_adv, labels, batch_size, dev)
                 candidates = ~clean_wrong[src] & src_adv_wrong
                 for tgt, tgt_model in models.items():
-                    tgt_wrong = src_adv_wrong if tgt == src else _wrong(tgt_model, x_adv, labels, batch_size, dev)
+                    tgt_wrong = (
+                        src_adv_wrong
+                        if tgt == src
+                        else _wrong(tgt_model, x_adv, labels, batch_size, dev)
+                    )
                     res.add(
-                        source=src, target=tgt, attack=attack, eps=e, eps_unit=EPS_UNIT, n=len(labels),
-                        candidates=int(candidates.sum()), transferred=int((candidates & tgt_wrong).sum()),
+                        source=src,
+                        target=tgt,
+                        attack=attack,
+                        eps=e,
+                        eps_unit=EPS_UNIT,
+                        n=len(labels),
+                        candidates=int(candidates.sum()),
+                        transferred=int((candidates & tgt_wrong).sum()),
                         transfer_rate=_rate(tgt_wrong, candidates),
                         error_rate=float(tgt_wrong.float().mean()),
                         source_clean_accuracy=1 - float(clean_wrong[src].float().mean()),
@@ -190,8 +232,14 @@ def _summary(records: list[dict[str, Any]], generation: dict[str, float]) -> dic
         mean.setdefault(r["attack"], {}).setdefault(f"{r['eps']:g}", None)
     for attack, per_eps in mean.items():
         for e in per_eps:
-            rates = [r["transfer_rate"] for r in records if r["attack"] == attack and f"{r['eps']:g}" == e
-                     and r["source"] != r["target"] and r["transfer_rate"] is not None]
+            rates = [
+                r["transfer_rate"]
+                for r in records
+                if r["attack"] == attack
+                and f"{r['eps']:g}" == e
+                and r["source"] != r["target"]
+                and r["transfer_rate"] is not None
+            ]
             per_eps[e] = sum(rates) / len(rates) if rates else None
     return {"mean_transfer_rate": mean, "generation_seconds": generation}
 
@@ -202,14 +250,21 @@ def write_heatmaps(results: Results, out_dir: str | Path) -> list[Path]:
     from advscale.utils import atomic_write_bytes
 
     out_dir = Path(out_dir)
-    models = list(results.config.get("models") or dict.fromkeys(r["source"] for r in results.records))
+    models = list(
+        results.config.get("models") or dict.fromkeys(r["source"] for r in results.records)
+    )
     paths = []
     keys = dict.fromkeys((r["attack"], r["eps"]) for r in results.records)
     for attack, e in keys:
-        cell = {(r["source"], r["target"]): r["transfer_rate"] for r in results.select(attack=attack, eps=e)}
+        cell = {
+            (r["source"], r["target"]): r["transfer_rate"]
+            for r in results.select(attack=attack, eps=e)
+        }
         values = [[cell.get((s, t)) for t in models] for s in models]
         fig = heatmap(values, models, models, f"transfer rate, {attack}, ε={eps_label(e)}")
-        paths.append(atomic_write_bytes(out_dir / f"transfer_{attack}_eps{e:g}.png", figure_png(fig)))
+        paths.append(
+            atomic_write_bytes(out_dir / f"transfer_{attack}_eps{e:g}.png", figure_png(fig))
+        )
     return paths
 
 
@@ -255,18 +310,33 @@ def run_transfer_matrix_command(args: argparse.Namespace) -> int:
         raise UserError(f"--n must be a positive number of examples, got {args.n}")
     device = resolve_device(args.device)
     names = _model_names(args.models)
-    models = {name: load_any_model(spec, device) for name, spec in zip(names, args.models, strict=True)}
+    models = {
+        name: load_any_model(spec, device) for name, spec in zip(names, args.models, strict=True)
+    }
     data = load_dataset(args.data, "test", args.data_dir)
     out_dir = Path(args.out)
-    extra = {"command": "transfer-matrix", "model_specs": dict(zip(names, map(str, args.models), strict=True)),
-             "data": args.data, "data_dir": str(args.data_dir) if args.data_dir else None, "split": "test"}
+    extra = {
+        "command": "transfer-matrix",
+        "model_specs": dict(zip(names, map(str, args.models), strict=True)),
+        "data": args.data,
+        "data_dir": str(args.data_dir) if args.data_dir else None,
+        "split": "test",
+    }
 
     def save(partial: Results) -> None:
         partial.config.update(extra)
         partial.save(out_dir / "results.json")
 
-    res = transfer_matrix(models, data, args.attacks, args.eps, n=args.n, device=device, progress=True,
-                          on_source_done=save)
+    res = transfer_matrix(
+        models,
+        data,
+        args.attacks,
+        args.eps,
+        n=args.n,
+        device=device,
+        progress=True,
+        on_source_done=save,
+    )
     save(res)
     for path in write_heatmaps(res, out_dir):
         print(path)

@@ -141,7 +141,7 @@ def collect_runs(items: Iterable[RunInput]) -> list[Run]:
 
 # -- formatting ---------------------------------------------------------------------------
 
-_RATE_WORDS = ("acc", "rate", "ratio")
+_RATE_WORDS = ("acc", "rate", "ratio", "leaked", "share")
 
 
 def fmt(key: str, value: Any) -> str:
@@ -226,7 +226,7 @@ def _is_label_leak(r: dict[str, Any]) -> bool:
     return (
         r.get("check") == "label_leak"
         or r.get("kind") == "label_leak"
-        or any(k.startswith("label_leak") or k == "leaked" for k in r)
+        or any(k.startswith("label_leak") or k in ("leaked", "leak") for k in r)
     )
 
 
@@ -377,7 +377,16 @@ def _leak(items: list[tuple[Run, dict[str, Any]]], runs: Sequence[Run]) -> Secti
         recs = [{"run": run.shown, **r} for run, r in items]
         blocks.append(
             records_table(
-                recs, first=["run", "attack", "eps", "clean_accuracy", "accuracy", "leaked"]
+                recs,
+                first=[
+                    "run",
+                    "eps",
+                    "clean_accuracy",
+                    "fgsm_accuracy",
+                    "fgsm_pred_accuracy",
+                    "leaked",
+                    "leak",
+                ],
             )
         )
     for run in runs:
@@ -409,7 +418,8 @@ def _warnings_of(run: Run) -> list[str]:
     for key in ("warnings", "masking_warnings"):
         for w in s.get(key) or []:
             if isinstance(w, dict):
-                out.append(w.get("message") or json.dumps(w, default=str))
+                msg = w.get("message") or json.dumps(w, default=str)
+                out.append(f"[{w['check']}] {msg}" if w.get("check") else msg)
             else:
                 out.append(str(w))
     return out
@@ -429,9 +439,10 @@ def _masking(items: list[tuple[Run, dict[str, Any]]], runs: Sequence[Run]) -> Se
         run for run in runs if any(classify(run, r) == "robust" for r in run.results.records)
     ]
     if not blocks and evaluated:
-        blocks.append(
-            Text("No gradient-masking warnings for " + ", ".join(r.shown for r in evaluated) + ".")
-        )
+        for run in evaluated:
+            s = run.results.summary if isinstance(run.results.summary, dict) else {}
+            ran = ", ".join(map(str, s.get("checks") or [])) or "none recorded"
+            blocks.append(Text(f"{run.shown}: no gradient-masking warnings (checks run: {ran})."))
     return Section("Gradient-masking checks", blocks) if blocks else None
 
 
