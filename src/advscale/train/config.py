@@ -1,0 +1,319 @@
+"""Training configuration: typed YAML with ``--set key.sub=value`` overrides.
+
+Every section forbids unknown keys, so a typo is an error that names the key and lists the
+allowed ones. ε values are in pixel levels (8 means 8/255), as everywhere on the command line.
+Subclass :class:`TrainConfig` to add sections (fine-tuning adds ``backbone:`` and ``finetune:``)
+and pass the subclass to :func:`load_config`.
+
+Example:
+    >>> cfg = load_config("configs/rs_fgsm.yaml", ["recipe.eps=4", "epochs=2"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from advscale.errors import UserError
+
+RECIPES = ("clean", "kurakin", "pgd", "fgsm", "rs_fgsm", "n_fgsm")
+KURAKIN_METHODS = ("step_ll", "step_rnd", "fgsm", "fgsm_pred")
+# Recipes built on one gradient step: the ones prone to catastrophic overfitting.
+ONE_STEP_RECIPES = ("kurakin", "fgsm", "rs_fgsm", "n_fgsm")
+
+
+class ConfigError(UserError):
+    """A config that cannot be used; the message names the key and the allowed values."""
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are re-validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ModelConfig(Section):
+    """``model:`` which architecture to build (``advscale.models`` registry)."""
+
+    arch: str = "small_cnn"
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="e.g. {width: 1.0}")
+
+
+class DataConfig(Section):
+    """``data:`` where training and validation examples come from.
+
+    ``name: webdataset`` streams tar shards (``data_dir``: a directory or glob of ``*.tar``;
+    ``val_dir``: the validation shards, read into memory, ``n_val`` of them).
+    """
+
+    name: str = "fashion-mnist"
+    data_dir: str | None = None
+    val_dir: str | None = None
+    train_split: str = "train"
+    val_split: str = "test"
+    n_train: int | None = Field(default=None, ge=1)
+    n_val: int | None = Field(default=1000, ge=1)
+    classes: list[int] | None = None
+    image_size: int | None = Field(default=None, ge=4)
+    channels: int | None = None
+    num_classes: int | None = Field(default=None, ge=2, description="webdataset only")
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    shuffle_buffer: int = Field(default=1000, ge=1, description="webdataset sample shuffle buffer")
+
+
+class RecipeConfig(Section):
+    """``recipe:`` how a clean batch becomes the training batch (see ``advscale.train.recipes``).
+
+    ``eps`` is the budget (kurakin: ε_max) in pixel levels. ``alpha`` is the step in pixel
+    levels, or ``alpha_scale`` times ε when not given (rs_fgsm 1.25, n_fgsm 1.0, pgd 2.5/steps).
+    """
+
+    name: Literal["clean", "kurakin", "pgd", "fgsm", "rs_fgsm", "n_fgsm"] = "clean"
+    eps: float = Field(default=8.0, ge=0, le=255)
+    # kurakin
+    k: int | None = Field(
+        default=None, ge=0, description="adversarial examples per group (default m/2)"
+    )
+    m: int | None = Field(
+        default=None, ge=1, description="group size (default: the per-process batch)"
+    )
+    lam: float = Field(default=0.3, ge=0, description="loss weight λ of adversarial examples")
+    sigma: float | None = Field(default=None, gt=0, description="ε ~ |N(0, σ)| (default eps/2)")
+    method: Literal["step_ll", "step_rnd", "fgsm", "fgsm_pred"] = "step_ll"
+    fixed_eps: bool = Field(
+        default=False, description="kurakin: every example gets eps (no sampling)"
+    )
+    warmup_steps: int = Field(default=0, ge=0, description="clean steps before adversarial ones")
+    # pgd / one-step
+    steps: int = Field(default=7, ge=1)
+    alpha: float | None = Field(default=None, gt=0, le=255)
+    alpha_scale: float | None = Field(default=None, gt=0)
+    noise: float = Field(default=2.0, ge=0, description="n_fgsm: noise U(-noise*ε, noise*ε)")
+    bn_mode: Literal["eval", "train"] = Field(
+        default="eval", description="batch norm mode while generating adversarial examples"
+    )
+
+
+class OptimizerConfig(Section):
+    """``optimizer:`` sgd or adamw."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(default=0.05, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class ScheduleConfig(Section):
+    """``schedule:`` learning rate over training, a pure function of the step (exact on resume).
+
+    ``warmup`` (epochs, may be fractional) ramps linearly from 0. ``cyclic`` rises linearly to
+    ``lr`` at ``peak`` of training and falls to 0 at the end (Wong et al. 2020). ``step``
+    multiplies by ``gamma`` at each of ``milestones`` (epochs).
+    """
+
+    name: Literal["constant", "cosine", "cyclic", "step"] = "cosine"
+    warmup: float = Field(default=0.0, ge=0)
+    milestones: list[float] = Field(default_factory=list)
+    gamma: float = Field(default=0.1, gt=0)
+    peak: float = Field(default=0.4, gt=0, lt=1)
+
+
+class GuardConfig(Section):
+    """``guard:`` catastrophic-overfitting check on a fixed held-out batch.
+
+    Every ``every`` steps (0: at the end of each epoch) PGD and FGSM accuracy are measured at the
+    recipe's ε. Collapse: PGD accuracy falls more than ``threshold`` below its best, or FGSM
+    accuracy exceeds PGD accuracy by more than ``fgsm_margin``. Then the best weights are restored
+    and ``action`` decides: stop, reduce_step (step size × ``reduce_factor``) or continue.
+    ``enabled`` defaults to on for every recipe but clean.
+    """
+
+    enabled: bool | None = None
+    every: int = Field(default=0, ge=0)
+    n: int = Field(default=256, ge=1)
+    pgd_steps: int = Field(default=10, ge=1)
+    threshold: float = Field(default=0.2, gt=0, le=1)
+    fgsm_margin: float = Field(default=0.4, gt=0, le=1)
+    action: Literal["stop", "reduce_step", "continue"] = "stop"
+    reduce_factor: float = Field(default=0.5, gt=0, lt=1)
+
+
+class EvalConfig(Section):
+    """``eval:`` final robust evaluation: clean accuracy plus every attack at every ε.
+
+    One-step attacks alone overstate robustness, so ``attacks`` must include an iterative one
+    (pgd, apgd, iter_basic...). ``eps`` in pixel levels (default: the recipe's ε).
+    """
+
+    attacks: list[str] = Field(default_factory=lambda: ["fgsm", "pgd"])
+    eps: list[float] | None = None
+    n: int = Field(default=1000, ge=1)
+    batch_size: int = Field(default=500, ge=1)
+    attack_kwargs: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"pgd": {"steps": 20, "restarts": 1}}
+    )
+    label_leak: bool | None = Field(default=None, description="default: on for adversarial recipes")
+
+
+class TrainConfig(Section):
+    """A training run. ``batch_size`` is the global batch of one optimizer step: each of
+    ``world_size`` processes sees ``batch_size / (world_size * grad_accum)`` examples per forward,
+    so changing processes or accumulation keeps the optimization the same.
+    """
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    recipe: RecipeConfig = Field(default_factory=RecipeConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    epochs: int = Field(default=5, ge=1)
+    max_steps: int | None = Field(default=None, ge=1, description="stop after this many steps")
+    batch_size: int = Field(default=128, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = Field(default=False, description="SyncBatchNorm across processes (DDP)")
+    checkpoint_every: int = Field(default=0, ge=0, description="steps; 0: end of each epoch only")
+    log_every: int = Field(default=10, ge=1)
+    progress: bool = True
+    tensorboard: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        r = self.recipe
+        if r.name == "kurakin" and r.k is not None and r.m is not None and r.k > r.m:
+            raise ValueError(f"recipe.k={r.k} is larger than recipe.m={r.m}; allowed: 0 <= k <= m")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"batch_size={self.batch_size} is not divisible by grad_accum={self.grad_accum}"
+            )
+        return self
+
+    # -- derived values ----------------------------------------------------------------------
+    def guard_enabled(self) -> bool:
+        return self.recipe.name != "clean" if self.guard.enabled is None else self.guard.enabled
+
+    def label_leak_enabled(self) -> bool:
+        return self.recipe.name != "clean" if self.eval.label_leak is None else self.eval.label_leak
+
+    def eval_eps(self) -> list[float]:
+        return list(self.eval.eps) if self.eval.eps else [self.recipe.eps]
+
+
+C = TypeVar("C", bound=TrainConfig)
+
+
+def _format_validation_error(err: ValidationError, cls: type[BaseModel], source: str) -> str:
+    lines = [f"{source}: invalid training config"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(cls, list(e["loc"][:-1]))
+            lines.append(f"  unknown key {loc!r}; allowed: {', '.join(allowed)}")
+        elif e["type"] == "literal_error":
+            lines.append(f"  {loc}: got {e.get('input')!r}; {e['msg'].lower()}")
+        else:
+            where = f"{loc}: " if loc else ""
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  {where}{msg} (got {e.get('input')!r})" if loc else f"  {msg}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(cls: type[BaseModel], path: list[Any]) -> list[str]:
+    for key in path:
+        field = cls.model_fields.get(str(key))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        cls = ann
+    return sorted(cls.model_fields)
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--set`` value parsed as YAML, so ``4``, ``true``, ``[1, 2]`` and ``null`` work."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(
+    raw: dict[str, Any], overrides: list[str], cls: type[BaseModel] = TrainConfig
+) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides to a raw config dict (in place) and return it."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. recipe.eps=4")
+        key, value = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"--set {item!r}: empty key")
+        node = raw
+        for i, p in enumerate(parts[:-1]):
+            child = node.get(p)
+            if child is None:
+                child = node[p] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a section")
+            node = child
+        node[parts[-1]] = _parse_value(value)
+    return raw
+
+
+def validate_config(raw: dict[str, Any], cls: type[C] = TrainConfig, source: str = "config") -> C:  # type: ignore[assignment]
+    """Build ``cls`` from a raw dict, turning validation errors into a ConfigError."""
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, cls, source)) from None
+
+
+def load_config(
+    path: str | os.PathLike | None,
+    overrides: list[str] | None = None,
+    cls: type[C] = TrainConfig,  # type: ignore[assignment]
+) -> C:
+    """Read a YAML config (or start from defaults with ``path=None``) and apply ``--set`` overrides.
+
+    Raises:
+        ConfigError: missing file, bad YAML, unknown key (listing the allowed ones), bad value.
+    """
+    raw: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: no such config file") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({e})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}"
+            )
+        raw = loaded
+    apply_overrides(raw, list(overrides or []), cls)
+    return validate_config(raw, cls, source)
+
+
+def config_to_dict(cfg: BaseModel) -> dict[str, Any]:
+    """The config as plain JSON-ready data (what run directories record)."""
+    return cfg.model_dump(mode="json")

@@ -1,0 +1,86 @@
+"""Process-group setup for ``torchrun`` and the few collectives the training loop needs."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from advscale.errors import UserError
+from advscale.utils import resolve_device
+
+
+@dataclass
+class DistInfo:
+    """Where this process stands: ``rank`` of ``world_size``, its device, and whether
+    :func:`init_distributed` created the process group (and so must destroy it)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    owns_group: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group that ``torchrun`` describes (RANK, WORLD_SIZE, LOCAL_RANK).
+
+    Without those variables (or with WORLD_SIZE=1) this is a single process. The backend is
+    nccl for CUDA devices and gloo otherwise; each process takes GPU ``LOCAL_RANK``.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"device={device!r} asks for CUDA but none is available; use device: cpu"
+            )
+        if world > 1 or dev.index is None:
+            dev = torch.device("cuda", local % torch.cuda.device_count())
+        torch.cuda.set_device(dev)
+    if world <= 1:
+        return DistInfo(0, 1, 0, dev, False)
+    owns = False
+    if not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=_dt.timedelta(minutes=30))
+        owns = True
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local, dev, owns)
+
+
+def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum of ``t`` over processes (in place; ``t`` itself in a single process)."""
+    if info.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def broadcast(t: torch.Tensor, info: DistInfo, src: int = 0) -> torch.Tensor:
+    """``t`` as process ``src`` has it, so that every process takes the same decision."""
+    if info.enabled:
+        dist.broadcast(t, src)
+    return t
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def shutdown(info: DistInfo) -> None:
+    """Destroy the process group if :func:`init_distributed` created it."""
+    if info.owns_group and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,96 @@
+"""Evaluation inside training: clean validation accuracy each epoch, robust accuracy at the end.
+
+In a distributed run every process evaluates its own shard of the examples (no padding) and
+the counts are summed, so each example is counted exactly once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from advscale.data import BatchLoader, ImageDataset
+from advscale.train.distributed import DistInfo, all_reduce_sum
+
+
+def shard(dataset: ImageDataset, info: DistInfo) -> ImageDataset:
+    """This process's examples of ``dataset``: a disjoint share, no example repeated."""
+    if not info.enabled:
+        return dataset
+    idx, real = BatchLoader(
+        dataset, 1, shuffle=False, rank=info.rank, world_size=info.world_size
+    ).indices()
+    return dataset.subset(idx[:real])
+
+
+@torch.no_grad()
+def clean_accuracy(
+    model: nn.Module, dataset: ImageDataset, info: DistInfo, batch_size: int = 500
+) -> float:
+    """Top-1 accuracy on ``dataset``, over all processes."""
+    was = model.training
+    model.eval()
+    counts = torch.zeros(2, dtype=torch.float64, device=info.device)
+    try:
+        part = shard(dataset, info)
+        if len(part):
+            for x, y in BatchLoader(part, batch_size, shuffle=False, device=info.device):
+                counts[0] += (model(x).argmax(1) == y).sum()
+                counts[1] += len(y)
+    finally:
+        model.train(was)
+    all_reduce_sum(counts, info)
+    return float(counts[0] / counts[1].clamp_min(1))
+
+
+def robust_records(
+    model: nn.Module,
+    dataset: ImageDataset,
+    info: DistInfo,
+    *,
+    attacks: list[str],
+    eps: list[float],
+    batch_size: int,
+    attack_kwargs: dict[str, dict[str, Any]],
+    seed: int,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Records of ``advscale.evaluate.evaluate`` (attack, eps in pixel levels, accuracy, ...),
+    with accuracies combined over processes."""
+    from advscale.evaluate.robust import evaluate
+
+    was = model.training
+    model.eval()
+    try:
+        report = evaluate(
+            model,
+            shard(dataset, info),
+            attacks=attacks,
+            eps=eps,
+            batch_size=batch_size,
+            attack_kwargs=attack_kwargs,
+            device=info.device,
+            seed=seed + info.rank,
+            progress=progress and info.is_main,
+        )
+    finally:
+        model.train(was)
+    records = [dict(r) for r in report.records]
+    if info.enabled:
+        # accuracy and clean_accuracy are means over this shard; sum them as counts.
+        keys = ("accuracy", "clean_accuracy")
+        t = torch.tensor(
+            [[r[k] * r["n"] for k in keys] + [r["n"]] for r in records],
+            dtype=torch.float64,
+            device=info.device,
+        )
+        all_reduce_sum(t, info)
+        for r, row in zip(records, t.tolist(), strict=True):
+            total = max(row[-1], 1.0)
+            r.update({k: v / total for k, v in zip(keys, row[:-1], strict=True)}, n=int(row[-1]))
+            r["ratio"] = r["accuracy"] / r["clean_accuracy"] if r["clean_accuracy"] else None
+            for k in ("top5", "accuracy_final"):
+                r.pop(k, None)  # per-shard values; not combined
+    return records

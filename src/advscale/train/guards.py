@@ -1,0 +1,113 @@
+"""Guards that stop a run going wrong: catastrophic overfitting and non-finite losses.
+
+Catastrophic overfitting (Wong et al. 2020): during one-step adversarial training, robustness
+to PGD suddenly collapses while accuracy under FGSM climbs, because the model learns to defeat
+the one-step attack only. The guard measures both on a fixed held-out batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from advscale.attacks import build_attack
+from advscale.errors import UserError
+from advscale.train.config import GuardConfig
+
+
+class NonFiniteLossError(UserError):
+    """The training loss became NaN or infinite; the message names the step and batch."""
+
+
+def check_finite(loss: float, *, step: int, epoch: int, batch: int, checkpoint: str | None) -> None:
+    """Raise NonFiniteLossError when ``loss`` is NaN or ±inf."""
+    if math.isfinite(loss):
+        return
+    kept = (
+        f"the last good checkpoint ({checkpoint}) is intact"
+        if checkpoint
+        else "no checkpoint had been written yet"
+    )
+    raise NonFiniteLossError(
+        f"training stopped: non-finite loss ({loss}) at step {step} (epoch {epoch}, batch {batch} of the "
+        f"epoch); {kept}. Lower optimizer.lr, add schedule.warmup, or use amp: none/bf16 instead of fp16."
+    )
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    return float((model(x).argmax(1) == y).float().mean())
+
+
+class CatastrophicOverfitGuard:
+    """PGD and FGSM accuracy on a fixed batch; flags a collapse (see :class:`GuardConfig`).
+
+    Args:
+        cfg: the ``guard:`` section.
+        eps: the training ε in [0, 1] units.
+        x, y: the held-out batch (never trained on).
+        seed: seed of PGD's random start, so every check sees the same start.
+    """
+
+    def __init__(self, cfg: GuardConfig, eps: float, x: Tensor, y: Tensor, seed: int = 0) -> None:
+        self.cfg, self.eps, self.x, self.y, self.seed = cfg, eps, x, y, seed
+        self.best_pgd = -1.0
+        self.best_step = -1
+        self.history: list[dict[str, Any]] = []
+        self.best_snapshot: dict[str, Any] | None = None
+
+    def measure(self, model: nn.Module) -> dict[str, float]:
+        """Clean, FGSM and PGD accuracy on the held-out batch (model left in its mode)."""
+        was = model.training
+        model.eval()
+        try:
+            pgd = build_attack(
+                "pgd", model, self.eps, steps=self.cfg.pgd_steps, seed=self.seed, early_stop=False
+            )
+            fgsm = build_attack("fgsm", model, self.eps, early_stop=False)
+            out = {
+                "clean_acc": _accuracy(model, self.x, self.y),
+                "fgsm_acc": _accuracy(model, fgsm(self.x, self.y), self.y),
+                "pgd_acc": _accuracy(model, pgd(self.x, self.y), self.y),
+            }
+        finally:
+            model.train(was)
+        return out
+
+    def collapsed(self, m: dict[str, float]) -> str | None:
+        """Why the measurement ``m`` is a collapse, or None."""
+        if self.best_pgd >= 0 and m["pgd_acc"] < self.best_pgd - self.cfg.threshold:
+            return f"PGD accuracy {m['pgd_acc']:.3f} fell more than {self.cfg.threshold} below its best {self.best_pgd:.3f}"
+        if m["fgsm_acc"] - m["pgd_acc"] > self.cfg.fgsm_margin:
+            return (
+                f"FGSM accuracy {m['fgsm_acc']:.3f} exceeds PGD accuracy {m['pgd_acc']:.3f} by more than "
+                f"{self.cfg.fgsm_margin}"
+            )
+        return None
+
+    def update_best(self, m: dict[str, float], step: int, snapshot: dict[str, Any]) -> bool:
+        """Record ``m``; keep ``snapshot`` (copied) when PGD accuracy is the best so far."""
+        self.history.append({"step": step, **m})
+        if m["pgd_acc"] > self.best_pgd:
+            self.best_pgd, self.best_step = m["pgd_acc"], step
+            self.best_snapshot = copy.deepcopy(snapshot)
+            return True
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best_pgd": self.best_pgd,
+            "best_step": self.best_step,
+            "history": self.history,
+            "best_snapshot": self.best_snapshot,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_pgd = float(state["best_pgd"])
+        self.best_step = int(state["best_step"])
+        self.history = list(state["history"])
+        self.best_snapshot = state.get("best_snapshot")

@@ -1,0 +1,284 @@
+"""WebDataset-format tar shards, streamed: data larger than memory without extra dependencies.
+
+A shard is a plain tar file; files sharing a basename form one sample, e.g. ``000123.png`` +
+``000123.cls``. Images: png/jpg/jpeg/ppm/pgm/bmp (decoded with Pillow) or npy (uint8 CHW or
+HWC, loaded without pickle). Labels: cls/label/txt holding an integer.
+
+Each epoch the shard list is shuffled (seed + epoch), shards are dealt to processes round-robin,
+and samples pass through a shuffle buffer. Every process yields the same number of batches (the
+smallest share, in whole batches), so distributed processes stay in step.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import random
+import tarfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from advscale.data import DataError, ImageDataset, to_float
+
+IMAGE_EXTS = ("png", "jpg", "jpeg", "ppm", "pgm", "bmp", "npy")
+LABEL_EXTS = ("cls", "label", "txt")
+
+
+def list_shards(spec: str | Path) -> list[Path]:
+    """Shard files named by a directory (its ``*.tar``), a glob, or one file; sorted."""
+    spec = str(spec)
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        shards = sorted(p.glob("*.tar"))
+    elif any(c in spec for c in "*?["):
+        shards = sorted(Path(s) for s in glob.glob(str(Path(spec).expanduser())))
+    else:
+        shards = [p] if p.exists() else []
+    if not shards:
+        raise DataError(
+            f"data.data_dir {spec!r}: no .tar shards found (give a directory or a glob like 'shards/*.tar')"
+        )
+    return shards
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """``dir/000123.seg.png`` -> (``dir/000123``, ``seg.png``): the key ends at the first dot of the basename."""
+    head, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    return (f"{head}/{stem}" if head else stem), (ext if dot else "")
+
+
+def iter_tar_samples(path: Path) -> Iterator[dict[str, bytes]]:
+    """Samples of one shard in file order, as ``{ext: bytes, "__key__": key}``; read as a stream."""
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            current: dict[str, bytes] = {}
+            key = None
+            for member in tar:
+                if not member.isfile():
+                    continue
+                k, ext = _split_name(member.name)
+                if k != key and current:
+                    yield current
+                    current = {}
+                key = k
+                f = tar.extractfile(member)
+                current[ext.lower()] = f.read() if f is not None else b""
+                current["__key__"] = k.encode()
+            if current:
+                yield current
+    except (tarfile.TarError, OSError) as e:
+        raise DataError(f"{path}: not a readable tar shard ({e})") from None
+
+
+def count_samples(path: Path) -> int:
+    """Number of samples in a shard (reads the tar headers only)."""
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            return len({_split_name(m.name)[0] for m in tar.getmembers() if m.isfile()})
+    except (tarfile.TarError, OSError) as e:
+        raise DataError(f"{path}: not a readable tar shard ({e})") from None
+
+
+def decode_sample(sample: dict[str, bytes], source: str = "shard") -> tuple[Tensor, int]:
+    """(uint8 image (C, H, W), label) of one sample."""
+    key = sample.get("__key__", b"?").decode()
+    img_ext = next((e for e in IMAGE_EXTS if e in sample), None)
+    lab_ext = next((e for e in LABEL_EXTS if e in sample), None)
+    if img_ext is None or lab_ext is None:
+        raise DataError(
+            f"{source}: sample {key!r} has files {sorted(k for k in sample if k != '__key__')}; "
+            f"needs an image ({', '.join(IMAGE_EXTS)}) and a label ({', '.join(LABEL_EXTS)})"
+        )
+    try:
+        label = int(sample[lab_ext].decode().strip())
+    except ValueError:
+        raise DataError(
+            f"{source}: sample {key!r}: label {sample[lab_ext][:20]!r} is not an integer"
+        ) from None
+    raw = sample[img_ext]
+    if img_ext == "npy":
+        arr = np.load(io.BytesIO(raw), allow_pickle=False)
+        if arr.ndim == 2:
+            arr = arr[None]
+        elif arr.ndim == 3 and arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3):
+            arr = arr.transpose(2, 0, 1)
+        img = torch.from_numpy(np.ascontiguousarray(arr.astype(np.uint8)))
+    else:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(raw)) as im:
+            mode = im.mode if im.mode in ("L", "RGB") else "RGB"
+            arr = np.asarray(im.convert(mode))
+        img = torch.from_numpy(arr.copy())
+        img = img[None] if img.ndim == 2 else img.permute(2, 0, 1).contiguous()
+    return img, label
+
+
+def write_shards(
+    dataset: ImageDataset, out_dir: str | Path, shard_size: int = 1000, prefix: str = "shard"
+) -> list[Path]:
+    """Write ``dataset`` as WebDataset tar shards of ``shard_size`` samples (png + cls); returns the paths."""
+    from PIL import Image
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for s, start in enumerate(range(0, len(dataset), shard_size)):
+        path = out / f"{prefix}-{s:06d}.tar"
+        with tarfile.open(path, "w") as tar:
+            for i in range(start, min(start + shard_size, len(dataset))):
+                img = dataset.images[i].permute(1, 2, 0).numpy()
+                im = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+                buf = io.BytesIO()
+                im.save(buf, format="PNG")
+                for ext, data in (
+                    ("png", buf.getvalue()),
+                    ("cls", str(int(dataset.labels[i])).encode()),
+                ):
+                    info = tarfile.TarInfo(f"{i:08d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        paths.append(path)
+    return paths
+
+
+def load_shards(
+    spec: str | Path,
+    n: int | None = None,
+    *,
+    num_classes: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    name: str = "webdataset",
+) -> ImageDataset:
+    """The first ``n`` samples (all when None) of the shards, in memory (validation sets)."""
+    images, labels = [], []
+    for path in list_shards(spec):
+        for sample in iter_tar_samples(path):
+            img, lab = decode_sample(sample, str(path))
+            images.append(img)
+            labels.append(lab)
+            if n is not None and len(images) >= n:
+                break
+        if n is not None and len(images) >= n:
+            break
+    if not images:
+        raise DataError(f"{spec}: the shards hold no samples")
+    shapes = {tuple(i.shape) for i in images}
+    if len(shapes) > 1:
+        raise DataError(
+            f"{spec}: images of different shapes {sorted(shapes)[:4]}; set data.image_size"
+        )
+    k = num_classes or (max(labels) + 1)
+    x = torch.stack(images)
+    if mean is None or std is None:
+        from advscale.data.base import channel_stats
+
+        m, s = channel_stats(x)
+        mean, std = mean or m, std or s
+    return ImageDataset(
+        x,
+        torch.tensor(labels, dtype=torch.long),
+        [str(i) for i in range(k)],
+        name,
+        tuple(mean),
+        tuple(std),
+    )
+
+
+class ShardLoader:
+    """Stream batches ``(x float [0,1], y int64)`` from tar shards; same interface as BatchLoader.
+
+    Args:
+        shards: shard paths (see :func:`list_shards`).
+        batch_size: examples per batch in this process; the last partial batch is dropped.
+        seed: shard order and shuffle buffer follow ``seed + epoch`` (and the rank).
+        rank, world_size: this process's share of the shards.
+        shuffle_buffer: samples held for shuffling (memory: that many images).
+        image_size: resize images to this size.
+    """
+
+    def __init__(
+        self,
+        shards: Sequence[Path],
+        batch_size: int,
+        *,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle_buffer: int = 1000,
+        image_size: int | None = None,
+    ) -> None:
+        self.shards = list(shards)
+        if world_size > len(self.shards):
+            raise DataError(
+                f"{len(self.shards)} shard(s) for {world_size} processes: write at least one shard per process"
+            )
+        self.counts = [count_samples(p) for p in self.shards]
+        self.batch_size, self.seed, self.device = batch_size, seed, torch.device(device)
+        self.rank, self.world_size = rank, world_size
+        self.shuffle_buffer, self.image_size = shuffle_buffer, image_size
+        self.epoch = 0
+        if len(self) == 0:
+            raise DataError(
+                f"batch_size {batch_size} x {world_size} process(es) is larger than the "
+                f"{sum(self.counts)} samples in the shards"
+            )
+
+    def __len__(self) -> int:
+        shares = [sum(self.counts[i] for i in part) for part in self._assignment()]
+        return min(shares) // self.batch_size
+
+    @property
+    def num_samples(self) -> int:
+        return sum(self.counts)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _assignment(self) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.shards), generator=g).tolist()
+        return [order[r :: self.world_size] for r in range(self.world_size)]
+
+    def _samples(self) -> Iterator[tuple[Tensor, int]]:
+        rng = random.Random((self.seed + self.epoch) * 1_000_003 + self.rank)
+        buf: list[tuple[Tensor, int]] = []
+        for i in self._assignment()[self.rank]:
+            for sample in iter_tar_samples(self.shards[i]):
+                buf.append(decode_sample(sample, str(self.shards[i])))
+                if len(buf) >= self.shuffle_buffer:
+                    j = rng.randrange(len(buf))
+                    buf[j], buf[-1] = buf[-1], buf[j]
+                    yield buf.pop()
+        rng.shuffle(buf)
+        yield from buf
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        n_batches = len(self)
+        imgs: list[Tensor] = []
+        labs: list[int] = []
+        done = 0
+        for img, lab in self._samples():
+            imgs.append(img)
+            labs.append(lab)
+            if len(imgs) == self.batch_size:
+                x = torch.stack(imgs)
+                if self.image_size is not None and tuple(x.shape[-2:]) != (self.image_size,) * 2:
+                    from advscale.data.base import resize_images
+
+                    x = resize_images(x, self.image_size)
+                yield (
+                    to_float(x.to(self.device)),
+                    torch.tensor(labs, dtype=torch.long, device=self.device),
+                )
+                imgs, labs = [], []
+                done += 1
+                if done == n_batches:
+                    return
