@@ -140,6 +140,9 @@ class Trainer:
     :meth:`extra_summary` (what is added to the summary); the loop itself stays shared.
     """
 
+    #: ``kind`` of the results.json it writes (fine-tuning writes "finetune").
+    results_kind = "train"
+
     def __init__(
         self,
         config: TrainConfig,
@@ -830,7 +833,7 @@ class Trainer:
         if complete:
             records += [{"type": "eval", **r} for r in self.eval_records]
         Results(
-            kind="train",
+            kind=self.results_kind,
             records=records,
             config=config_to_dict(self.cfg),
             summary=summary or {},
