@@ -13,6 +13,20 @@ from advscale.transfer.backbones import (
     build_backbone,
     read_weights,
 )
+from advscale.transfer.compare import (
+    CompareConfig,
+    compare,
+    load_compare_config,
+    run_compare_command,
+)
+from advscale.transfer.finetune import (
+    FinetuneConfig,
+    FinetuneTrainer,
+    finetune,
+    load_finetune_config,
+    reinitialize,
+    run_finetune_command,
+)
 from advscale.transfer.lora import (
     LoRAError,
     LoRALayer,
@@ -35,6 +49,16 @@ from advscale.transfer.modes import (
 )
 
 __all__ = [
+    "CompareConfig",
+    "compare",
+    "load_compare_config",
+    "run_compare_command",
+    "FinetuneConfig",
+    "FinetuneTrainer",
+    "finetune",
+    "load_finetune_config",
+    "reinitialize",
+    "run_finetune_command",
     "MODES",
     "Backbone",
     "BackboneConfig",

@@ -50,13 +50,18 @@ class LoRAConfig(BaseModel):
 
 
 class FinetuneModeConfig(BaseModel):
-    """``finetune:`` the mode and its settings (``blocks`` for partial, ``lora`` for lora)."""
+    """``finetune:`` the mode and its settings (``blocks`` for partial, ``lora`` for lora).
+
+    ``init: random`` re-initializes the backbone before training: the same architecture trained
+    from scratch, the control that shows what the pretrained weights bring.
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     mode: Literal["full", "linear", "partial", "lora", "bias"] = "full"
     blocks: int = Field(default=1, ge=1, description="partial: how many of the last blocks train")
     lora: LoRAConfig = Field(default_factory=LoRAConfig)
+    init: Literal["pretrained", "random"] = "pretrained"
 
 
 def backbone_blocks(net: nn.Module, head: str = "") -> list[list[str]]:

@@ -1,0 +1,452 @@
+"""``advscale compare``: FGSM vs PGD fine-tuning over modes and ε, robustness against cost.
+
+Every point (method, mode, ε) is one fine-tuning run of :mod:`advscale.transfer.finetune` from the
+same config, seed, data and budget, evaluated afterwards on the same held-out examples under PGD
+and APGD. The output directory holds::
+
+    points/<method>-<mode>-eps<ε>/   the run directory of each point (resumable) + point.json
+    results.json                     kind "compare": one record per (method, mode, ε)
+    compare.md                       the table, and FGSM-vs-PGD gaps and time ratios
+    compare.png                      robust accuracy against training time
+
+A rerun skips the points already finished with the same settings, continues an interrupted one
+from its checkpoint and retries failed ones; a point that fails is recorded with its error and
+the others still run. ``mode: scratch`` is the control: full training of the same architecture
+from random initialization.
+
+Example:
+    >>> cfg = load_compare_config("configs/compare_fmnist_digits.yaml")  # doctest: +SKIP
+    >>> results = compare(cfg, "runs/compare")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from advscale.errors import UserError
+from advscale.results import EPS_UNIT, Results
+from advscale.train import config_to_dict, load_config, validate_config
+from advscale.transfer.finetune import FinetuneConfig, finetune
+from advscale.utils import atomic_write_json, atomic_write_text, environment_info, resolve_device
+
+COMPARE_MODES = ("full", "linear", "partial", "lora", "bias", "scratch")
+# The one-step recipes whose stability is in question (paper B), and their multi-step reference.
+FAST_METHODS = ("fgsm", "rs_fgsm", "n_fgsm", "kurakin")
+POINT_FILE = "point.json"
+
+
+class CompareSection(BaseModel):
+    """``compare:`` the grid and how each point is evaluated.
+
+    Every method runs in every mode at every ε (``clean`` once per mode, evaluated at every ε).
+    ``pgd_steps`` sets the PGD-k of PGD fine-tuning. Evaluation: ``attacks`` at the point's ε on
+    ``n_eval`` held-out examples (the same for every point), with ``attack_kwargs``.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    methods: list[Literal["clean", "fgsm", "rs_fgsm", "n_fgsm", "pgd", "kurakin"]] = Field(
+        default_factory=lambda: ["fgsm", "pgd"]
+    )
+    modes: list[Literal["full", "linear", "partial", "lora", "bias", "scratch"]] = Field(
+        default_factory=lambda: ["full", "linear"]
+    )
+    eps: list[float] = Field(default_factory=lambda: [4.0, 8.0])
+    pgd_steps: int = Field(default=7, ge=1)
+    attacks: list[str] = Field(default_factory=lambda: ["pgd", "apgd"])
+    attack_kwargs: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"pgd": {"steps": 20, "restarts": 1}, "apgd": {"steps": 100}}
+    )
+    n_eval: int = Field(default=1000, ge=1)
+    plot: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> CompareSection:
+        for name, values in (("methods", self.methods), ("modes", self.modes), ("eps", self.eps)):
+            if not values:
+                raise ValueError(f"compare.{name} is empty")
+            if len(set(values)) != len(values):
+                raise ValueError(f"compare.{name} has repeated values: {values}")
+        bad = [e for e in self.eps if not 0 < e <= 255]
+        if bad:
+            raise ValueError(f"compare.eps must be in (0, 255] pixel levels, got {bad}")
+        return self
+
+
+class CompareConfig(FinetuneConfig):
+    """A fine-tuning config (the settings every point shares) plus ``compare:`` (the grid)."""
+
+    compare: CompareSection = Field(default_factory=CompareSection)
+
+
+def load_compare_config(
+    path: str | Path | None, overrides: list[str] | None = None, trust: bool = False
+) -> CompareConfig:
+    """Read a compare YAML config with ``--set`` overrides (``trust`` sets ``backbone.trust``)."""
+    overrides = list(overrides or [])
+    if trust:
+        overrides.append("backbone.trust=true")
+    return load_config(path, overrides, CompareConfig)
+
+
+# -- the grid ----------------------------------------------------------------------------------
+def point_name(method: str, mode: str, eps: float | None) -> str:
+    """Directory name of a point, e.g. ``fgsm-linear-eps8``; ``clean-full`` for clean training."""
+    return f"{method}-{mode}" if eps is None else f"{method}-{mode}-eps{eps:g}"
+
+
+def grid(cfg: CompareConfig) -> list[tuple[str, str, float | None]]:
+    """``(method, mode, ε or None)`` of every run, in the order they run (cheap methods first)."""
+    c = cfg.compare
+    runs: list[tuple[str, str, float | None]] = []
+    for mode in c.modes:
+        for method in c.methods:
+            if method == "clean":
+                runs.append((method, mode, None))
+            else:
+                runs.extend((method, mode, float(e)) for e in c.eps)
+    return runs
+
+
+def point_config(cfg: CompareConfig, method: str, mode: str, eps: float | None) -> FinetuneConfig:
+    """The fine-tuning config of one point: the shared settings with method, mode and ε set."""
+    c = cfg.compare
+    raw = config_to_dict(cfg)
+    raw.pop("compare")
+    raw["recipe"]["name"] = method
+    if eps is not None:
+        raw["recipe"]["eps"] = eps
+    if method == "pgd":
+        raw["recipe"]["steps"] = c.pgd_steps
+    raw["finetune"]["mode"] = "full" if mode == "scratch" else mode
+    raw["finetune"]["init"] = "random" if mode == "scratch" else "pretrained"
+    raw["eval"].update(
+        attacks=list(c.attacks),
+        eps=[float(e) for e in c.eps] if eps is None else [eps],
+        n=c.n_eval,
+        attack_kwargs={k: dict(v) for k, v in c.attack_kwargs.items()},
+    )
+    # The model section is derived, never set, in a fine-tuning config.
+    raw.pop("model", None)
+    return validate_config(
+        raw, FinetuneConfig, source=f"compare point {point_name(method, mode, eps)}"
+    )
+
+
+# -- records -----------------------------------------------------------------------------------
+def _records_from_summary(
+    summary: dict[str, Any], method: str, mode: str, eps_list: list[float], run_dir: Path
+) -> list[dict[str, Any]]:
+    robust = summary.get("robust_accuracy") or {}
+    events = [e for e in summary.get("events", []) if e.get("event") == "catastrophic_overfit"]
+    records = []
+    for eps in eps_list:
+        key = f"{eps:g}"
+        rec: dict[str, Any] = {
+            "method": method,
+            "mode": mode,
+            "init": summary.get("init"),
+            "eps": float(eps),
+            "eps_unit": EPS_UNIT,
+            "status": "done",
+            "clean_accuracy": summary.get("clean_accuracy"),
+        }
+        for attack, by_eps in robust.items():
+            if key in by_eps:
+                rec[f"{attack}_accuracy"] = by_eps[key]
+        rec["robust_accuracy"] = robust.get("worst_case", {}).get(key)
+        if rec["robust_accuracy"] is None:  # a single attack: the worst case is that attack
+            vals = [v[key] for a, v in robust.items() if key in v]
+            rec["robust_accuracy"] = min(vals) if vals else None
+        rec.update(
+            wall_time_s=summary.get("train_time_s"),
+            time_per_epoch_s=summary.get("time_per_epoch_s"),
+            epochs=summary.get("epochs"),
+            steps=summary.get("steps"),
+            co_events=len(events),
+            co_epochs=[e.get("epoch") for e in events],
+            stopped_early=bool(summary.get("stopped_early")),
+            stop_reason=summary.get("stop_reason"),
+            trainable_params=summary.get("trainable_params"),
+            total_params=summary.get("total_params"),
+            run_dir=str(run_dir),
+        )
+        records.append(rec)
+    return records
+
+
+def _failed_records(
+    method: str, mode: str, eps_list: list[float], run_dir: Path, error: str
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "method": method,
+            "mode": mode,
+            "eps": float(e),
+            "eps_unit": EPS_UNIT,
+            "status": "failed",
+            "error": error,
+            "run_dir": str(run_dir),
+        }
+        for e in eps_list
+    ]
+
+
+def add_time_ratios(records: list[dict[str, Any]]) -> None:
+    """``time_ratio``: wall time over the cheapest finished run of the same mode and ε."""
+    done = [r for r in records if r.get("status") == "done" and r.get("wall_time_s")]
+    for r in done:
+        peers = [p["wall_time_s"] for p in done if p["mode"] == r["mode"] and p["eps"] == r["eps"]]
+        r["time_ratio"] = r["wall_time_s"] / min(peers)
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fast-vs-PGD pairs (robust gap in points, time ratio) and the largest ε free of collapse."""
+    done = [r for r in records if r.get("status") == "done"]
+    by_key = {(r["method"], r["mode"], r["eps"]): r for r in done}
+    pairs = []
+    for (method, mode, eps), fast in sorted(
+        by_key.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])
+    ):
+        slow = by_key.get(("pgd", mode, eps))
+        if method not in FAST_METHODS or slow is None:
+            continue
+        pair: dict[str, Any] = {"fast": method, "slow": "pgd", "mode": mode, "eps": eps}
+        for key in ("robust_accuracy", "pgd_accuracy", "apgd_accuracy", "clean_accuracy"):
+            if fast.get(key) is not None and slow.get(key) is not None:
+                pair[f"{key}_gap_points"] = 100 * (slow[key] - fast[key])
+        if fast.get("wall_time_s") and slow.get("wall_time_s"):
+            pair["time_ratio"] = slow["wall_time_s"] / fast["wall_time_s"]
+        pair["fast_co_events"] = fast.get("co_events", 0)
+        pairs.append(pair)
+    stable: dict[str, Any] = {}
+    for method, mode in sorted({(r["method"], r["mode"]) for r in done}):
+        runs = sorted(
+            (r for r in done if r["method"] == method and r["mode"] == mode), key=lambda r: r["eps"]
+        )
+        ok = None
+        for r in runs:
+            if r.get("co_events"):
+                break
+            ok = r["eps"]
+        stable[f"{method}/{mode}"] = {
+            "max_eps_without_co": ok,
+            "co_at_eps": [r["eps"] for r in runs if r.get("co_events")],
+        }
+    return {
+        "points": len(records),
+        "done": len(done),
+        "failed": sum(r.get("status") == "failed" for r in records),
+        "pairs": pairs,
+        "stability": stable,
+    }
+
+
+# -- output ------------------------------------------------------------------------------------
+def _pct(v: Any) -> str:
+    return f"{100 * v:.1f}" if isinstance(v, (int, float)) else "-"
+
+
+def markdown_table(records: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    """The records and the FGSM-vs-PGD pairs as Markdown."""
+    lines = [
+        "| method | mode | ε | clean % | PGD % | APGD % | robust % | train s | × cheapest | CO events | trainable params | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(records, key=lambda r: (r["mode"], r["eps"], r["method"])):
+        lines.append(
+            f"| {r['method']} | {r['mode']} | {r['eps']:g} | {_pct(r.get('clean_accuracy'))} | "
+            f"{_pct(r.get('pgd_accuracy'))} | {_pct(r.get('apgd_accuracy'))} | {_pct(r.get('robust_accuracy'))} | "
+            f"{r['wall_time_s']:.1f} | {r.get('time_ratio', 0):.2f} | {r.get('co_events', 0)} | "
+            f"{r.get('trainable_params', 0):,} | done |"
+            if r.get("status") == "done"
+            else f"| {r['method']} | {r['mode']} | {r['eps']:g} | - | - | - | - | - | - | - | - | failed: "
+            f"{str(r.get('error', '')).splitlines()[0][:80]} |"
+        )
+    if summary.get("pairs"):
+        lines += [
+            "",
+            "Gap = PGD fine-tuning minus fast fine-tuning, in accuracy points (positive: PGD is more robust).",
+            "",
+            "| fast | mode | ε | robust gap | PGD-acc gap | clean gap | PGD time / fast time | fast CO events |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for p in summary["pairs"]:
+
+            def g(key: str, p: dict[str, Any] = p) -> str:
+                v = p.get(key)
+                return f"{v:+.2f}" if v is not None else "-"
+
+            ratio = f"{p['time_ratio']:.2f}" if p.get("time_ratio") else "-"
+            lines.append(
+                f"| {p['fast']} | {p['mode']} | {p['eps']:g} | {g('robust_accuracy_gap_points')} | "
+                f"{g('pgd_accuracy_gap_points')} | {g('clean_accuracy_gap_points')} | {ratio} | {p['fast_co_events']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def scatter_plot(records: list[dict[str, Any]], path: Path) -> Path | None:
+    """Robust accuracy against training time, one marker per method, one colour per mode."""
+    done = [
+        r for r in records if r.get("status") == "done" and r.get("robust_accuracy") is not None
+    ]
+    if not done:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    markers = dict(
+        zip(("fgsm", "pgd", "rs_fgsm", "n_fgsm", "kurakin", "clean"), "os^vDx", strict=True)
+    )
+    modes = sorted({r["mode"] for r in done})
+    colours = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(modes)}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    seen: set[tuple[str, str]] = set()
+    for r in done:
+        label = f"{r['method']} / {r['mode']}"
+        ax.scatter(
+            r["wall_time_s"],
+            100 * r["robust_accuracy"],
+            marker=markers.get(r["method"], "o"),
+            color=colours[r["mode"]],
+            s=50,
+            label=None if (r["method"], r["mode"]) in seen else label,
+            edgecolors="black" if r.get("co_events") else "none",
+        )
+        seen.add((r["method"], r["mode"]))
+        ax.annotate(
+            f"ε={r['eps']:g}",
+            (r["wall_time_s"], 100 * r["robust_accuracy"]),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("training time (s, log scale)")
+    ax.set_ylabel("robust accuracy (%, worst case of the attacks)")
+    ax.set_title("Fine-tuning: robustness against cost (black edge: catastrophic overfitting seen)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+# -- the command -------------------------------------------------------------------------------
+def _write(out: Path, cfg: CompareConfig, records: list[dict[str, Any]], complete: bool) -> Results:
+    recs = [dict(r) for r in records]
+    add_time_ratios(recs)
+    summary = summarize(recs)
+    results = Results(
+        kind="compare",
+        records=recs,
+        config=config_to_dict(cfg),
+        summary=summary,
+        environment=environment_info(resolve_device(cfg.device)),
+        complete=complete,
+    )
+    results.save(out / "results.json")
+    atomic_write_text(out / "compare.md", markdown_table(recs, summary))
+    return results
+
+
+def compare(
+    cfg: CompareConfig,
+    out_dir: str | Path,
+    *,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> Results:
+    """Run every point of ``cfg.compare`` into ``out_dir``; returns the ``compare`` results.
+
+    Finished points with unchanged settings are reused; ``force`` deletes ``out_dir`` first.
+    """
+    out = Path(out_dir)
+    if force and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    runs = grid(cfg)
+    for i, (method, mode, eps) in enumerate(runs, 1):
+        name = point_name(method, mode, eps)
+        run_dir = out / "points" / name
+        eps_list = [float(e) for e in cfg.compare.eps] if eps is None else [eps]
+        pcfg = point_config(cfg, method, mode, eps)
+        wanted = config_to_dict(pcfg)
+        done_file = run_dir / POINT_FILE
+        if done_file.exists():
+            saved = json.loads(done_file.read_text())
+            if saved.get("config") == wanted and saved.get("status") == "done":
+                log(f"[{i}/{len(runs)}] {name}: finished earlier, reused")
+                records += saved["records"]
+                continue
+        started = run_dir / "config.json"
+        same = started.exists() and _same_run(json.loads(started.read_text()), wanted)
+        log(f"[{i}/{len(runs)}] {name}: {'resuming' if same else 'training'}")
+        try:
+            summary = finetune(pcfg, run_dir, resume=same, force=not same)
+            recs = _records_from_summary(summary, method, mode, eps_list, run_dir)
+            status = "done"
+        except KeyboardInterrupt:
+            _write(out, cfg, records, complete=False)
+            raise
+        except Exception as e:  # one failed point must not lose the others
+            error = f"{type(e).__name__}: {e}"
+            (run_dir).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "error.txt", traceback.format_exc())
+            recs = _failed_records(method, mode, eps_list, run_dir, error)
+            status = "failed"
+            log(f"[{i}/{len(runs)}] {name}: FAILED ({error.splitlines()[0]})")
+        atomic_write_json(done_file, {"status": status, "config": wanted, "records": recs})
+        records += recs
+        _write(out, cfg, records, complete=False)
+    results = _write(out, cfg, records, complete=True)
+    if cfg.compare.plot:
+        scatter_plot(results.records, out / "compare.png")
+    return results
+
+
+def _same_run(saved: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether a started run directory was started with these settings (logging keys aside)."""
+    from advscale.train.loop import RESUME_FREE
+
+    return {k: v for k, v in saved.items() if k not in RESUME_FREE} == {
+        k: v for k, v in wanted.items() if k not in RESUME_FREE
+    }
+
+
+def run_compare_command(args: argparse.Namespace) -> int:
+    """``advscale compare --config C --out D [--force] [--set K=V] [--trust-checkpoint]``.
+
+    ``--resume`` is accepted and is what a rerun does anyway: finished points are kept.
+    """
+    cfg = load_compare_config(args.config, args.set, trust=args.trust_checkpoint)
+    if args.resume and args.force:
+        raise UserError(
+            "--resume and --force contradict each other: --force deletes the finished points"
+        )
+    results = compare(cfg, args.out, force=args.force)
+    print(markdown_table(results.records, results.summary), end="")
+    failed = results.summary.get("failed", 0)
+    print(
+        f"wrote {Path(args.out) / 'results.json'}, compare.md"
+        + (", compare.png" if cfg.compare.plot else "")
+    )
+    if failed:
+        print(f"{failed} point(s) failed; see points/*/error.txt, rerun to retry them")
+        return 1
+    return 0
