@@ -155,6 +155,8 @@ def fmt(key: str, value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "nan"
+        if key == "ratio":
+            return f"{value:.3f}"
         if any(w in key for w in _RATE_WORDS) and -0.001 <= value <= 1.001:
             return f"{100 * value:.1f}%"
         if "second" in key or key.endswith("_s") or key == "time":
@@ -170,7 +172,8 @@ def _scalar_keys(
     records: Sequence[dict[str, Any]], first: Sequence[str] = (), skip: Iterable[str] = ()
 ) -> list[str]:
     """Columns for a table: ``first`` (those present), then every other key in order of appearance."""
-    skip = set(skip)
+    # ε is shown as "8/255", so its unit column says nothing more.
+    skip = set(skip) | {"eps_unit"}
     present: dict[str, None] = {}
     for r in records:
         for k in r:
@@ -490,8 +493,12 @@ def _training(
         for e in evs:
             what = e.get("event") or e.get("type") or "event"
             where = f" at epoch {e['epoch']}" if "epoch" in e else ""
-            detail = e.get("message") or ", ".join(
-                f"{k}={fmt(k, v)}" for k, v in e.items() if k not in ("event", "type", "epoch")
+            detail = (
+                e.get("message")
+                or e.get("reason")
+                or ", ".join(
+                    f"{k}={fmt(k, v)}" for k, v in e.items() if k not in ("event", "type", "epoch")
+                )
             )
             blocks.append(Text(f"{what}{where}: {detail}", "warning"))
         if recs:

@@ -1,0 +1,403 @@
+"""Sweeps: train and evaluate over the values of one config field, for several variants.
+
+The first use is paper A's capacity study (Fig. 1): the width multiplier ρ of a small CNN from
+0.5 to 2, trained clean and with Kurakin adversarial training, then attacked with one-step and
+iterative attacks; the ratio adversarial/clean accuracy is plotted against ρ.
+
+A sweep file::
+
+    base: configs/kurakin.yaml        # a training config file, or an inline mapping
+    field: model.kwargs.width         # the config field to vary
+    values: [0.5, 1.0, 1.5, 2.0]
+    variants:                         # config overrides per variant (dotted keys)
+      baseline: {recipe.name: clean}
+      kurakin: {recipe.name: kurakin, recipe.method: step_ll}
+    set: {epochs: 2}                  # overrides shared by every point (optional)
+    eval: {attacks: [step_ll, iter_ll], eps: [8, 16], n: 500}   # the runs' final evaluation
+    out: runs/sweep_width
+
+Each point is an ordinary training run in ``out/<variant>/<field>_<value>/``. Points run one
+after another; a point whose run finished is reused on a rerun, an interrupted one resumes,
+and a failed one is recorded (``status: failed`` with the error) without stopping the others.
+``out/results.json`` (kind "sweep") holds one record per point, attack and ε.
+
+Example:
+    >>> results = run_sweep(load_sweep("configs/sweep_width.yaml"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from advscale.errors import UserError
+from advscale.results import EPS_UNIT, Results, ResultsError, load_results
+
+DEFAULT_EVAL = {"attacks": ["step_ll", "iter_ll"]}
+
+
+class SweepConfig(BaseModel):
+    """A sweep file, validated; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: str | dict[str, Any] = Field(
+        default_factory=dict, description="training config path or mapping"
+    )
+    field: str
+    values: list[Any] = Field(min_length=1)
+    variants: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"run": {}})
+    set: dict[str, Any] = Field(default_factory=dict)
+    eval: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_EVAL))
+    out: str | None = None
+    name: str | None = None
+    source: str | None = Field(
+        default=None, description="where the sweep file was read from (set on load)"
+    )
+
+
+def load_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None) -> SweepConfig:
+    """Read and validate a sweep YAML file; ``out`` replaces its ``out:``.
+
+    Raises:
+        UserError: missing file, bad YAML, unknown key, bad values (naming the key).
+    """
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{p}: no such sweep file") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{p}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise UserError(
+            f"{p}: a sweep file is a mapping with base, field, values, variants, eval, out"
+        )
+    try:
+        cfg = SweepConfig.model_validate({**raw, "source": str(p)})
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc'])) or 'file'}: {err['msg']}" for err in e.errors()
+        )
+        raise UserError(
+            f"{p}: invalid sweep file: {problems} (allowed keys: {', '.join(_allowed())})"
+        ) from None
+    if out is not None:
+        cfg.out = str(out)
+    return cfg
+
+
+def _allowed() -> list[str]:
+    return [k for k in SweepConfig.model_fields if k != "source"]
+
+
+def _base_raw(cfg: SweepConfig) -> dict[str, Any]:
+    """The base training config as a raw mapping; a relative path may be relative to the sweep file."""
+    if isinstance(cfg.base, dict):
+        return json.loads(json.dumps(cfg.base))
+    candidates = [Path(cfg.base)]
+    if cfg.source and not Path(cfg.base).is_absolute():
+        candidates.append(Path(cfg.source).parent / cfg.base)
+    for p in candidates:
+        if p.is_file():
+            try:
+                raw = yaml.safe_load(p.read_text()) or {}
+            except yaml.YAMLError as e:
+                raise UserError(f"{p}: not valid YAML ({e})") from None
+            if not isinstance(raw, dict):
+                raise UserError(f"{p}: a training config is a mapping of sections")
+            return raw
+    raise UserError(f"sweep base {cfg.base!r}: no such training config file")
+
+
+def _overrides(mapping: dict[str, Any], prefix: str = "") -> list[str]:
+    """``{"recipe.name": "clean"}`` as ``["recipe.name=\"clean\""]`` (JSON values parse back as YAML)."""
+    return [f"{prefix}{k}={json.dumps(v)}" for k, v in mapping.items()]
+
+
+def check_field(field: str, base_raw: dict[str, Any] | None = None) -> None:
+    """Raise UserError unless ``field`` names a training config field (or a model argument).
+
+    ``model.kwargs.<name>`` must be an argument of the configured architecture.
+    """
+    from advscale.train import TrainConfig
+
+    parts = field.split(".")
+    cls: Any = TrainConfig
+    for i, part in enumerate(parts):
+        where = ".".join(parts[:i]) or "the top level"
+        fields = getattr(cls, "model_fields", None)
+        if fields is None:
+            raise UserError(f"sweep field {field!r}: {where} is a value, not a section")
+        if part not in fields:
+            raise UserError(
+                f"sweep field {field!r}: no key {part!r} in {where}; allowed: {', '.join(sorted(fields))}"
+            )
+        ann = fields[part].annotation
+        if parts[: i + 1] == ["model", "kwargs"]:
+            if i + 1 != len(parts) - 1:
+                raise UserError(
+                    f"sweep field {field!r}: expected model.kwargs.<argument>, e.g. model.kwargs.width"
+                )
+            _check_model_argument(field, parts[-1], base_raw or {})
+            return
+        cls = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if cls is None and i + 1 < len(parts):
+            raise UserError(
+                f"sweep field {field!r}: {'.'.join(parts[: i + 1])} is a value, not a section"
+            )
+
+
+def _check_model_argument(field: str, name: str, base_raw: dict[str, Any]) -> None:
+    import inspect
+
+    from advscale.models import registry
+
+    arch = (base_raw.get("model") or {}).get("arch", "small_cnn")
+    factory = registry._MODELS.get(arch)
+    if factory is None:
+        return  # an unknown architecture is reported when its config is validated
+    params = inspect.signature(factory).parameters
+    if name not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        allowed = [p for p in params if p not in ("num_classes", "in_channels")]
+        raise UserError(
+            f"sweep field {field!r}: model {arch!r} has no argument {name!r}; allowed: {', '.join(allowed)}"
+        )
+
+
+def _point_dir(out: Path, variant: str, field: str, value: Any) -> Path:
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    return out / variant / f"{field.split('.')[-1]}_{shown}"
+
+
+def _attack_type(attack: str) -> str:
+    from advscale.attacks import ONE_STEP
+
+    return "one-step" if attack in ONE_STEP else "iterative"
+
+
+def plan(cfg: SweepConfig) -> list[tuple[str, Any, Any, Path]]:
+    """Every point as ``(variant, value, TrainConfig, run_dir)``, all validated before any runs.
+
+    Raises:
+        UserError: no ``out``, an unknown field, a variant or value the config rejects.
+    """
+    from advscale.train.config import ConfigError, apply_overrides, validate_config
+
+    if not cfg.out:
+        raise UserError(
+            f"{cfg.source or 'sweep'}: no output directory (set out: in the file or pass --out)"
+        )
+    base = _base_raw(cfg)
+    check_field(cfg.field, base)
+    out = Path(cfg.out)
+    points = []
+    for variant, changes in cfg.variants.items():
+        for value in cfg.values:
+            raw = json.loads(json.dumps(base))
+            sets = _overrides(cfg.set) + _overrides(cfg.eval, "eval.") + _overrides(changes)
+            sets.append(f"{cfg.field}={json.dumps(value)}")
+            try:
+                apply_overrides(raw, sets)
+                train_cfg = validate_config(
+                    raw, source=f"sweep variant {variant!r}, {cfg.field}={value!r}"
+                )
+            except ConfigError as e:
+                raise UserError(str(e)) from None
+            points.append((variant, value, train_cfg, _point_dir(out, variant, cfg.field, value)))
+    return points
+
+
+def _records_of(
+    run_results: Results, variant: str, field: str, value: Any, run_dir: Path
+) -> list[dict[str, Any]]:
+    out = []
+    for r in run_results.records:
+        if r.get("type") != "eval" and "attack" not in r:
+            continue
+        clean, acc = r.get("clean_accuracy"), r.get("accuracy")
+        out.append(
+            {
+                "variant": variant,
+                "field": field,
+                "value": value,
+                "attack": r["attack"],
+                "attack_type": _attack_type(r["attack"]),
+                "eps": r["eps"],
+                "eps_unit": EPS_UNIT,
+                "clean_accuracy": clean,
+                "accuracy": acc,
+                "ratio": r.get("ratio", acc / clean if clean else None),
+                "status": "done",
+                "run_dir": str(run_dir),
+            }
+        )
+    return out
+
+
+def run_sweep(cfg: SweepConfig, *, log: Any = None) -> Results:
+    """Run every point not finished yet; return (and save to ``out/results.json``) the sweep results.
+
+    ``complete`` is False when a point failed; its record says why and the others are kept.
+    """
+    from advscale.train import train
+    from advscale.train.config import config_to_dict
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    points = plan(cfg)
+    out = Path(cfg.out)  # type: ignore[arg-type]
+    res = Results(
+        "sweep",
+        config={
+            **cfg.model_dump(exclude={"source"}),
+            "sweep_file": cfg.source,
+            "name": cfg.name or out.name,
+        },
+        complete=False,
+    )
+    failed = 0
+    for i, (variant, value, train_cfg, run_dir) in enumerate(points, 1):
+        tag = f"[{i}/{len(points)}] {variant}, {cfg.field}={value}"
+        try:
+            finished = _finished(run_dir, config_to_dict(train_cfg))
+            if finished is not None:
+                log(f"{tag}: finished earlier, reused ({run_dir})")
+                run_results = finished
+            else:
+                resume = (run_dir / "config.json").exists()
+                log(f"{tag}: {'resuming' if resume else 'training'} in {run_dir}")
+                train(train_cfg, run_dir, resume=resume)
+                run_results = load_results(run_dir / "results.json")
+            recs = _records_of(run_results, variant, cfg.field, value, run_dir)
+            if not recs:
+                raise UserError(f"{run_dir / 'results.json'} holds no evaluation records")
+            res.records += recs
+        except Exception as e:  # noqa: BLE001 - a failed point is recorded, the sweep goes on
+            failed += 1
+            msg = f"{type(e).__name__}: {e}"
+            log(f"{tag}: FAILED: {msg}")
+            res.add(
+                variant=variant,
+                field=cfg.field,
+                value=value,
+                status="failed",
+                error=msg,
+                traceback=traceback.format_exc(limit=5),
+                run_dir=str(run_dir),
+            )
+        except KeyboardInterrupt:
+            res.add(
+                variant=variant,
+                field=cfg.field,
+                value=value,
+                status="interrupted",
+                run_dir=str(run_dir),
+            )
+            res.summary = _summary(res, len(points))
+            res.save(out / "results.json")
+            raise
+        res.summary = _summary(res, len(points))
+        res.save(out / "results.json")
+    res.complete = failed == 0
+    res.summary = _summary(res, len(points))
+    res.save(out / "results.json")
+    return res
+
+
+def _finished(run_dir: Path, config: dict[str, Any]) -> Results | None:
+    """The results of a run that finished with ``config``; None when it has to (re)run.
+
+    Raises:
+        UserError: the run finished with another config (it is not overwritten silently).
+    """
+    path = run_dir / "results.json"
+    if not path.exists():
+        return None
+    try:
+        done = load_results(path)
+    except ResultsError:
+        return None
+    if not done.complete:
+        return None
+    from advscale.train.loop import RESUME_FREE
+
+    changed = sorted(
+        k
+        for k in set(done.config) | set(config)
+        if k not in RESUME_FREE and done.config.get(k) != config.get(k)
+    )
+    if changed:
+        raise UserError(
+            f"{run_dir} finished with a different config (sections {', '.join(changed)} differ); "
+            "delete that directory to rerun this point"
+        )
+    return done
+
+
+def _summary(res: Results, total: int) -> dict[str, Any]:
+    done = {(r["variant"], repr(r["value"])) for r in res.records if r.get("status") == "done"}
+    failed = [r for r in res.records if r.get("status") == "failed"]
+    return {
+        "points": total,
+        "done": len(done),
+        "failed": len(failed),
+        "errors": [f"{r['variant']}, {r['field']}={r['value']}: {r['error']}" for r in failed],
+    }
+
+
+def format_sweep(res: Results) -> str:
+    """A plain-text table: variant, value, attack, ε, clean %, adversarial %, ratio."""
+    lines = [
+        f"{'variant':<12} {'value':>7} {'attack':<12} {'eps':>7} {'clean %':>8} {'adv %':>7} {'ratio':>6}"
+    ]
+    for r in res.records:
+        if r.get("status") != "done":
+            lines.append(
+                f"{r['variant']:<12} {r['value']!s:>7} {r.get('status')}: {r.get('error', '')}"
+            )
+            continue
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
+        lines.append(
+            f"{r['variant']:<12} {r['value']!s:>7} {r['attack']:<12} {r['eps']:>5g}/255 "
+            f"{100 * r['clean_accuracy']:>8.1f} {100 * r['accuracy']:>7.1f} {ratio:>6}"
+        )
+    return "\n".join(lines)
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    """``advscale sweep --config sweep.yaml [--out DIR]``: exit status 1 when a point failed."""
+    from advscale.report import write_markdown_report
+
+    cfg = load_sweep(args.config, args.out)
+    res = run_sweep(cfg)
+    out = Path(cfg.out)  # type: ignore[arg-type]
+    report = write_markdown_report([out], out / "report.md", title=f"Sweep over {cfg.field}")
+    print(format_sweep(res))
+    print(f"wrote {out / 'results.json'} and {report}")
+    if not res.complete:
+        print(
+            f"{res.summary['failed']} point(s) failed; rerun the same command to retry them "
+            "(finished points are reused)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+__all__ = [
+    "SweepConfig",
+    "check_field",
+    "format_sweep",
+    "load_sweep",
+    "plan",
+    "run_sweep",
+    "run_sweep_command",
+]
