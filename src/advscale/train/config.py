@@ -225,7 +225,10 @@ def _format_validation_error(err: ValidationError, cls: type[BaseModel], source:
             allowed = _allowed_keys(cls, list(e["loc"][:-1]))
             lines.append(f"  unknown key {loc!r}; allowed: {', '.join(allowed)}")
         elif e["type"] == "literal_error":
-            lines.append(f"  {loc}: got {e.get('input')!r}; {e['msg'].lower()}")
+            expected = (
+                str(e.get("ctx", {}).get("expected", "")).replace(" or ", ", ").replace("'", "")
+            )
+            lines.append(f"  {loc}: got {e.get('input')!r}; allowed: {expected}")
         else:
             where = f"{loc}: " if loc else ""
             msg = e["msg"].removeprefix("Value error, ")
