@@ -39,7 +39,7 @@ def _tiny_settings(**extra: object) -> list[str]:
         "data.n_train": 512,
         "data.n_val": 200,
         "epochs": 1,
-        "batch_size": 64,
+        "batch_size": 32,
         "progress": "false",
         "tensorboard": "false",
         "model.kwargs": "{width: 0.25}",
