@@ -48,15 +48,18 @@ __all__ = [
 def load_any_model(spec: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """The model named by ``spec``, in eval mode on ``device``: every command loads models here.
 
-    ``spec`` is an advscale checkpoint (path with or without ``.safetensors``/``.json``).
+    ``spec`` is an advscale checkpoint (path with or without ``.safetensors``/``.json``), or
+    any form :func:`advscale.models.external.load_external_model` reads (TorchScript file,
+    ``timm:NAME@WEIGHTS``, ``package.module:factory@WEIGHTS``, a ``.yaml`` model spec).
     """
     from advscale.models import load_model
     from advscale.models.checkpoint import checkpoint_paths
+    from advscale.models.external import load_external_model
 
     weights, sidecar = checkpoint_paths(spec)
-    if not weights.exists() and not sidecar.exists():
-        raise UserError(f"{spec}: no such checkpoint (expected {weights} and {sidecar})")
-    return load_model(spec, device).eval()
+    if weights.exists() or sidecar.exists():
+        return load_model(spec, device).eval()
+    return load_external_model(spec, device=device)
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
@@ -93,6 +96,9 @@ def run_eval_command(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = load_any_model(args.model, device)
     data = load_dataset(args.data, args.split, args.data_dir).take(args.n)
+    from advscale.models.external import check_classes
+
+    check_classes(model, data.classes, str(args.model), f"{args.data} ({args.split})")
     report = evaluate(
         model, data, attacks=attacks, eps=args.eps, batch_size=args.batch_size, cascade=cascade,
         attack_kwargs=attack_kwargs, device=device, seed=args.seed, progress=True,

@@ -1,0 +1,424 @@
+"""Users' own models: advscale checkpoints, TorchScript files, timm models and Python factories.
+
+Every form comes back as a :class:`~advscale.models.Classifier` on [0, 1] images (resize and
+normalization inside the model), so every attack, evaluation and report works on it.
+
+Model specs, as given to :func:`load_external_model` or ``advscale eval --model``:
+
+- ``runs/x/model`` (or ``.safetensors``/``.json``): an advscale checkpoint.
+- ``model.ts`` / ``model.pt``: a TorchScript file (``torch.jit.save``); the network must take
+  normalized images, so give ``mean``/``std`` (default: none, i.e. it takes [0, 1] images).
+- ``timm:resnet18`` with ``weights``: a timm architecture with a local weights file.
+- ``package.module:factory`` with optional ``weights``: ``factory()`` (called with
+  ``num_classes`` when it accepts it) builds the network. The module is imported only because
+  the spec names it: importing runs its code, so name only code you trust.
+- ``spec.yaml``: a mapping with the arguments of :func:`load_external_model` (``model``,
+  ``weights``, ``num_classes``, ``input_size``, ``mean``, ``std``, ``classes``, ``trust``).
+
+``SPEC@WEIGHTS`` is a shorthand for ``weights=WEIGHTS``. A JSON sidecar next to a TorchScript or
+weights file (``model.json`` for ``model.ts``) may give ``classes``, ``mean``, ``std`` and
+``input_size``. Class names, when known, are checked against the data's
+(:func:`check_classes`), so an ImageFolder with other classes is an error, not a silent
+mislabelling.
+
+Example:
+    >>> model = load_external_model("model.ts", mean=[0.5], std=[0.5], classes=["cat", "dog"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import sys
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from advscale.errors import UserError
+from advscale.models.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    check_state_dict,
+    checkpoint_paths,
+    load_model,
+)
+from advscale.models.wrapper import Classifier
+
+SPEC_KEYS = ("model", "weights", "num_classes", "input_size", "mean", "std", "classes", "trust")
+TORCHSCRIPT_SUFFIXES = (".ts", ".pt", ".pth", ".torchscript", ".jit")
+
+
+class ExternalModelError(UserError):
+    """A model that cannot be loaded; the message names the spec, file or argument to fix."""
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zip files holding compiled code (``*/code/``), unlike plain ``torch.save`` files."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/" in n or n.endswith("constants.pkl") for n in z.namelist())
+
+
+def _is_checkpoint(spec: str) -> bool:
+    weights, sidecar = checkpoint_paths(spec)
+    if not sidecar.is_file():
+        return False
+    try:
+        return json.loads(sidecar.read_text()).get("format") == FORMAT
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def _sidecar(path: Path) -> dict[str, Any]:
+    """Optional JSON next to a model file (same name, ``.json``) with classes/mean/std/input_size."""
+    side = path.with_suffix(".json")
+    if not side.is_file():
+        return {}
+    try:
+        meta = json.loads(side.read_text())
+    except json.JSONDecodeError as e:
+        raise ExternalModelError(f"{side}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ExternalModelError(
+            f"{side}: expected a JSON object with classes, mean, std, input_size"
+        )
+    return {
+        k: meta[k] for k in ("classes", "mean", "std", "input_size", "num_classes") if k in meta
+    }
+
+
+def _read_classes(classes: Sequence[str] | str | os.PathLike | None) -> list[str] | None:
+    """Class names from a list, or from a text file with one name per line."""
+    if classes is None:
+        return None
+    if isinstance(classes, (str, os.PathLike)):
+        p = Path(classes)
+        if not p.is_file():
+            raise ExternalModelError(f"classes: {p}: no such file (one class name per line)")
+        return [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    return [str(c) for c in classes]
+
+
+def _split_weights(
+    spec: str, weights: str | os.PathLike | None
+) -> tuple[str, str | os.PathLike | None]:
+    """``SPEC@WEIGHTS`` -> (SPEC, WEIGHTS), only when the part after the last ``@`` is a file."""
+    if weights is None and "@" in spec and not Path(spec).exists():
+        head, tail = spec.rsplit("@", 1)
+        if Path(tail).expanduser().is_file():
+            return head, tail
+    return spec, weights
+
+
+def load_external_model(
+    spec: str | os.PathLike,
+    weights: str | os.PathLike | None = None,
+    num_classes: int | None = None,
+    input_size: int | Sequence[int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    trust: bool = False,
+    classes: Sequence[str] | str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> Classifier:
+    """Load a user's model as a Classifier in eval mode (see the module docstring for the specs).
+
+    Args:
+        spec: checkpoint path, TorchScript file, ``timm:NAME``, ``package.module:factory`` or a
+            ``.yaml`` spec file.
+        weights: local weights file (``.safetensors``, or ``.pt``/``.pth`` read without
+            unpickling code unless ``trust``).
+        num_classes: expected number of outputs (checked; passed to timm and factories).
+        input_size: the size the network takes; other sizes are resized inside the model.
+        mean, std: the normalization the network expects (per channel, on [0, 1] inputs).
+        trust: allow a weights file that needs full unpickling (runs code stored in the file).
+        classes: class names in output order (list, or a text file with one per line).
+        device: where to put the model.
+
+    Returns:
+        The model; ``model.classes`` holds the class names when known (else None) and
+        ``model.meta`` what it was loaded from.
+
+    Raises:
+        ExternalModelError, CheckpointError: unknown spec form, missing file or package, weights
+            that do not fit, an output size other than ``num_classes``.
+    """
+    text = os.fspath(spec)
+    if text.endswith((".yaml", ".yml")) and Path(text).is_file():
+        return _from_spec_file(Path(text), device)
+    text, weights = _split_weights(text, weights)
+    given_classes = _read_classes(classes)
+    path = Path(text).expanduser()
+
+    if _is_checkpoint(text):
+        if weights is not None or mean is not None or std is not None:
+            raise ExternalModelError(
+                f"{text}: an advscale checkpoint fixes its weights and normalization; "
+                "do not pass weights, mean or std with it"
+            )
+        model = load_model(text, device)
+        meta = dict(getattr(model, "meta", {}))
+        found_classes = given_classes or meta.get("classes")
+        _check_outputs(model, text, num_classes, found_classes)
+        return _finish(model, found_classes, {"kind": "advscale", "spec": text}, device)
+
+    side: dict[str, Any] = {}
+    if path.is_file():
+        if path.suffix == ".safetensors":
+            raise ExternalModelError(
+                f"{path}: a weights file alone does not say which network it belongs to; pass the "
+                f"network as the spec (timm:NAME or package.module:factory) and this file as weights"
+            )
+        if not _is_torchscript(path):
+            hint = " (a plain torch.save file: pass its network as the spec and it as weights)"
+            raise ExternalModelError(
+                f"{path}: not a TorchScript archive{hint if path.suffix in ('.pt', '.pth') else ''}"
+            )
+        try:
+            net = torch.jit.load(str(path), map_location="cpu")
+        except RuntimeError as e:
+            raise ExternalModelError(
+                f"{path}: cannot load TorchScript ({str(e).splitlines()[0]})"
+            ) from None
+        if weights is not None:
+            raise ExternalModelError(
+                f"{path}: a TorchScript file holds its weights; do not pass weights"
+            )
+        side = _sidecar(path)
+        info = {"kind": "torchscript", "spec": str(path)}
+    elif text.startswith("timm:"):
+        net, cfg = _timm(text[5:], num_classes)
+        side = {
+            "mean": cfg.get("mean"),
+            "std": cfg.get("std"),
+            "input_size": list(cfg["input_size"][-2:]) if cfg.get("input_size") else None,
+        }
+        info = {"kind": "timm", "spec": text}
+    elif ":" in text and not path.exists():
+        net = _factory(text, num_classes)
+        info = {"kind": "factory", "spec": text}
+    else:
+        raise ExternalModelError(
+            f"{text}: no such model file or checkpoint; a model spec is an advscale checkpoint, a "
+            "TorchScript file, timm:NAME or package.module:factory (weights with --model SPEC@WEIGHTS)"
+        )
+
+    if weights is not None:
+        _load_weights(net, Path(weights).expanduser(), trust, text)
+        info["weights"] = str(weights)
+        side = {**_sidecar(Path(weights)), **{k: v for k, v in side.items() if v is not None}}
+    mean = list(mean) if mean is not None else side.get("mean")
+    std = list(std) if std is not None else side.get("std")
+    if (mean is None) != (std is None):
+        raise ExternalModelError(f"{text}: give both mean and std, or neither")
+    if mean is None:
+        mean, std = [0.0], [1.0]  # the network takes [0, 1] images as they are
+    size = input_size if input_size is not None else side.get("input_size")
+    if isinstance(size, Sequence) and not isinstance(size, str):
+        size = tuple(int(s) for s in size)[-2:]
+    try:
+        model = Classifier(net, mean, std, input_size=size)
+    except ValueError as e:
+        raise ExternalModelError(f"{text}: {e}") from None
+    found_classes = given_classes or side.get("classes")
+    _check_outputs(model, text, num_classes or side.get("num_classes"), found_classes)
+    return _finish(model, found_classes, {**info, "mean": list(mean), "std": list(std)}, device)
+
+
+def _finish(
+    model: Classifier, classes: list[str] | None, meta: dict[str, Any], device: Any
+) -> Classifier:
+    model.classes = list(classes) if classes else None  # type: ignore[attr-defined]
+    old = dict(getattr(model, "meta", {}) or {})
+    model.meta = {**old, **meta, "classes": model.classes}  # type: ignore[attr-defined]
+    return model.to(device).eval()
+
+
+def _from_spec_file(path: Path, device: Any) -> Classifier:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ExternalModelError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict) or "model" not in raw:
+        raise ExternalModelError(
+            f"{path}: a model spec file is a mapping with at least 'model'; keys: {', '.join(SPEC_KEYS)}"
+        )
+    unknown = sorted(set(raw) - set(SPEC_KEYS))
+    if unknown:
+        raise ExternalModelError(
+            f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(SPEC_KEYS)}"
+        )
+    args = dict(raw)
+    base = path.parent
+    # Relative files in the spec are relative to the spec file.
+    for key in ("model", "weights", "classes"):
+        v = args.get(key)
+        if isinstance(v, str) and not Path(v).is_absolute() and (base / v).exists():
+            args[key] = str(base / v)
+    spec = args.pop("model")
+    return load_external_model(spec, device=device, **args)
+
+
+def _check_outputs(
+    model: nn.Module, source: str, num_classes: int | None, classes: list[str] | None
+) -> None:
+    """The number of outputs must match ``num_classes`` and the class names given."""
+    n = _num_outputs(model, source)
+    if n is None:
+        return
+    if num_classes is not None and n != int(num_classes):
+        raise ExternalModelError(
+            f"{source}: the model outputs {n} classes but num_classes={num_classes}"
+        )
+    if classes is not None and len(classes) != n:
+        raise ExternalModelError(
+            f"{source}: the model outputs {n} classes but {len(classes)} class names were given"
+        )
+
+
+def _num_outputs(model: nn.Module, source: str) -> int | None:
+    """Outputs on a probe image, when the input shape can be guessed (channels from normalization)."""
+    channels = len(model.mean) if isinstance(model, Classifier) and len(model.mean) > 1 else None  # type: ignore[arg-type]
+    size = model.input_size if isinstance(model, Classifier) and model.input_size else None
+    tries = [
+        (c, s)
+        for c in ([channels] if channels else [1, 3])
+        for s in ([size] if size else [(28, 28), (32, 32)])
+    ]
+    for c, s in tries:
+        x = torch.rand(2, c, *s)
+        try:
+            with torch.no_grad():
+                out = model.eval()(x)
+        except Exception:  # noqa: BLE001 - the probe only guesses; evaluation reports real errors
+            continue
+        if isinstance(out, torch.Tensor) and out.ndim == 2:
+            return int(out.shape[1])
+        raise ExternalModelError(
+            f"{source}: the model must return (N, classes) scores, got {type(out).__name__} "
+            f"of shape {tuple(getattr(out, 'shape', ()))}"
+        )
+    return None
+
+
+def _timm(name: str, num_classes: int | None) -> tuple[nn.Module, dict[str, Any]]:
+    try:
+        import timm
+    except ImportError as e:
+        raise ExternalModelError(
+            f"timm:{name} needs the timm package (pip install 'advscale[timm]'): {e}"
+        ) from None
+    if not timm.is_model(name):
+        raise ExternalModelError(f"timm:{name}: unknown timm model")
+    kwargs = {"num_classes": num_classes} if num_classes else {}
+    net = timm.create_model(name, pretrained=False, **kwargs)
+    return net, dict(getattr(net, "pretrained_cfg", None) or {})
+
+
+def _factory(spec: str, num_classes: int | None) -> nn.Module:
+    module_name, _, attr = spec.partition(":")
+    if (
+        not module_name
+        or not attr
+        or not all(p.isidentifier() for p in module_name.split(".") + attr.split("."))
+    ):
+        raise ExternalModelError(f"{spec}: expected package.module:factory")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(
+            0, os.getcwd()
+        )  # a module in the working directory, as `python -m` finds it
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ExternalModelError(f"{spec}: cannot import {module_name!r} ({e})") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ExternalModelError(f"{spec}: module {module_name!r} has no {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ExternalModelError(f"{spec}: {attr!r} is not callable")
+    kwargs: dict[str, Any] = {}
+    if num_classes is not None:
+        try:
+            if "num_classes" in inspect.signature(obj).parameters:
+                kwargs["num_classes"] = int(num_classes)
+        except (TypeError, ValueError):
+            pass
+    net = obj(**kwargs)
+    if not isinstance(net, nn.Module):
+        raise ExternalModelError(
+            f"{spec}: the factory returned {type(net).__name__}, not a torch.nn.Module"
+        )
+    return net
+
+
+def _load_weights(net: nn.Module, path: Path, trust: bool, source: str) -> None:
+    from advscale.transfer.backbones import read_weights
+
+    state = read_weights(path, trust=trust)
+    own = set(net.state_dict())
+    # Wrappers (DataParallel, torch.compile) prefix every key; strip the prefix when it does not fit.
+    for prefix in ("module.", "_orig_mod.", "model."):
+        if state and not (set(state) & own) and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    try:
+        check_state_dict(net, state, source=f"{path} (for {source})")
+    except CheckpointError as e:
+        raise ExternalModelError(str(e)) from None
+    net.load_state_dict(state)
+
+
+def model_classes(model: nn.Module) -> list[str] | None:
+    """The class names a model was trained on, when known (advscale sidecar or given)."""
+    classes = getattr(model, "classes", None)
+    if classes is None:
+        classes = (getattr(model, "meta", None) or {}).get("classes")
+    return list(classes) if classes else None
+
+
+def check_classes(
+    model: nn.Module, data_classes: Sequence[str], model_name: str, data_name: str
+) -> None:
+    """Raise UserError when the model's known class names differ from the data's.
+
+    An ImageFolder's classes are its sorted folder names; a model trained on other classes (or
+    in another order) would be scored against the wrong labels.
+    """
+    mine = model_classes(model)
+    if mine is None:
+        return
+    theirs = list(data_classes)
+    if mine == theirs:
+        return
+    if len(mine) != len(theirs):
+        detail = f"the model has {len(mine)} classes, the data {len(theirs)}"
+    else:
+        diffs = [
+            f"{i}: model {a!r} vs data {b!r}"
+            for i, (a, b) in enumerate(zip(mine, theirs, strict=True))
+            if a != b
+        ]
+        detail = "; ".join(diffs[:5]) + (f"; ... ({len(diffs)} differ)" if len(diffs) > 5 else "")
+    only_model = [c for c in mine if c not in theirs]
+    only_data = [c for c in theirs if c not in mine]
+    extra = ""
+    if only_model or only_data:
+        extra = f". Only in the model: {only_model[:10]}; only in the data: {only_data[:10]}"
+    raise UserError(
+        f"class names of {model_name} do not match those of {data_name} ({detail}){extra}. "
+        "Use data whose class folders match the model's classes, or give the model's classes "
+        "in its sidecar/spec file."
+    )
+
+
+__all__ = ["ExternalModelError", "check_classes", "load_external_model", "model_classes"]

@@ -1,0 +1,128 @@
+"""Users' own models: TorchScript files and Python factories load, evaluate, and refuse wrong classes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from advscale.cli import main
+from advscale.errors import UserError
+from advscale.evaluate import load_any_model
+from advscale.models.external import load_external_model
+
+
+def _script(model, path, classes):
+    """Save the network part (taking normalized images) as TorchScript, with a sidecar."""
+    traced = torch.jit.trace(model.net.eval(), torch.rand(2, 1, 28, 28))
+    traced.save(str(path))
+    path.with_suffix(".json").write_text(
+        json.dumps({"classes": classes, "mean": model.mean, "std": model.std})
+    )
+
+
+def test_torchscript_model_loads_and_evaluates_like_the_original(
+    tiny_models, fmnist, fmnist_dir, tmp_path
+):
+    model = tiny_models(0)
+    test = fmnist("test", n=100)
+    ts = tmp_path / "net.ts"
+    _script(model, ts, test.classes)
+    loaded = load_any_model(str(ts))
+    x, y = test.tensors()
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-5)
+    assert loaded.classes == test.classes and loaded.meta["kind"] == "torchscript"
+    with pytest.raises(UserError, match=r"outputs 10 classes but num_classes=5"):
+        load_external_model(str(ts), num_classes=5)
+
+    out = tmp_path / "eval.json"
+    argv = [
+        "eval",
+        "--model",
+        str(ts),
+        "--attacks",
+        "fgsm,pgd",
+        "--eps",
+        "8",
+        "--n",
+        "100",
+        "--data-dir",
+        str(fmnist_dir),
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    res = json.loads(out.read_text())
+    expected = float((model(x).argmax(1) == y).float().mean())
+    assert res["summary"]["clean_accuracy"] == pytest.approx(expected)
+    pgd = next(r for r in res["records"] if r["attack"] == "pgd")
+    assert pgd["accuracy"] < expected  # the attacks reach the scripted network through the wrapper
+
+
+def test_imagefolder_with_other_classes_is_refused(tiny_models, fmnist, tmp_path, capsys):
+    from PIL import Image
+
+    ts = tmp_path / "net.ts"
+    test = fmnist("test", n=20)
+    _script(tiny_models(0), ts, test.classes)
+    root = tmp_path / "folder" / "test"
+    for i, (img, label) in enumerate(zip(test.images, test.labels, strict=True)):
+        d = root / ("bag" if int(label) % 2 else "boot")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[0].numpy()).save(d / f"{i}.png")
+    argv = [
+        "eval",
+        "--model",
+        str(ts),
+        "--data",
+        "imagefolder",
+        "--data-dir",
+        str(tmp_path / "folder"),
+        "--attacks",
+        "fgsm,pgd",
+        "--eps",
+        "8",
+        "--n",
+        "10",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "r.json"),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "class names of" in err and "the model has 10 classes, the data 2" in err
+    assert "only in the data: ['bag', 'boot']" in err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_factory_with_weights_and_clear_errors(tiny_models, fmnist, tmp_path, monkeypatch):
+    model = tiny_models(0)
+    (tmp_path / "my_nets.py").write_text(
+        "from advscale.models.cnn import SmallCNN\n\n"
+        "def make(num_classes=10):\n"
+        "    return SmallCNN(num_classes=num_classes, in_channels=1, width=0.25)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.net.state_dict().items()}, str(weights))
+    loaded = load_external_model(
+        f"my_nets:make@{weights}", mean=model.mean, std=model.std, num_classes=10
+    )
+    x, _ = fmnist("test", n=50).tensors()
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-5)
+    with pytest.raises(UserError, match=r"head.3.weight: checkpoint \(10, 32\) vs model \(5, 32\)"):
+        load_external_model("my_nets:make", weights=weights, num_classes=5)
+    with pytest.raises(UserError, match=r"missing keys"):
+        (tmp_path / "other.py").write_text(
+            "from torch import nn\n\ndef make():\n    return nn.Linear(3, 2)\n"
+        )
+        load_external_model("other:make", weights=weights)
+    with pytest.raises(UserError, match=r"no such model file or checkpoint"):
+        load_external_model(str(tmp_path / "nothing_here"))
