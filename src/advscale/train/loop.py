@@ -167,6 +167,12 @@ class Trainer:
         self.train_time = 0.0
         self.images_seen = 0
         self.best_metric = -1.0
+        self.epoch_sums = [
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+        ]  # this process's Σ w·CE, Σ w, correct, n so far in the epoch
         self.stop_reason: str | None = None
         self.finished = False
         self._tb: Any = None
@@ -379,7 +385,11 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def _rank_state(self) -> dict[str, Any]:
-        return {"rng": ckpt.rng_state(), "recipe": self.recipe.state_dict()}
+        return {
+            "rng": ckpt.rng_state(),
+            "recipe": self.recipe.state_dict(),
+            "epoch_sums": list(self.epoch_sums),
+        }
 
     def _state(self) -> dict[str, Any]:
         ranks = [self._rank_state()]
@@ -446,6 +456,7 @@ class Trainer:
         mine = state["ranks"][self.dist.rank]
         ckpt.set_rng_state(mine["rng"])
         self.recipe.load_state_dict(mine["recipe"])
+        self.epoch_sums = [float(v) for v in mine["epoch_sums"]]
         if self.guard is not None and state.get("guard"):
             self.guard.load_state_dict(state["guard"])
         for key in (
@@ -624,14 +635,14 @@ class Trainer:
             dynamic_ncols=True,
             leave=False,
         )
-        sums = torch.zeros(4, dtype=torch.float64)
         t0 = time.perf_counter()
         steps_before = self.batch_in_epoch
         try:
             while self.batch_in_epoch < self.steps_per_epoch and self.step < self.total_steps:
                 micro = [next(it) for _ in range(cfg.grad_accum)]
                 num, wsum, correct, n = self._train_step(micro)
-                sums += torch.tensor([num, wsum, correct, n], dtype=torch.float64)
+                for i, v in enumerate((num, wsum, correct, n)):
+                    self.epoch_sums[i] += v
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == 1:
                     rec = {
@@ -656,7 +667,9 @@ class Trainer:
             bar.close()
         elapsed = time.perf_counter() - t0
         self.train_time += elapsed
-        all_reduce_sum(sums.to(d.device), d)
+        sums = all_reduce_sum(
+            torch.tensor(self.epoch_sums, dtype=torch.float64, device=d.device), d
+        ).cpu()
         steps = self.batch_in_epoch - steps_before
         complete = self.batch_in_epoch >= self.steps_per_epoch
         if self.guard is not None and not cfg.guard.every and not self.stop_reason:
@@ -689,6 +702,7 @@ class Trainer:
         if complete:
             self.epoch += 1
             self.batch_in_epoch = 0
+            self.epoch_sums = [0.0, 0.0, 0.0, 0.0]
         if self.on_epoch is not None and self.on_epoch(dict(rec)):
             self.stop_reason = self.stop_reason or "on_epoch"
         self.save("last")
@@ -696,6 +710,7 @@ class Trainer:
             self._write_results(complete=False)
 
     def run(self) -> dict[str, Any]:
+        deterministic_before = torch.are_deterministic_algorithms_enabled()
         self._setup()
         try:
             if self.resume and self._restore() and self.finished:
@@ -713,6 +728,7 @@ class Trainer:
         finally:
             self._close()
             shutdown(self.dist)
+            torch.use_deterministic_algorithms(deterministic_before)
         return summary
 
     # -- the end -----------------------------------------------------------------------------
