@@ -250,7 +250,6 @@ class Trainer:
         seed_everything(cfg.seed, cfg.deterministic)
         self.data = build_data(cfg.data, cfg.seed)
         self.micro = cfg.batch_size // (d.world_size * cfg.grad_accum)
-        n_train = self.data.train.num_samples if self.data.streamed else len(self.data.train)  # type: ignore[union-attr]
         if self.data.streamed:
             self.loader: Any = ShardLoader(
                 self.data.train,
@@ -263,6 +262,8 @@ class Trainer:
                 image_size=cfg.data.image_size,
             )
             n_train = self.loader.num_samples
+        else:
+            n_train = len(self.data.train)
         if cfg.batch_size > n_train:
             raise UserError(
                 f"batch_size={cfg.batch_size} is larger than the {n_train} training examples "
