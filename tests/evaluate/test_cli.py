@@ -1,0 +1,42 @@
+"""``advscale eval`` end to end on a saved checkpoint and real Fashion-MNIST."""
+
+from __future__ import annotations
+
+from advscale.cli import main
+from advscale.models import save_model
+from advscale.results import load_results
+
+
+def test_eval_command_writes_every_attack_and_eps(tiny_model, fmnist_dir, tmp_path, capsys):
+    ckpt = tmp_path / "tiny"
+    save_model(tiny_model, ckpt, dataset="fashion-mnist")
+    out = tmp_path / "eval" / "results.json"
+    rc = main(["eval", "--model", str(ckpt), "--data-dir", str(fmnist_dir), "--attacks", "fgsm,apgd",
+               "--eps", "2,8", "--n", "60", "--apgd-steps", "5", "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "8/255" in printed and "worst_case" in printed and str(out) in printed
+    res = load_results(out)
+    assert res.kind == "eval" and res.complete and res.environment["torch"]
+    for attack in ("fgsm", "apgd", "worst_case"):
+        for eps in (2.0, 8.0):
+            (rec,) = res.select(attack=attack, eps=eps)
+            assert rec["n"] == 60 and 0 <= rec["accuracy"] <= rec["clean_accuracy"]
+    assert res.config["attack_kwargs"]["apgd"]["steps"] == 5
+    assert "unbounded" in res.summary["checks"]
+
+
+def test_eval_command_errors_are_one_clean_line(tiny_model, fmnist_dir, tmp_path, capsys):
+    ckpt = tmp_path / "tiny"
+    save_model(tiny_model, ckpt)
+    base = ["eval", "--data-dir", str(fmnist_dir), "--out", str(tmp_path / "r.json")]
+    cases = [
+        (["--model", str(ckpt), "--attacks", "fgsm,bogus"], "allowed:"),
+        (["--model", str(tmp_path / "missing")], str(tmp_path / "missing")),
+        (["--model", str(ckpt), "--n", "0"], "--n"),
+    ]
+    for extra, expected in cases:
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "r.json").exists()
