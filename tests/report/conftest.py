@@ -54,18 +54,38 @@ def run_dirs(tmp_path: Path) -> dict[str, Path]:
             seconds=2.0,
         )
     runs["train"] = train
-    compare = Results("compare", config={"name": "fgsm-vs-pgd"})
-    for method, seconds in (("fgsm", 10.0), ("pgd", 40.0)):
+    from advscale.transfer.compare import add_time_ratios, summarize
+
+    points = []
+    for method, seconds, robust in (("fgsm", 10.0, 0.33), ("pgd", 40.0, 0.35)):
         for mode in ("full", "linear"):
-            compare.add(
-                method=method,
-                mode=mode,
-                eps=8,
-                clean_accuracy=0.8,
-                pgd_accuracy=0.35,
-                apgd_accuracy=0.33,
-                seconds=seconds,
+            points.append(
+                {
+                    "method": method,
+                    "mode": mode,
+                    "eps": 8.0,
+                    "status": "done",
+                    "clean_accuracy": 0.8,
+                    "pgd_accuracy": robust + 0.02,
+                    "apgd_accuracy": robust,
+                    "robust_accuracy": robust,
+                    "wall_time_s": seconds,
+                    "co_events": 0,
+                }
             )
+    points.append(
+        {
+            "method": "fgsm",
+            "mode": "lora",
+            "eps": 8.0,
+            "status": "failed",
+            "error": "BackboneError: no LoRA target",
+        }
+    )
+    add_time_ratios(points)
+    compare = Results(
+        "compare", records=points, config={"name": "fgsm-vs-pgd"}, summary=summarize(points)
+    )
     runs["compare"] = compare
     matrix = Results("transfer_matrix")
     for s in ("a", "b"):

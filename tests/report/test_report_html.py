@@ -44,6 +44,8 @@ def test_html_report_from_every_kind_has_every_section_and_embedded_images(
     # What the numbers came from, and what failed.
     assert "catastrophic_overfit at epoch 3" in page
     assert "Failed: variant kurakin, model.kwargs.width=2.0: RuntimeError: boom" in page
+    assert "Failed: method=fgsm, mode=lora, eps=8/255: BackboneError: no LoRA target" in page
+    assert "multi-step minus fast method" in page and "robust_accuracy_gap_points" in page
     assert "&quot;recipe&quot;" in page and "torch_threads" in page
     # The Markdown version with the same plots as files is written beside it.
     md = out.with_suffix(".md").read_text()

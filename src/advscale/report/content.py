@@ -103,12 +103,33 @@ def _results_files(path: Path) -> list[Path]:
     return found
 
 
+# File names that say nothing about the model; its directory names it instead.
+GENERIC_NAMES = ("model", "best", "last", "weights", "checkpoint", "final")
+
+
+def _model_label(spec: str) -> str:
+    """``runs/baseline/model`` -> "baseline/model"; ``runs/models/hardened.safetensors`` -> "hardened"."""
+    p = Path(spec)
+    name = (
+        p.with_suffix("").name
+        if p.suffix in (".safetensors", ".json", ".pt", ".pth", ".ts")
+        else p.name
+    )
+    if (
+        name in GENERIC_NAMES
+        and p.parent.name
+        and p.parent.name not in GENERIC_NAMES + ("checkpoints",)
+    ):
+        return f"{p.parent.name}/{name}"
+    return name or spec
+
+
 def _default_label(results: Results, source: Path | None) -> str:
     cfg = results.config or {}
     for key in ("name", "model"):
         v = cfg.get(key)
         if isinstance(v, str) and v.strip():
-            return Path(v).with_suffix("").name if key == "model" else v
+            return _model_label(v) if key == "model" else v
     if source is not None:
         return source.parent.name if source.name == "results.json" else source.stem
     return results.kind
@@ -141,7 +162,10 @@ def collect_runs(items: Iterable[RunInput]) -> list[Run]:
 
 # -- formatting ---------------------------------------------------------------------------
 
-_RATE_WORDS = ("acc", "rate", "ratio", "leaked", "share")
+
+def _is_share(key: str) -> bool:
+    """Fields holding a share in [0, 1] shown as a percentage (accuracies, rates)."""
+    return "acc" in key or key.endswith("rate") or key in ("leaked", "share")
 
 
 def fmt(key: str, value: Any) -> str:
@@ -155,11 +179,11 @@ def fmt(key: str, value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "nan"
-        if key == "ratio":
+        if key == "ratio" or key.endswith("_ratio"):
             return f"{value:.3f}"
-        if any(w in key for w in _RATE_WORDS) and -0.001 <= value <= 1.001:
+        if _is_share(key) and -0.001 <= value <= 1.001:
             return f"{100 * value:.1f}%"
-        if "second" in key or key.endswith("_s") or key == "time":
+        if ("second" in key or key.endswith("_s") or key == "time") and not key.endswith("per_s"):
             return f"{value:.1f} s"
         return f"{value:.4g}"
     if isinstance(value, (list, dict)):
@@ -315,7 +339,7 @@ def _model_name(run: Run, r: dict[str, Any], multi: bool, several_runs: bool) ->
     m = r.get("model")
     if not (multi and isinstance(m, str) and m):
         return run.shown
-    name = Path(m).with_suffix("").name
+    name = _model_label(m)
     if several_runs:
         return f"{run.shown}/{name}"
     return name if run.results.complete else f"{name} (incomplete)"
@@ -444,8 +468,14 @@ def _masking(items: list[tuple[Run, dict[str, Any]]], runs: Sequence[Run]) -> Se
     if not blocks and evaluated:
         for run in evaluated:
             s = run.results.summary if isinstance(run.results.summary, dict) else {}
-            ran = ", ".join(map(str, s.get("checks") or [])) or "none recorded"
-            blocks.append(Text(f"{run.shown}: no gradient-masking warnings (checks run: {ran})."))
+            ran = ", ".join(map(str, s.get("checks") or []))
+            blocks.append(
+                Text(
+                    f"{run.shown}: no gradient-masking warnings (checks run: {ran})."
+                    if ran
+                    else f"{run.shown}: no gradient-masking checks recorded with these numbers."
+                )
+            )
     return Section("Gradient-masking checks", blocks) if blocks else None
 
 
@@ -502,7 +532,9 @@ def _training(
             )
             blocks.append(Text(f"{what}{where}: {detail}", "warning"))
         if recs:
-            blocks.append(records_table(recs, first=["epoch"], caption="per-epoch records"))
+            blocks.append(
+                records_table(recs, first=["epoch"], skip=["type"], caption="per-epoch records")
+            )
         s = run.results.summary if isinstance(run.results.summary, dict) else {}
         scalars = {k: v for k, v in s.items() if not isinstance(v, (list, dict))}
         if scalars:
@@ -626,33 +658,71 @@ def _capacity(items: list[tuple[Run, dict[str, Any]]], make_plot: _Plots) -> lis
     return sections
 
 
-ROBUST_KEYS = ("pgd_accuracy", "apgd_accuracy", "robust_accuracy", "autoattack_accuracy")
+# The robust accuracy a cost/robustness plot shows, in order of preference (worst case first).
+ROBUST_KEYS = ("robust_accuracy", "apgd_accuracy", "pgd_accuracy", "autoattack_accuracy")
+TIME_KEYS = ("wall_time_s", "seconds", "train_time_s")
 
 
-def _compare(items: list[tuple[Run, dict[str, Any]]], make_plot: _Plots) -> Section | None:
+def _compare(
+    items: list[tuple[Run, dict[str, Any]]], runs: Sequence[Run], make_plot: _Plots
+) -> Section | None:
     if not items:
         return None
-    recs = [
-        ({"run": run.shown} if len({r.label for r, _ in items}) > 1 else {}) | r for run, r in items
-    ]
-    blocks: list[Block] = [
-        records_table(
-            recs,
-            first=["run", "method", "mode", "eps", "clean_accuracy", *ROBUST_KEYS, "seconds"],
-            caption="robustness against training cost",
-        )
-    ]
-    robust_key = next((k for k in ROBUST_KEYS if any(_is_number(r.get(k)) for r in recs)), None)
+    several = len({r.label for r, _ in items}) > 1
+    recs = [({"run": run.shown} if several else {}) | r for run, r in items]
+    ok = [r for r in recs if r.get("status", "done") == "done"]
+    failed = [r for r in recs if r.get("status") == "failed"]
+    blocks: list[Block] = []
+    time_key = next((k for k in TIME_KEYS if any(_is_number(r.get(k)) for r in ok)), None)
+    robust_key = next((k for k in ROBUST_KEYS if any(_is_number(r.get(k)) for r in ok)), None)
     pts = [
         r
-        for r in recs
-        if robust_key and _is_number(r.get(robust_key)) and _is_number(r.get("seconds"))
+        for r in ok
+        if robust_key and time_key and _is_number(r.get(robust_key)) and _is_number(r.get(time_key))
     ]
     if pts:
-        fig = plots.cost_robustness_scatter(pts, robust_key)
-        blocks.insert(
-            0, make_plot("cost_vs_robustness", "Robust accuracy against training time", fig)
+        fig = plots.cost_robustness_scatter(
+            [{**r, "seconds": r[time_key]} for r in pts], robust_key
         )
+        blocks.append(make_plot("cost_vs_robustness", "Robust accuracy against training time", fig))
+    if ok:
+        first = [
+            "run",
+            "method",
+            "mode",
+            "eps",
+            "clean_accuracy",
+            "pgd_accuracy",
+            "apgd_accuracy",
+            "robust_accuracy",
+            *TIME_KEYS,
+            "time_ratio",
+            "co_events",
+            "stopped_early",
+        ]
+        blocks.append(
+            records_table(
+                ok,
+                first=first,
+                skip=["status", "eps_unit"],
+                caption="robustness against training cost, one row per run",
+            )
+        )
+    for run in runs:
+        s = run.results.summary if isinstance(run.results.summary, dict) else {}
+        pairs = [p for p in (s.get("pairs") or []) if isinstance(p, dict)]
+        if run.results.kind == "compare" and pairs:
+            blocks.append(
+                records_table(
+                    pairs,
+                    first=["fast", "slow", "mode", "eps"],
+                    caption=f"{run.shown}: multi-step minus fast method, in accuracy points "
+                    "(positive: the multi-step method is more robust), and the time ratio",
+                )
+            )
+    for r in failed:
+        where = ", ".join(f"{k}={fmt(k, r.get(k))}" for k in ("method", "mode", "eps") if k in r)
+        blocks.append(Text(f"Failed: {where}: {r.get('error', 'no error message')}", "warning"))
     return Section("Fast versus multi-step adversarial training: cost and robustness", blocks)
 
 
@@ -696,7 +766,7 @@ def build_sections(runs: Sequence[Run]) -> list[Section]:
     sections.append(_leak(parts["label_leak"], runs))
     sections.append(_masking(parts["masking"], runs))
     sections += _training(parts["train"], parts["event"], runs, make_plot)
-    sections.append(_compare(parts["compare"], make_plot))
+    sections.append(_compare(parts["compare"], runs, make_plot))
     sections += _transfer(parts["transfer"], make_plot)
     sections += _capacity(parts["capacity"], make_plot)
     sections.append(_other(parts["other"]))

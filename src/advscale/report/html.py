@@ -47,6 +47,7 @@ figcaption { font-size: .85rem; color: #555; }
 .note { color: #444; background: #f6f8fa; border-left: 4px solid #9aa5b1; padding: .45rem .7rem; }
 pre { background: #f6f8fa; padding: .6rem; overflow-x: auto; font-size: .8rem; }
 nav ul { columns: 2; }
+.scroll { overflow-x: auto; max-width: 100%; }
 """
 
 # Always harmless: it only writes attributes on <body> for a browser test to read.
@@ -82,7 +83,8 @@ def _table(t: Table) -> str:
     head = "".join(f"<th>{esc(c)}</th>" for c in t.columns)
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in t.rows)
     cap = f"<caption>{esc(t.caption)}</caption>" if t.caption else ""
-    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    table = f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll">{table}</div>'
 
 
 def render_html(sections: Sequence[Section], title: str) -> str:
