@@ -61,10 +61,50 @@ def test_pgd_training_is_more_robust_than_clean_training(fmnist_dir, tmp_path, t
     common = {"data.n_train": 1024, "recipe.eps": 25, "eval.eps": "[25]", "recipe.steps": 3}
     clean = train(load_config(None, tiny_settings(**common)), tmp_path / "clean")
     pgd = train(
-        load_config(None, tiny_settings(**common, **{"recipe.name": "pgd"})), tmp_path / "pgd"
+        load_config(
+            None, tiny_settings(**common, **{"recipe.name": "pgd", "eval.label_leak": "true"})
+        ),
+        tmp_path / "pgd",
     )
     assert clean["pgd_accuracy"] < 0.2
     assert pgd["pgd_accuracy"] > clean["pgd_accuracy"] + 0.15
+    # Label leaking is measured after adversarial training: FGSM vs FGSM-pred per ε.
+    assert [r["eps"] for r in pgd["label_leak"]] == [25] and "leak" in pgd["label_leak"][0]
+    assert clean["label_leak"] is None
+
+
+def _no_bn_model() -> Classifier:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 13 * 13, 10)
+    )
+    return Classifier(net, (0.286,), (0.353,))
+
+
+def test_gradient_accumulation_matches_one_big_batch(fmnist_dir, tmp_path, tiny_settings):
+    settings = tiny_settings(
+        **{"recipe.name": "fgsm", "max_steps": 4, "optimizer.name": "sgd", "eval.n": 50}
+    )
+    train(load_config(None, settings), tmp_path / "one", model=_no_bn_model())
+    train(load_config(None, [*settings, "grad_accum=4"]), tmp_path / "acc", model=_no_bn_model())
+    from safetensors.torch import load_file
+
+    a, b = (
+        load_file(tmp_path / "one/model.safetensors"),
+        load_file(tmp_path / "acc/model.safetensors"),
+    )
+    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5) for k in a)
+
+
+def test_bf16_autocast_and_channels_last_train(fmnist_dir, tmp_path, tiny_settings):
+    cfg = load_config(
+        None,
+        tiny_settings(
+            **{"amp": "bf16", "channels_last": "true", "recipe.name": "rs_fgsm", "eval.n": 100}
+        ),
+    )
+    summary = train(cfg, tmp_path / "run")
+    assert summary["clean_accuracy"] > 0.25 and summary["pgd_accuracy"] is not None  # chance: 0.1
 
 
 def test_guard_flags_collapse_by_pgd_drop_and_by_fgsm_pgd_gap():
