@@ -240,7 +240,10 @@ class Trainer:
         except ValueError as e:
             raise UserError(f"model: {e}") from None
 
-    def _setup(self) -> None:
+    def setup(self) -> None:
+        """Join the process group, prepare the run directory, build data, model, optimizer,
+        schedule, recipe and guard. :meth:`run` calls it; benchmarks call it and then
+        :meth:`train_step` directly."""
         cfg = self.cfg
         self.dist = init_distributed(cfg.device)
         d = self.dist
@@ -483,10 +486,14 @@ class Trainer:
         dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
         return torch.autocast(device_type=self.dist.device.type, dtype=dtype)
 
-    def _train_step(
+    def train_step(
         self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]
     ) -> tuple[float, float, float, int]:
-        """One optimizer step over ``grad_accum`` micro-batches; returns (Σ w·CE, Σ w, correct, n) here."""
+        """One optimizer step over ``grad_accum`` micro-batches ``(x, y)`` of this process.
+
+        The recipe turns each clean micro-batch into (inputs, labels, weights); the loss is
+        Σ w·CE / Σ w over the global batch. Returns this process's (Σ w·CE, Σ w, correct, n).
+        """
         cfg, d = self.cfg, self.dist
         self.train_model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -641,7 +648,7 @@ class Trainer:
         try:
             while self.batch_in_epoch < self.steps_per_epoch and self.step < self.total_steps:
                 micro = [next(it) for _ in range(cfg.grad_accum)]
-                num, wsum, correct, n = self._train_step(micro)
+                num, wsum, correct, n = self.train_step(micro)
                 for i, v in enumerate((num, wsum, correct, n)):
                     self.epoch_sums[i] += v
                 bar.update(1)
@@ -712,7 +719,7 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         deterministic_before = torch.are_deterministic_algorithms_enabled()
-        self._setup()
+        self.setup()
         try:
             if self.resume and self._restore() and self.finished:
                 return json.loads((self.out / "summary.json").read_text())
