@@ -19,6 +19,7 @@ def test_html_report_from_every_kind_has_every_section_and_embedded_images(
     for title in (
         "Runs",
         "Robust accuracy",
+        "Label leaking",
         "Gradient-masking checks",
         "Training: fgsm-run (incomplete)",
         "Fast versus multi-step adversarial training: cost and robustness",
@@ -41,6 +42,7 @@ def test_html_report_from_every_kind_has_every_section_and_embedded_images(
     # Self-contained: nothing is fetched from anywhere.
     assert not re.search(r'(src|href)="(?!data:|#)', page)
     assert "http://" not in page and "https://" not in page
+    assert "hardened: label leaking detected." in page
     # What the numbers came from, and what failed.
     assert "catastrophic_overfit at epoch 3" in page
     assert "Failed: variant kurakin, model.kwargs.width=2.0: RuntimeError: boom" in page

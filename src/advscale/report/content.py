@@ -419,6 +419,10 @@ def _leak(items: list[tuple[Run, dict[str, Any]]], runs: Sequence[Run]) -> Secti
     for run in runs:
         s = run.results.summary if isinstance(run.results.summary, dict) else {}
         found = s.get("label_leak")
+        if isinstance(found, bool):
+            if found:
+                blocks.append(Text(f"{run.shown}: label leaking detected.", "warning"))
+            continue
         if found:
             rows = found if isinstance(found, list) else [found]
             if all(isinstance(x, dict) for x in rows):
