@@ -35,6 +35,7 @@ from advscale.errors import UserError
 from advscale.results import EPS_UNIT, Results
 from advscale.train import config_to_dict, load_config, validate_config
 from advscale.transfer.finetune import FinetuneConfig, finetune
+from advscale.transfer.modes import FinetuneModeConfig
 from advscale.utils import atomic_write_json, atomic_write_text, environment_info, resolve_device
 
 COMPARE_MODES = ("full", "linear", "partial", "lora", "bias", "scratch")
@@ -127,6 +128,13 @@ def point_config(cfg: CompareConfig, method: str, mode: str, eps: float | None) 
     if method == "pgd":
         raw["recipe"]["steps"] = c.pgd_steps
     raw["finetune"]["mode"] = "full" if mode == "scratch" else mode
+    # Settings of other modes do not change this point: reset them, so that editing them does
+    # not make a finished point look stale.
+    defaults = FinetuneModeConfig().model_dump(mode="json")
+    if mode != "lora":
+        raw["finetune"]["lora"] = defaults["lora"]
+    if mode != "partial":
+        raw["finetune"]["blocks"] = defaults["blocks"]
     raw["finetune"]["init"] = "random" if mode == "scratch" else "pretrained"
     raw["eval"].update(
         attacks=list(c.attacks),

@@ -24,12 +24,14 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from advscale.models import read_sidecar, save_model
+from advscale.results import load_results
 from advscale.train import TrainConfig, load_config
 from advscale.train.data import TrainData
 from advscale.train.loop import EpochCallback, Trainer
 from advscale.transfer.backbones import BackboneConfig, build_backbone
 from advscale.transfer.lora import lora_layers, save_lora, strip_lora
 from advscale.transfer.modes import FinetuneModeConfig, apply_mode
+from advscale.utils import atomic_write_json
 
 
 class FinetuneConfig(TrainConfig):
@@ -121,9 +123,10 @@ def finetune(
     extra = _export_lora(trainer.model, out)
     if extra:
         summary.update(extra)
-        from advscale.utils import atomic_write_json
-
         atomic_write_json(out / "summary.json", summary)
+        results = load_results(out / "results.json")
+        results.summary.update(extra)
+        results.save(out / "results.json")
     return summary
 
 
