@@ -86,3 +86,12 @@ def test_directory_of_runs_contributes_every_run(run_dirs, tmp_path):
     overview = text.split("## Robust accuracy")[0]
     for name in ("baseline", "hardened", "fgsm-run", "compare", "transfer", "sweep"):
         assert f"| {name} |" in overview
+
+
+def test_unknown_results_kind_is_refused_with_the_file_named(run_dirs, tmp_path):
+    path = run_dirs["baseline"] / "results.json"
+    raw = json.loads(path.read_text())
+    raw["kind"] = "hologram"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ResultsError, match=rf"{path}: unknown results kind 'hologram'"):
+        write_markdown_report([path], tmp_path / "r.md")

@@ -314,6 +314,10 @@ def run_transfer_matrix_command(args: argparse.Namespace) -> int:
         name: load_any_model(spec, device) for name, spec in zip(names, args.models, strict=True)
     }
     data = load_dataset(args.data, "test", args.data_dir)
+    from advscale.models.external import check_classes
+
+    for name, model in models.items():
+        check_classes(model, data.classes, name, f"{args.data} (test)")
     out_dir = Path(args.out)
     extra = {
         "command": "transfer-matrix",

@@ -147,7 +147,12 @@ def collect_runs(items: Iterable[RunInput]) -> list[Run]:
             continue
         files = _results_files(Path(item))
         for f in files:
-            res = load_results(f)
+            try:
+                res = load_results(f)
+            except ResultsError as e:
+                if str(f) in str(e):
+                    raise
+                raise ResultsError(f"{f}: {e}") from None
             label = name if (name and len(files) == 1) else _default_label(res, f)
             runs.append(Run(label, str(f), res))
     if not runs:
