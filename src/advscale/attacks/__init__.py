@@ -1,4 +1,4 @@
-"""Attacks: the one-step and iterative attacks of paper A, PGD, and APGD for evaluation.
+"""Attacks: the one-step and iterative attacks of paper A, PGD, and APGD and Square for evaluation.
 
 All take images in [0, 1] and return adversarial images in [0, 1] within the ε-ball.
 
@@ -32,11 +32,12 @@ from advscale.attacks.one_step import (
     StepRnd,
 )
 from advscale.attacks.registry import ATTACKS, ITERATIVE_OF, ONE_STEP, build_attack, list_attacks
+from advscale.attacks.square import Square, margin_loss, square_fraction, square_side
 
 __all__ = [
     "APGD", "APGDT", "ATTACKS", "ITERATIVE_OF", "ONE_STEP", "PGD", "PGDL2", "Attack", "AttackResult",
     "FGSM", "FGSMPred", "FastGradientL2", "GradientAttack", "IterBasic", "IterLL", "OneStepAttack",
-    "RandomSign", "StepLL", "StepRnd", "apgd_checkpoints", "as_eps", "ascent_step", "build_attack",
-    "ce_loss", "dlr_loss", "kurakin_steps", "list_attacks", "lp_norm", "model_mode", "project",
-    "random_start",
+    "RandomSign", "Square", "StepLL", "StepRnd", "apgd_checkpoints", "as_eps", "ascent_step", "build_attack",
+    "ce_loss", "dlr_loss", "kurakin_steps", "list_attacks", "lp_norm", "margin_loss", "model_mode", "project",
+    "random_start", "square_fraction", "square_side",
 ]

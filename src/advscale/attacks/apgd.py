@@ -61,15 +61,17 @@ class APGD(Attack):
             return dlr_loss(logits, y, target)
         return ce_loss(logits, y) if target is None else -ce_loss(logits, target)
 
-    def _run(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None) -> AttackResult:
+    def _run(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None, *,
+             early_stop: bool, final_check: bool) -> AttackResult:
         fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         x_out = x.clone()
         counts = [0, 0]
-        for _ in range(self.restarts):
-            idx = (~fooled).nonzero().squeeze(1) if self.early_stop or self.restarts > 1 else torch.arange(len(x), device=x.device)
+        everyone = torch.arange(len(x), device=x.device)
+        for r in range(self.restarts):
+            idx = everyone if r == 0 else (~fooled).nonzero().squeeze(1)
             if len(idx) == 0:
                 break
-            self._single(x, y, eps, target, idx, x_out, fooled, counts)
+            self._single(x, y, eps, target, target, idx, x_out, fooled, counts, early_stop)
         return AttackResult(x_out.detach(), fooled, counts[0], counts[1])
 
     def _grad(self, xk: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -79,13 +81,19 @@ class APGD(Attack):
         (g,) = torch.autograd.grad(loss.sum(), xk)
         return loss.detach(), g.detach(), logits.detach()
 
-    def _single(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None, idx: Tensor,
-                x_out: Tensor, fooled: Tensor, counts: list[int]) -> None:
-        """One APGD run on examples ``idx``; writes fooling iterates into ``x_out``/``fooled``."""
+    def _single(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None, goal: Tensor | None,
+                idx: Tensor, x_out: Tensor, fooled: Tensor, counts: list[int], early_stop: bool) -> None:
+        """One APGD run on examples ``idx``; writes fooling iterates into ``x_out``/``fooled``.
+
+        ``target`` is the class the loss aims at; ``goal`` the one success is judged by (the
+        user's target, or None: any misclassification, as APGD-T uses its targets).
+        Examples never fooled get the highest-loss point found.
+        """
         norm, steps = self.norm, self.steps
         gen = self.generator(x.device)
         x0, y0, e0 = x[idx], y[idx], eps[idx]
         t0 = None if target is None else target[idx]
+        g0 = None if goal is None else goal[idx]
         checkpoints = set(apgd_checkpoints(steps))
         last_ckpt = 0
 
@@ -97,13 +105,16 @@ class APGD(Attack):
         }
         if t0 is not None:
             st["t"] = t0
+        if g0 is not None:
+            st["goal"] = g0
 
         def record(logits: Tensor, xk: Tensor) -> None:
-            hit = logits.argmax(1) != st["y"]
-            if bool(hit.any()):
-                fooled[st["idx"][hit]] = True
-                x_out[st["idx"][hit]] = xk[hit].detach()
-            if self.early_stop and bool(hit.any()):
+            hit = self.success(logits, st["y"], st.get("goal"))
+            if not bool(hit.any()):
+                return
+            fooled[st["idx"][hit]] = True
+            x_out[st["idx"][hit]] = xk[hit].detach()
+            if early_stop:
                 keep = ~hit
                 for k in list(st):
                     st[k] = st[k][keep]
@@ -133,7 +144,9 @@ class APGD(Attack):
                 better = loss > st["fmax"]
                 st["xmax"][better], st["fmax"][better], st["gmax"][better] = xn[better], loss[better], grad[better]
                 st["xprev"], st["xk"], st["loss"], st["grad"] = xk, xn, loss, grad
-                if k + 1 in checkpoints:
+                # Record before the checkpoint: a step-size cut overwrites xk in place.
+                record(logits, xn)
+                if k + 1 in checkpoints and len(st["idx"]):
                     span = k + 1 - last_ckpt
                     stalled = st["succ"] < self.rho * span
                     no_gain = (~st["reduced"]) & (st["fmax_ckpt"] >= st["fmax"])
@@ -147,8 +160,8 @@ class APGD(Attack):
                     st["reduced"] = cut
                     st["succ"].zero_()
                     st["fmax_ckpt"] = st["fmax"].clone()
+                if k + 1 in checkpoints:
                     last_ckpt = k + 1
-            record(logits, xn)
         if len(st["idx"]):
             survivors = ~fooled[st["idx"]]
             x_out[st["idx"][survivors]] = st["xmax"][survivors]
@@ -167,9 +180,10 @@ class APGDT(APGD):
         self.name = "apgd_t"
         self.n_targets = n_targets
 
-    def _run(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None) -> AttackResult:
+    def _run(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None, *,
+             early_stop: bool, final_check: bool) -> AttackResult:
         if target is not None:
-            return super()._run(x, y, eps, target)
+            return super()._run(x, y, eps, target, early_stop=early_stop, final_check=final_check)
         with torch.no_grad():
             logits = self.model(x)
         k = logits.shape[1]
@@ -179,10 +193,11 @@ class APGDT(APGD):
         fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         x_out = x.clone()
         counts = [len(x), 0]
+        # Each target class and restart runs on the points still robust: a cascade within APGD-T.
         for j in range(min(self.n_targets, k - 1)):
             for _ in range(self.restarts):
                 idx = (~fooled).nonzero().squeeze(1)
                 if len(idx) == 0:
                     break
-                self._single(x, y, eps, order[:, j], idx, x_out, fooled, counts)
+                self._single(x, y, eps, order[:, j], None, idx, x_out, fooled, counts, early_stop)
         return AttackResult(x_out.detach(), fooled, counts[0], counts[1])

@@ -25,11 +25,14 @@ class AttackResult:
     """What an attack found for a batch.
 
     Attributes:
-        x_adv: adversarial images (N, C, H, W) in [0, 1]. With ``early_stop`` an example that
-            was fooled holds the first iterate that fooled it; otherwise the final iterate.
-        fooled: (N,) bool, True where some iterate (or restart) was misclassified (prediction
-            differs from the true label). Iterate 0 of an attack without random start is the
-            clean image and does not count.
+        x_adv: adversarial images (N, C, H, W) in [0, 1], within the ε-ball of the input.
+            With early stopping an example that was fooled holds the first iterate that fooled
+            it, otherwise the attack's final (or best) iterate.
+        fooled: (N,) bool. With early stopping: True where some iterate (or restart) fooled the
+            model. Without: True where ``x_adv`` fools it. "Fooled" means misclassified (the
+            prediction differs from the true label), or, for a targeted attack, classified as
+            the target. Iterate 0 of an attack without random start is the clean image and
+            does not count, so robust accuracy is ``clean correct & ~fooled``.
         forward: images passed forward through the model (sum over passes).
         backward: images passed backward (input gradients).
     """
@@ -50,7 +53,7 @@ def as_eps(eps: float | Tensor, n: int, like: Tensor) -> Tensor:
             raise ValueError(f"per-example eps has {e.numel()} values for a batch of {n}")
     else:
         e = torch.full((n,), float(eps), device=like.device, dtype=like.dtype)
-    if bool((e < 0).any()):
+    if n and not bool((e >= 0).all()):  # also rejects NaN
         raise ValueError(f"eps must be >= 0, got min {float(e.min())}")
     return e.view(n, *([1] * (like.ndim - 1)))
 
@@ -62,21 +65,29 @@ def lp_norm(v: Tensor, norm: Norm) -> Tensor:
     return n.view(-1, *([1] * (v.ndim - 1)))
 
 
-def project(delta: Tensor, x: Tensor, eps: Tensor, norm: Norm) -> Tensor:
+def project(delta: Tensor, x: Tensor, eps: Tensor | float, norm: Norm) -> Tensor:
     """Project a perturbation onto the ε-ball and so that ``x + delta`` stays in [0, 1].
 
-    For L∞ both constraints are boxes, so clipping to each in turn is the exact projection onto
-    their intersection. For L2 the ball projection is followed by the box clip (which can only
-    shrink the norm, so the result stays in the ball).
+    L∞: the ε-box and the [0, 1] box intersect in the box [max(−ε, −x), min(ε, 1 − x)], and
+    clipping to it is the exact projection. Clipping ``delta`` itself (not ``x + delta``) keeps
+    a perturbation already inside bit-for-bit unchanged. L2: scale into the ball, then clip to
+    the [0, 1] box (which only shrinks the norm, so the result stays feasible).
+
+    Args:
+        delta: perturbation, same shape as ``x``.
+        x: clean images in [0, 1].
+        eps: radius, a float or a tensor broadcastable to ``x`` such as (N, 1, 1, 1).
+        norm: "linf" or "l2".
     """
+    if not isinstance(eps, Tensor):
+        eps = torch.tensor(float(eps), device=x.device, dtype=x.dtype)
     if norm == "linf":
-        delta = torch.maximum(torch.minimum(delta, eps), -eps)
-    elif norm == "l2":
-        scale = torch.clamp(eps / (lp_norm(delta, "l2") + 1e-12), max=1.0)
-        delta = delta * scale
-    else:
-        raise ValueError(f"unknown norm {norm!r}; allowed: linf, l2")
-    return (x + delta).clamp_(0.0, 1.0) - x
+        return torch.clamp(delta, torch.maximum(-eps, -x), torch.minimum(eps, 1 - x))
+    if norm == "l2":
+        length = lp_norm(delta, "l2")
+        scale = torch.where(length > eps, eps / length.clamp_min(1e-30), torch.ones_like(length))
+        return torch.clamp(delta * scale, -x, 1 - x)
+    raise ValueError(f"unknown norm {norm!r}; allowed: linf, l2")
 
 
 def random_start(x: Tensor, eps: Tensor, norm: Norm, generator: torch.Generator | None = None) -> Tensor:
@@ -138,8 +149,9 @@ def model_mode(model: nn.Module, mode: str):
 class Attack:
     """Base class: input checks, ε handling and model-mode bookkeeping around ``_run``.
 
-    Subclasses implement ``_run(x, y, eps, target) -> AttackResult``; calling the attack returns
-    the adversarial images, ``run`` the full :class:`AttackResult`.
+    Subclasses implement ``_run(x, y, eps, target, early_stop=..., final_check=...)``; calling
+    the attack returns the adversarial images, ``run`` the full :class:`AttackResult`, and
+    ``perturb`` only the final iterates (what adversarial training needs).
 
     Args:
         model: any classifier returning logits on [0, 1] inputs.
@@ -165,6 +177,8 @@ class Attack:
         early_stop: bool = True,
         seed: int | None = None,
     ) -> None:
+        if mode not in ("eval", "keep"):
+            raise ValueError(f"attack mode must be 'eval' or 'keep', got {mode!r}")
         self.model = model
         self.eps = eps
         if norm is not None:
@@ -177,6 +191,7 @@ class Attack:
         self._generator: torch.Generator | None = None
 
     def generator(self, device: torch.device) -> torch.Generator | None:
+        """The attack's own random generator on ``device`` (None without a seed: global RNG)."""
         if self.seed is None:
             return None
         if self._generator is None or self._generator.device != device:
@@ -189,22 +204,60 @@ class Attack:
     def run(
         self, x: Tensor, y: Tensor, eps: float | Tensor | None = None, target: Tensor | None = None
     ) -> AttackResult:
-        """Attack the batch ``(x, y)``; ``target`` (N,) makes the attack targeted at those classes."""
+        """Attack the batch ``(x, y)``; ``target`` (N,) makes the attack targeted at those classes.
+
+        Args:
+            x: images (N, C, H, W) in [0, 1].
+            y: true labels (N,).
+            eps: overrides the attack's ε for this call (float or per-example (N,)).
+            target: target classes (N,); the attack then succeeds when it reaches the target.
+        """
+        return self._call(x, y, eps, target, early_stop=self.early_stop, final_check=True)
+
+    def perturb(
+        self, x: Tensor, y: Tensor, eps: float | Tensor | None = None, target: Tensor | None = None
+    ) -> Tensor:
+        """Adversarial images for every example without early stopping or success bookkeeping.
+
+        Every example gets the attack's final iterate (the best restart with several), and no
+        forward pass is spent on checking success: what adversarial training uses.
+        """
+        return self._call(x, y, eps, target, early_stop=False, final_check=False).x_adv
+
+    def _call(self, x: Tensor, y: Tensor, eps: float | Tensor | None, target: Tensor | None, *,
+              early_stop: bool, final_check: bool) -> AttackResult:
         if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
             raise ValueError(f"expected x (N, ...) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
         if target is not None and target.shape != y.shape:
             raise ValueError(f"target must have shape {tuple(y.shape)}, got {tuple(target.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"inputs must be floating point images in [0, 1], got dtype {x.dtype}")
         x = x.detach()
-        if len(x) and (float(x.min()) < 0 or float(x.max()) > 1):
-            raise ValueError(f"inputs must be in [0, 1], got range [{float(x.min()):.3g}, {float(x.max()):.3g}]")
-        eps_t = as_eps(self.eps if eps is None else eps, len(x), x)
         if len(x) == 0:
             return AttackResult(x.clone(), torch.zeros(0, dtype=torch.bool, device=x.device))
+        lo, hi = torch.aminmax(x)
+        if float(lo) < 0 or float(hi) > 1:
+            raise ValueError(f"inputs must be in [0, 1], got range [{float(lo):.3g}, {float(hi):.3g}]")
+        eps_t = as_eps(self.eps if eps is None else eps, len(x), x)
+        y = y.to(x.device)
+        target = None if target is None else target.to(x.device)
         with model_mode(self.model, self.mode), torch.enable_grad():
-            return self._run(x, y.to(x.device), eps_t, None if target is None else target.to(x.device))
+            return self._run(x, y, eps_t, target, early_stop=early_stop, final_check=final_check)
 
-    def _run(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None) -> AttackResult:
+    def _run(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None, *,
+             early_stop: bool, final_check: bool) -> AttackResult:
+        """Attack a non-empty batch; ``eps`` is (N, 1, 1, 1). Runs with gradients enabled.
+
+        ``final_check=False`` allows skipping the forward pass that only fills ``fooled``
+        (the result's ``fooled`` is then unspecified).
+        """
         raise NotImplementedError
+
+    @staticmethod
+    def success(logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        """(N,) bool: misclassified, or for a targeted attack, classified as the target."""
+        pred = logits.argmax(1)
+        return pred != y if target is None else pred == target
 
     def __repr__(self) -> str:
         e = self.eps if isinstance(self.eps, Tensor) else f"{float(self.eps) * 255:g}/255"
@@ -214,9 +267,9 @@ class Attack:
 class GradientAttack(Attack):
     """The iterative gradient loop shared by one-step, iterative and PGD attacks.
 
-    Each step: forward, record which examples are fooled, input gradient of the loss,
-    ``delta += direction * alpha * ascent_step(grad)``, project onto the ε-ball and [0, 1].
-    Subclasses choose the labels the loss uses and the sign (``attack_labels``).
+    Each step: forward, record which examples are fooled (with early stopping), input gradient
+    of the loss, ``delta += direction * alpha * ascent_step(grad)``, project onto the ε-ball
+    and [0, 1]. Subclasses choose the labels the loss uses and the sign (``attack_labels``).
 
     Args:
         steps: gradient steps (1 for one-step attacks).
@@ -226,6 +279,10 @@ class GradientAttack(Attack):
         restarts: independent runs; with early stopping only still-robust examples restart,
             otherwise the run with the highest final loss is kept per example.
     """
+
+    #: Whether ``attack_labels`` needs the logits of the clean images (predicted or
+    #: least-likely class, number of classes); without it, no clean forward pass is spent.
+    uses_clean_logits = False
 
     def __init__(
         self,
@@ -248,73 +305,74 @@ class GradientAttack(Attack):
         self.random_start, self.restarts = random_start, restarts
 
     # -- hooks ---------------------------------------------------------------------------
-    def attack_labels(self, logits: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, float]:
-        """Labels for the loss and the direction: +1 ascends the loss (untargeted), -1 descends."""
+    def attack_labels(self, logits: Tensor | None, y: Tensor, target: Tensor | None) -> tuple[Tensor, float]:
+        """Labels for the loss and the direction: +1 ascends the loss (untargeted), -1 descends.
+
+        ``logits`` are the clean images' logits, or None when ``uses_clean_logits`` is False.
+        """
         if target is not None:
             return target, -1.0
         return y, 1.0
 
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Per-example loss the step ascends (``direction`` +1) or descends (-1)."""
         return ce_loss(logits, labels)
 
     def steps_for(self, eps: Tensor) -> int:
+        """Number of steps for a batch with budgets ``eps`` (N, 1, 1, 1)."""
         return self.steps
 
     # -- the loop ------------------------------------------------------------------------
-    def perturb(self, x: Tensor, y: Tensor, eps: float | Tensor | None = None) -> Tensor:
-        """Final iterates for every example, without success bookkeeping (for training)."""
-        early, self.early_stop, self._check = self.early_stop, False, False
-        try:
-            return self.run(x, y, eps).x_adv
-        finally:
-            self.early_stop, self._check = early, True
-
-    _check = True
-
-    def _run(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None) -> AttackResult:
+    def _run(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None, *,
+             early_stop: bool, final_check: bool) -> AttackResult:
         model, norm, n = self.model, self.norm, len(x)
         gen = self.generator(x.device)
         steps = self.steps_for(eps)
         alpha = eps * self.alpha_scale if self.alpha is None else torch.full_like(eps, self.alpha)
-        track = self.early_stop
         forward = backward = 0
 
         labels: Tensor | None = None
         direction = 1.0
-        if self.random_start or self.restarts > 1:
+        if not self.uses_clean_logits:
+            labels, direction = self.attack_labels(None, y, target)
+        elif self.random_start or self.restarts > 1:
             with torch.no_grad():
                 labels, direction = self.attack_labels(model(x), y, target)
             forward += n
+        # else: iterate 0 is the clean image, whose logits the first step computes anyway.
 
         x_out = x.clone()
         fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
         best_loss = torch.full((n,), -math.inf, device=x.device)
+        everyone = torch.arange(n, device=x.device)
         for _ in range(self.restarts):
-            idx = (~fooled).nonzero().squeeze(1) if track else torch.arange(n, device=x.device)
+            idx = (~fooled).nonzero().squeeze(1) if early_stop else everyone
             if len(idx) == 0:
                 break
             xa, ya, ea, al = x[idx], y[idx], eps[idx], alpha[idx]
             la = None if labels is None else labels[idx]
+            ta = None if target is None else target[idx]
             delta = random_start(xa, ea, norm, gen) if self.random_start else torch.zeros_like(xa)
-            # With tracking, one more forward after the last step checks the final iterate.
-            for t in range(steps + 1 if track else steps):
+            # With early stopping, one more forward after the last step checks the final iterate.
+            for t in range(steps + 1 if early_stop else steps):
                 delta.requires_grad_(True)
                 logits = model(xa + delta)
                 forward += len(idx)
                 if la is None:  # no random start: iterate 0 is the clean image, reuse its logits
-                    la, direction = self.attack_labels(logits.detach(), ya, target)
+                    la, direction = self.attack_labels(logits.detach(), ya, ta)
                     labels = la
                 keep = None
-                if track and (t > 0 or self.random_start):
-                    hit = logits.detach().argmax(1) != ya
-                    if bool(hit.any()):
+                if early_stop and (t > 0 or self.random_start):
+                    hit = self.success(logits.detach(), ya, ta)
+                    n_hit = int(hit.sum())  # the one host sync per step: it sizes the compaction
+                    if n_hit:
                         fooled[idx[hit]] = True
                         x_out[idx[hit]] = xa[hit] + delta.detach()[hit]
+                        if n_hit == len(idx):
+                            idx = idx[:0]
+                            break
                         keep = ~hit
                 if t == steps:
-                    break
-                if keep is not None and not bool(keep.any()):
-                    idx = idx[keep]
                     break
                 loss = self.loss(logits, la) if keep is None else self.loss(logits[keep], la[keep])
                 (grad,) = torch.autograd.grad(loss.sum(), delta)
@@ -323,25 +381,29 @@ class GradientAttack(Attack):
                     delta = delta.detach()
                     if keep is not None:
                         idx, xa, ya, ea, al, la = idx[keep], xa[keep], ya[keep], ea[keep], al[keep], la[keep]
+                        ta = None if ta is None else ta[keep]
                         delta, grad = delta[keep], grad[keep]
                     delta = project(delta + direction * al * ascent_step(grad, norm), xa, ea, norm)
             delta = delta.detach()
             if len(idx) == 0:
                 continue
-            if track:
+            if early_stop:
                 survivors = ~fooled[idx]
                 x_out[idx[survivors]] = (xa + delta)[survivors]
             elif self.restarts == 1:
                 x_out = xa + delta
+                if final_check:
+                    with torch.no_grad():
+                        fooled = self.success(model(x_out), y, target)
+                    forward += n
             else:
+                # Keep the restart with the highest final loss; its forward also says if it fools.
                 with torch.no_grad():
-                    final_loss = direction * self.loss(model(xa + delta), la).float()
-                forward += len(idx)
+                    logits = model(xa + delta)
+                    final_loss = direction * self.loss(logits, la).float()
+                forward += n
                 better = final_loss > best_loss
                 x_out[better] = (xa + delta)[better]
+                fooled[better] = self.success(logits, y, target)[better]
                 best_loss = torch.maximum(best_loss, final_loss)
-        if not track and self._check:
-            with torch.no_grad():
-                fooled = model(x_out).argmax(1) != y
-            forward += n
         return AttackResult(x_out.detach(), fooled, forward, backward)

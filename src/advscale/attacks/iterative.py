@@ -11,8 +11,8 @@ from advscale.attacks.base import GradientAttack
 
 def kurakin_steps(eps: Tensor) -> int:
     """Paper A's iteration count min(ε + 4, 1.25·ε), ε in pixel levels; the largest in the batch."""
-    e = float(eps.max()) * 255
-    return max(1, int(math.ceil(min(e + 4, 1.25 * e) - 1e-6)))
+    e = round(float(eps.max()) * 255, 4)  # 8/255 in float32 is not exactly 8 levels
+    return max(1, math.ceil(min(e + 4, 1.25 * e)))
 
 
 class IterBasic(GradientAttack):
@@ -26,7 +26,7 @@ class IterBasic(GradientAttack):
 
     def __init__(self, model: nn.Module, eps: float | Tensor = 8 / 255, *, steps: int | None = None,
                  alpha: float | None = 1 / 255, **kwargs) -> None:
-        super().__init__(model, eps, steps=steps or 1, alpha=alpha, random_start=False, **kwargs)
+        super().__init__(model, eps, steps=1 if steps is None else steps, alpha=alpha, random_start=False, **kwargs)
         self._auto_steps = steps is None
 
     def steps_for(self, eps: Tensor) -> int:
@@ -37,8 +37,9 @@ class IterLL(IterBasic):
     """Iter. l.l.: X_{n+1} = Clip_{X,ε}(X_n − α·sign(∇J(X_n, y_LL))), y_LL least likely on clean X."""
 
     name = "iter_ll"
+    uses_clean_logits = True
 
-    def attack_labels(self, logits: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, float]:
+    def attack_labels(self, logits: Tensor | None, y: Tensor, target: Tensor | None) -> tuple[Tensor, float]:
         return (target if target is not None else logits.argmin(1)), -1.0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from advscale.attacks.base import Attack, AttackResult, GradientAttack
+from advscale.attacks.base import Attack, AttackResult, GradientAttack, project
 
 
 class OneStepAttack(GradientAttack):
@@ -28,8 +28,9 @@ class FGSMPred(OneStepAttack):
     """FGSM with the model's predicted label instead of the true one: no label to leak."""
 
     name = "fgsm_pred"
+    uses_clean_logits = True
 
-    def attack_labels(self, logits: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, float]:
+    def attack_labels(self, logits: Tensor | None, y: Tensor, target: Tensor | None) -> tuple[Tensor, float]:
         if target is not None:
             return target, -1.0
         return logits.argmax(1), 1.0
@@ -39,8 +40,9 @@ class StepLL(OneStepAttack):
     """Step l.l.: X' = X − ε·sign(∇_X J(X, y_LL)), y_LL the least-likely class of the clean image."""
 
     name = "step_ll"
+    uses_clean_logits = True
 
-    def attack_labels(self, logits: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, float]:
+    def attack_labels(self, logits: Tensor | None, y: Tensor, target: Tensor | None) -> tuple[Tensor, float]:
         return (target if target is not None else logits.argmin(1)), -1.0
 
 
@@ -48,8 +50,9 @@ class StepRnd(OneStepAttack):
     """Step rnd: as step l.l. with a uniformly random target class other than the true one."""
 
     name = "step_rnd"
+    uses_clean_logits = True  # for the number of classes
 
-    def attack_labels(self, logits: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, float]:
+    def attack_labels(self, logits: Tensor | None, y: Tensor, target: Tensor | None) -> tuple[Tensor, float]:
         if target is not None:
             return target, -1.0
         k = logits.shape[1]
@@ -72,9 +75,12 @@ class RandomSign(Attack):
 
     name = "random_sign"
 
-    def _run(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None) -> AttackResult:
+    def _run(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None, *,
+             early_stop: bool, final_check: bool) -> AttackResult:
         noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=self.generator(x.device))
-        x_adv = (x + eps * noise.sign()).clamp(0, 1)
+        x_adv = x + project(eps * noise.sign(), x, eps, self.norm)
+        if not final_check:
+            return AttackResult(x_adv, torch.zeros(len(x), dtype=torch.bool, device=x.device), 0, 0)
         with torch.no_grad():
-            fooled = self.model(x_adv).argmax(1) != y
+            fooled = self.success(self.model(x_adv), y, target)
         return AttackResult(x_adv, fooled, len(x), 0)

@@ -10,6 +10,7 @@ from advscale.attacks.apgd import APGD, APGDT
 from advscale.attacks.base import Attack
 from advscale.attacks.iterative import PGD, PGDL2, IterBasic, IterLL
 from advscale.attacks.one_step import FGSM, FastGradientL2, FGSMPred, RandomSign, StepLL, StepRnd
+from advscale.attacks.square import Square
 
 ATTACKS: dict[str, type[Attack]] = {
     "fgsm": FGSM,
@@ -26,6 +27,7 @@ ATTACKS: dict[str, type[Attack]] = {
     "apgd_ce": APGD,
     "apgd_dlr": APGD,
     "apgd_t": APGDT,
+    "square": Square,
 }
 ONE_STEP = ("fgsm", "fgsm_pred", "step_ll", "step_rnd", "fgm_l2", "random_sign")
 # Iterative counterpart of each one-step attack, for the "one-step stronger than iterative" check.
