@@ -306,6 +306,16 @@ def _by_section(runs: Sequence[Run]) -> dict[str, list[tuple[Run, dict[str, Any]
     return out
 
 
+def _group_by_run(
+    items: list[tuple[Run, dict[str, Any]]],
+) -> list[tuple[Run, list[dict[str, Any]]]]:
+    """Records grouped by run, runs in order of first appearance."""
+    groups: dict[str, tuple[Run, list[dict[str, Any]]]] = {}
+    for run, r in items:
+        groups.setdefault(run.label, (run, []))[1].append(r)
+    return list(groups.values())
+
+
 # -- sections -----------------------------------------------------------------------------
 
 
@@ -558,11 +568,8 @@ def _is_curve(key: str) -> bool:
 
 
 def _transfer(items: list[tuple[Run, dict[str, Any]]], make_plot: _Plots) -> list[Section]:
-    per_run: dict[str, tuple[Run, list[dict[str, Any]]]] = {}
-    for run, r in items:
-        per_run.setdefault(run.label, (run, []))[1].append(r)
     sections = []
-    for run, recs in per_run.values():
+    for run, recs in _group_by_run(items):
         blocks: list[Block] = [
             Text(
                 "Transfer rate (paper A): of the examples the source model classifies correctly when "
@@ -604,11 +611,8 @@ def _transfer(items: list[tuple[Run, dict[str, Any]]], make_plot: _Plots) -> lis
 
 
 def _capacity(items: list[tuple[Run, dict[str, Any]]], make_plot: _Plots) -> list[Section]:
-    per_run: dict[str, tuple[Run, list[dict[str, Any]]]] = {}
-    for run, r in items:
-        per_run.setdefault(run.label, (run, []))[1].append(r)
     sections = []
-    for run, recs in per_run.values():
+    for run, recs in _group_by_run(items):
         ok = [r for r in recs if _is_number(r.get("ratio")) and "value" in r]
         failed = [r for r in recs if r.get("status") == "failed"]
         field_name = str((ok or recs)[0].get("field") or run.results.config.get("field") or "value")
@@ -738,11 +742,8 @@ def _compare(
 def _other(items: list[tuple[Run, dict[str, Any]]]) -> Section | None:
     if not items:
         return None
-    per_run: dict[str, tuple[Run, list[dict[str, Any]]]] = {}
-    for run, r in items:
-        per_run.setdefault(run.label, (run, []))[1].append(r)
     blocks: list[Block] = []
-    for run, recs in per_run.values():
+    for run, recs in _group_by_run(items):
         blocks.append(records_table(recs, caption=f"{run.shown} ({run.results.kind})"))
     return Section("Other records", blocks)
 
