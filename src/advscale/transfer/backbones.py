@@ -379,7 +379,7 @@ def _timm(spec: BackboneConfig) -> tuple[nn.Module, dict[str, Any]]:
     img_size = spec.kwargs.get("img_size", input_size[-1])
     return net, {
         "arch": "timm",
-        "arch_kwargs": {"name": name, **spec.kwargs},
+        "arch_kwargs": {"model_name": name, **spec.kwargs},
         "mean": mean,
         "std": std,
         "input_size": int(img_size) if isinstance(img_size, int) else tuple(img_size),
@@ -459,7 +459,7 @@ def _torchvision(spec: BackboneConfig) -> tuple[nn.Module, dict[str, Any]]:
     in_chans = 3
     return net, {
         "arch": "torchvision",
-        "arch_kwargs": {"name": name, **spec.kwargs},
+        "arch_kwargs": {"model_name": name, **spec.kwargs},
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
         "input_size": spec.kwargs.get("image_size", 224),
@@ -472,14 +472,14 @@ def _torchvision(spec: BackboneConfig) -> tuple[nn.Module, dict[str, Any]]:
 # Checkpoints of fine-tuned timm/torchvision models name these as their architecture, so that
 # advscale.models.load_model can rebuild them (without pretrained weights: the file has them all).
 @register_model("timm")
-def _timm_arch(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
-    net = _import_timm().create_model(name, pretrained=False, **kwargs)
+def _timm_arch(model_name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    net = _import_timm().create_model(model_name, pretrained=False, **kwargs)
     net.reset_classifier(num_classes)
     return net
 
 
 @register_model("torchvision")
-def _torchvision_arch(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
-    net = _import_torchvision().get_model(name, weights=None, **kwargs)
+def _torchvision_arch(model_name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    net = _import_torchvision().get_model(model_name, weights=None, **kwargs)
     replace_linear(net, last_linear(net), num_classes)
     return net
