@@ -105,15 +105,18 @@ def point_name(method: str, mode: str, eps: float | None) -> str:
 
 
 def grid(cfg: CompareConfig) -> list[tuple[str, str, float | None]]:
-    """``(method, mode, ε or None)`` of every run, in the order they run (cheap methods first)."""
+    """``(method, mode, ε or None)`` of every run, in the order they run.
+
+    The methods compared at one (mode, ε) run back to back, so that a change in machine load
+    during a long comparison affects their time ratio as little as possible.
+    """
     c = cfg.compare
     runs: list[tuple[str, str, float | None]] = []
     for mode in c.modes:
-        for method in c.methods:
-            if method == "clean":
-                runs.append((method, mode, None))
-            else:
-                runs.extend((method, mode, float(e)) for e in c.eps)
+        if "clean" in c.methods:
+            runs.append(("clean", mode, None))
+        for e in c.eps:
+            runs.extend((method, mode, float(e)) for method in c.methods if method != "clean")
     return runs
 
 
