@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The transfer experiment of README.md, end to end (about 45 minutes on 2 shared CPU cores).
+# The transfer experiment of README.md, end to end (about an hour on 2 shared CPU cores).
 # One torch thread: on a shared machine more threads mostly wait on each other.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -312,6 +312,7 @@ def scatter_plot(records: list[dict[str, Any]], path: Path) -> Path | None:
     if not done:
         return None
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -343,9 +344,13 @@ def scatter_plot(records: list[dict[str, Any]], path: Path) -> Path | None:
             textcoords="offset points",
         )
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("training time (s, log scale)")
-    ax.set_ylabel("robust accuracy (%, worst case of the attacks)")
-    ax.set_title("Fine-tuning: robustness against cost (black edge: catastrophic overfitting seen)")
+    ax.set_ylabel("robust accuracy (%, worst case)")
+    ax.set_title("Fine-tuning: robust accuracy against training time\n"
+                 "(black edge: catastrophic overfitting seen during training)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
