@@ -256,7 +256,7 @@ def evaluate(
     if checks:
         warnings += masking.check_records(records, robust_mask, clean_correct, attacks=attacks,
                                           cascade=cascade)
-        ran += ["accuracy_falls_with_eps", "one_step_vs_iterative", "gradient_free_vs_gradient"]
+        ran += masking.applicable_record_checks(attacks, cascade)
 
     config = {
         "attacks": list(attacks),
