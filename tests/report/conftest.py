@@ -35,10 +35,9 @@ def _eval(model: str, robust: float, warnings: list[str]) -> Results:
     return res
 
 
-@pytest.fixture
-def run_dirs(tmp_path: Path) -> dict[str, Path]:
-    """Run directories: two evals, a train run cut short by catastrophic overfitting, a
-    compare, a transfer matrix and a sweep with one failed point."""
+def write_runs(root: Path) -> dict[str, Path]:
+    """Run directories below ``root``: two evals, a train run cut short by catastrophic
+    overfitting, a compare, a transfer matrix and a sweep with one failed point."""
     runs = {
         "baseline": _eval("baseline", 0.2, []),
         "hardened": _eval("hardened", 0.6, ["one-step attack stronger than iterative at ε=8/255"]),
@@ -137,6 +136,24 @@ def run_dirs(tmp_path: Path) -> dict[str, Path]:
     runs["sweep"] = sweep
     out = {}
     for name, res in runs.items():
-        out[name] = tmp_path / "runs" / name
+        out[name] = root / "runs" / name
         res.save(out[name] / "results.json")
+    return out
+
+
+@pytest.fixture
+def run_dirs(tmp_path: Path) -> dict[str, Path]:
+    """Fresh run directories of every kind (see :func:`write_runs`), free to modify."""
+    return write_runs(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def full_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``advscale report RUNS_PARENT --out .../report.html`` on runs of every kind, written once."""
+    from advscale.cli import main
+
+    root = tmp_path_factory.mktemp("full_report")
+    dirs = write_runs(root)
+    out = root / "rep" / "report.html"
+    assert main(["report", str(next(iter(dirs.values())).parent), "--out", str(out)]) == 0
     return out

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from advscale.report import write_html_report
-
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 NO_BROWSER = (
     "Chromium not found: install it with `sudo apt-get install chromium` "
@@ -49,9 +47,9 @@ def _render(browser: str, page: Path, profile: Path) -> dict[str, str]:
     return dict(re.findall(r'([\w-]+)="([^"]*)"', body.group(1)))
 
 
-def test_report_renders_in_a_browser_with_every_image(run_dirs, tmp_path):
+def test_report_renders_in_a_browser_with_every_image(full_report, tmp_path):
     browser = _browser()
-    out = write_html_report(list(run_dirs.values()), tmp_path / "report.html", markdown=False)
+    out = full_report
     status = _render(browser, out, tmp_path / "profile")
     assert status.get("data-report-status") == "done", status
     assert status["data-script-errors"] == "0"

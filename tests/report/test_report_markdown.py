@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -80,11 +79,10 @@ def test_report_command_reports_unreadable_results_without_traceback(tmp_path, c
     assert "no such run directory" in capsys.readouterr().err
 
 
-def test_directory_of_runs_contributes_every_run(run_dirs, tmp_path):
-    parent = Path(run_dirs["baseline"]).parent
-    text = write_markdown_report([parent], tmp_path / "r.md").read_text()
+def test_directory_of_runs_contributes_every_run(full_report):
+    text = full_report.with_suffix(".md").read_text()
     overview = text.split("## Robust accuracy")[0]
-    for name in ("baseline", "hardened", "fgsm-run", "compare", "transfer", "sweep"):
+    for name in ("baseline", "hardened", "fgsm-run", "fgsm-vs-pgd", "transfer", "sweep"):
         assert f"| {name} |" in overview
 
 
