@@ -2,10 +2,13 @@
 
 Every run fine-tunes the same robust backbone (``experiments/transfer/pretrain.yaml``) on the
 same scikit-learn digits subset with the same seed, optimizer and epochs, through the one
-training loop (``advscale finetune``); only the recipe and the mode change. Time per epoch is the
-loop's own training time (attack generation, forward, backward, optimizer step; no evaluation or
-guard checks), the median over epochs. Robust accuracy is measured afterwards with PGD-10 and
-APGD-CE on the held-out digits at ε=8/255.
+training loop (``advscale finetune``); only the recipe and the mode change. Robust accuracy is
+measured after each run with PGD-10 and APGD-CE on the held-out digits at ε=8/255.
+
+Time per epoch: on a shared machine the load changes while the runs go on, so the six
+configurations are also timed round-robin, one optimizer step (``Trainer.train_step``: attack,
+forward, backward, update) each in turn on the same batch, and time per epoch is the median step
+time × steps per epoch. The runs' own epoch times are recorded beside it.
 
 Targets (paper B: FGSM fine-tuning is 4× cheaper than PGD and loses 1.39 points at ε=8):
 FGSM ≥ 3.5× faster than PGD-7 per epoch, and FGSM's robust accuracy at most 1.5 points below
@@ -29,7 +32,7 @@ from typing import Any
 
 import torch
 
-from advscale.transfer import finetune, load_finetune_config
+from advscale.transfer import FinetuneTrainer, finetune, load_finetune_config
 from advscale.utils import atomic_write_json, atomic_write_text, environment_info, resolve_device
 
 RECIPES = ("clean", "fgsm", "pgd")
@@ -39,8 +42,8 @@ TARGET_GAP_POINTS = 1.5
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_one(recipe: str, mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    overrides = [
+def _overrides(recipe: str, mode: str, args: argparse.Namespace) -> list[str]:
+    return [
         f"backbone.path={args.backbone}",
         f"finetune.mode={mode}",
         f"recipe.name={recipe}",
@@ -56,7 +59,12 @@ def run_one(recipe: str, mode: str, args: argparse.Namespace, root: Path) -> dic
         "tensorboard=false",
         "seed=0",
     ]
-    cfg = load_finetune_config(ROOT / "configs" / "finetune_fmnist_digits.yaml", overrides)
+
+
+def run_one(recipe: str, mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    cfg = load_finetune_config(
+        ROOT / "configs" / "finetune_fmnist_digits.yaml", _overrides(recipe, mode, args)
+    )
     t0 = time.perf_counter()
     summary = finetune(cfg, root / f"{recipe}-{mode}", force=True)
     wall = time.perf_counter() - t0
@@ -69,8 +77,7 @@ def run_one(recipe: str, mode: str, args: argparse.Namespace, root: Path) -> dic
         "mode": mode,
         "eps": args.eps,
         "epochs": len(per_epoch),
-        "time_per_epoch_s": statistics.median(per_epoch),
-        "epoch_times_s": per_epoch,
+        "run_epoch_times_s": per_epoch,
         "trainable_params": summary["trainable_params"],
         "total_params": summary["total_params"],
         "clean_accuracy": summary["clean_accuracy"],
@@ -81,6 +88,35 @@ def run_one(recipe: str, mode: str, args: argparse.Namespace, root: Path) -> dic
             e.get("event") == "catastrophic_overfit" for e in summary.get("events", [])
         ),
         "run_wall_s": wall,
+    }
+
+
+def step_times(args: argparse.Namespace, root: Path) -> dict[tuple[str, str], dict[str, float]]:
+    """Median seconds per optimizer step of every (recipe, mode), timed round-robin."""
+    trainers = {}
+    for mode in MODES:
+        for recipe in RECIPES:
+            cfg = load_finetune_config(
+                ROOT / "configs" / "finetune_fmnist_digits.yaml", _overrides(recipe, mode, args)
+            )
+            t = FinetuneTrainer(cfg, root / f"steps-{recipe}-{mode}", force=True)
+            t.setup()
+            trainers[(recipe, mode)] = t
+    first = next(iter(trainers.values()))
+    x, y = next(iter(first.loader))
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in trainers}
+    for rep in range(args.warmup + args.reps):
+        for key, t in trainers.items():
+            start = time.perf_counter()
+            t.train_step([(x, y)])
+            if rep >= args.warmup:
+                times[key].append(time.perf_counter() - start)
+    return {
+        key: {
+            "median_step_s": statistics.median(v),
+            "steps_per_epoch": trainers[key].steps_per_epoch,
+        }
+        for key, v in times.items()
     }
 
 
@@ -129,12 +165,18 @@ def markdown(
         f"torch {env['torch']}, device {env['device']}; load average at start {env.get('loadavg_start')}, "
         f"at end {env.get('loadavg_end')}.",
         "",
-        "| recipe | mode | s / epoch | trainable params | clean % | PGD % | APGD % | robust % | CO events |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"s / epoch = median of {args.reps} optimizer steps timed round-robin × steps per epoch; run s / epoch = "
+        "the median epoch of the fine-tuning run itself (exposed to load changes between runs).",
+        "",
+        "| recipe | mode | s / epoch | run s / epoch | trainable params | clean % | PGD % | APGD % | robust % | CO events |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        run_epoch = (
+            statistics.median(r["run_epoch_times_s"]) if r["run_epoch_times_s"] else float("nan")
+        )
         lines.append(
-            f"| {r['recipe']} | {r['mode']} | {r['time_per_epoch_s']:.2f} | {r['trainable_params']:,} | "
+            f"| {r['recipe']} | {r['mode']} | {r['time_per_epoch_s']:.2f} | {run_epoch:.2f} | {r['trainable_params']:,} | "
             f"{100 * r['clean_accuracy']:.1f} | {100 * r['pgd_accuracy']:.1f} | {100 * r['apgd_accuracy']:.1f} | "
             f"{100 * r['robust_accuracy']:.1f} | {r['co_events']} |"
         )
@@ -165,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eps", type=float, default=8.0)
     p.add_argument("--pgd-steps", type=int, default=7)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--warmup", type=int, default=2, help="untimed round-robin steps")
+    p.add_argument("--reps", type=int, default=7, help="timed round-robin steps per configuration")
     p.add_argument(
         "--threads",
         type=int,
@@ -185,10 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     env["loadavg_start"] = round(os.getloadavg()[0], 2)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        print("timing optimizer steps round-robin ...", flush=True)
+        steps = step_times(args, Path(tmp))
         for mode in MODES:
             for recipe in RECIPES:
                 print(f"{recipe} / {mode} ...", flush=True)
-                rows.append(run_one(recipe, mode, args, Path(tmp)))
+                row = run_one(recipe, mode, args, Path(tmp))
+                st = steps[(recipe, mode)]
+                row.update(st, time_per_epoch_s=st["median_step_s"] * st["steps_per_epoch"])
+                rows.append(row)
     env["loadavg_end"] = round(os.getloadavg()[0], 2)
     ratios = compare_rows(rows)
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
