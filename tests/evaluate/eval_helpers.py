@@ -63,3 +63,14 @@ class ReversedGradient(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(_Reverse.apply(x))
+
+
+class Detached(nn.Module):
+    """A forward that detaches its input: no input gradient exists at all."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x.detach())

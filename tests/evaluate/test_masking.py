@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
-from eval_helpers import Quantized, Softmaxed
+from eval_helpers import Detached, Quantized, Softmaxed
 
+from advscale.errors import UserError
 from advscale.evaluate import evaluate
 from advscale.evaluate.masking import check_outputs, check_records, check_unbounded
 
@@ -34,6 +36,14 @@ def test_zero_gradients_are_flagged(tiny_model, test_set):
     keep = model(x[:80]).argmax(1) == y[:80]
     # PGD at eps=255/255 gets no gradient signal: only its random start can fool the model.
     assert [w["check"] for w in check_unbounded(model, x[:80][keep], y[:80][keep], steps=3)] == ["unbounded"]
+
+
+def test_detached_input_is_flagged_and_gradient_attacks_refuse_it(tiny_model, test_set):
+    model = Detached(tiny_model)
+    r = evaluate(model, test_set, attacks=["random_sign"], eps=[8], n=64, progress=False)
+    assert "zero_gradients" in _checks(r)
+    with pytest.raises(UserError, match="gradient-free attacks"):
+        evaluate(model, test_set, attacks=["fgsm"], eps=[8], n=64, progress=False)
 
 
 def _records(acc: dict[str, dict[float, float]]) -> list[dict]:

@@ -95,8 +95,9 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model = load_any_model(args.model, device)
-    data = load_dataset(args.data, args.split, args.data_dir).take(args.n)
-    from advscale.models.external import check_classes
+    from advscale.models.external import check_classes, data_options
+
+    data = load_dataset(args.data, args.split, args.data_dir, **data_options(model, args.data)).take(args.n)
 
     check_classes(model, data.classes, str(args.model), f"{args.data} ({args.split})")
     report = evaluate(

@@ -39,11 +39,13 @@ def check_outputs(model: nn.Module, x: Tensor, y: Tensor) -> list[dict[str, Any]
     warnings: list[dict[str, Any]] = []
     if len(x) == 0:
         return warnings
+    grad = None
     with model_mode(model, "eval"), torch.enable_grad():
         xg = x.detach().clone().requires_grad_(True)
         out = model(xg)
-        (grad,) = torch.autograd.grad(F.cross_entropy(out.float(), y, reduction="sum"), xg,
-                                      allow_unused=True)
+        if out.requires_grad:  # not so when the forward detaches its input and has no trainable part
+            (grad,) = torch.autograd.grad(F.cross_entropy(out.float(), y, reduction="sum"), xg,
+                                          allow_unused=True)
     out = out.detach().float()
     rows_prob = (out >= -1e-6).all(1) & ((out.sum(1) - 1).abs() < 1e-3)
     share = float(rows_prob.float().mean())

@@ -172,6 +172,9 @@ def evaluate(
         the attack), ``n``, ``attacked`` and, for one-step attacks, ``accuracy_final``: plain
         accuracy on the returned adversarial examples of all examples, clean-misclassified
         ones included, which exceeds ``clean_accuracy`` when the attack leaks the label.
+        One-step attacks are cheap and run on every example for that reason, cascade or not.
+        ``top5`` is top-5 accuracy on the adversarial examples the attacks return (they aim
+        at top-1, so it is no worst case); examples not attacked keep their clean verdict.
 
     Raises:
         UserError: unknown attack, bad ε, empty data, labels the model cannot output.
@@ -306,6 +309,17 @@ def _run_attack(model: nn.Module, name: str, eps_level: float, kwargs: dict[str,
             res = attack.run(x, y)
         except ValueError as e:
             raise UserError(f"attack {name!r} at eps {eps_level:g}/255: {e}") from None
+        except RuntimeError as e:
+            # torch's two ways of saying the input is not in the autograd graph
+            if "used in the graph" not in str(e) and "does not require grad" not in str(e):
+                raise
+            raise UserError(
+                f"attack {name!r} cannot take input gradients of the model ({str(e).splitlines()[0]}): "
+                "its output does not depend differentiably on its input (a detach or no_grad in "
+                "the forward), which hides it from every gradient attack; evaluate it with "
+                f"gradient-free attacks ({', '.join(a for a in masking.GRADIENT_FREE if a in ATTACKS)}) "
+                "or remove the detach"
+            ) from None
         _sync(dev)
         seconds += time.perf_counter() - t0
         forward += int(res.forward)
