@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from advscale.cli import main
@@ -162,3 +163,26 @@ def test_compare_records_every_point_keeps_failures_and_skips_finished(
     assert "fgsm-linear-eps8: finished earlier, reused" in log and "fgsm-lora-eps8: training" in log
     assert json.loads(done_file.read_text()) == before
     assert all(r["status"] == "done" for r in load_results(out).records)
+
+
+def test_interrupted_lora_finetune_resumes_exactly(fmnist_backbone, tmp_path):
+    from advscale.transfer import finetune, load_finetune_config
+
+    cfg = load_finetune_config(
+        _config(tmp_path, fmnist_backbone, "finetune: {mode: lora, lora: {rank: 2}}\n"),
+        [*TINY, "epochs=2", "recipe.name=fgsm", "guard.enabled=false"],
+    )
+    whole = finetune(cfg, tmp_path / "whole")
+
+    def interrupt(record):
+        raise KeyboardInterrupt  # killed at the end of the first epoch, after its checkpoint
+
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg.model_copy(update={"checkpoint_every": 1}), cut, on_epoch=interrupt)
+    assert not (cut / "summary.json").exists()
+    resumed = finetune(cfg.model_copy(update={"checkpoint_every": 1}), cut, resume=True)
+    assert resumed["steps"] == whole["steps"]
+    a, b = load_model(tmp_path / "whole" / "model"), load_model(cut / "model")
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[k], v, rtol=0, atol=0, msg=k)
