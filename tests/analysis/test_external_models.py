@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from advscale.cli import main
 from advscale.errors import UserError
 from advscale.evaluate import load_any_model
+from advscale.models import build_classifier
 from advscale.models.external import load_external_model
 
 
@@ -99,6 +100,22 @@ def test_imagefolder_with_other_classes_is_refused(tiny_models, fmnist, tmp_path
     assert "class names of" in err and "the model has 10 classes, the data 2" in err
     assert "only in the data: ['bag', 'boot']" in err
     assert not (tmp_path / "r.json").exists()
+
+    # A model of those classes evaluates on the folder, whose images of mixed sizes are resized
+    # to the model's input size.
+    Image.fromarray(test.images[0, 0].numpy()).resize((40, 40)).save(root / "bag" / "big.png")
+    two = build_classifier(
+        "small_cnn", {"num_classes": 2, "in_channels": 1, "width": 0.25}, (0.3,), (0.35,)
+    )
+    torch.jit.trace(two.net.eval(), torch.rand(2, 1, 28, 28)).save(str(tmp_path / "two.ts"))
+    (tmp_path / "two.json").write_text(
+        json.dumps(
+            {"classes": ["bag", "boot"], "mean": [0.3], "std": [0.35], "input_size": [28, 28]}
+        )
+    )
+    argv[2] = str(tmp_path / "two.ts")
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["n"] == 10
 
 
 def test_factory_with_weights_and_clear_errors(tiny_models, fmnist, tmp_path, monkeypatch):

@@ -378,6 +378,22 @@ def _load_weights(net: nn.Module, path: Path, trust: bool, source: str) -> None:
     net.load_state_dict(state)
 
 
+def data_options(model: nn.Module, dataset: str) -> dict[str, Any]:
+    """``load_dataset`` options that fit ``model``: for an ImageFolder, its input size and channels.
+
+    Images of mixed sizes are resized to what the model takes (the model's normalization
+    stays inside the model); other datasets are left as they are.
+    """
+    if dataset != "imagefolder" or not isinstance(model, Classifier):
+        return {}
+    opts: dict[str, Any] = {}
+    if model.input_size:
+        opts["image_size"] = tuple(model.input_size)
+    if len(model.mean) == 3:
+        opts["channels"] = 3
+    return opts
+
+
 def model_classes(model: nn.Module) -> list[str] | None:
     """The class names a model was trained on, when known (advscale sidecar or given)."""
     classes = getattr(model, "classes", None)
@@ -421,4 +437,4 @@ def check_classes(
     )
 
 
-__all__ = ["ExternalModelError", "check_classes", "load_external_model", "model_classes"]
+__all__ = ["ExternalModelError", "check_classes", "data_options", "load_external_model", "model_classes"]
