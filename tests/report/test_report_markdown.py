@@ -93,3 +93,29 @@ def test_unknown_results_kind_is_refused_with_the_file_named(run_dirs, tmp_path)
     path.write_text(json.dumps(raw))
     with pytest.raises(ResultsError, match=rf"{path}: unknown results kind 'hologram'"):
         write_markdown_report([path], tmp_path / "r.md")
+
+
+def test_one_results_file_with_several_models_shows_each(tmp_path):
+    """As ``advscale demo`` writes it: records carry ``model``, the summary one entry per model."""
+    from advscale.results import Results
+
+    res = Results("demo")
+    for model, acc in (("baseline", 0.1), ("fgsm", 0.5)):
+        res.add(model=model, attack="fgsm", eps=8.0, clean_accuracy=0.9, accuracy=acc)
+        res.add(
+            model=model,
+            check="label_leak",
+            eps=8.0,
+            clean_accuracy=0.9,
+            fgsm_accuracy=acc,
+            leak=acc > 0.3,
+        )
+        res.summary[model] = {
+            "label_leak": acc > 0.3,
+            "warnings": [{"check": "zero_gradients", "message": "m"}],
+        }
+    text = write_markdown_report([("demo", res)], tmp_path / "r.md").read_text()
+    assert "*baseline: accuracy under attack*" in text and "*fgsm: accuracy under attack*" in text
+    assert "| fgsm | 50.0% |" in text
+    assert "> **Warning:** demo/fgsm: label leaking detected." in text
+    assert "> **Warning:** demo/baseline: [zero_gradients] m" in text

@@ -431,19 +431,18 @@ def _leak(items: list[tuple[Run, dict[str, Any]]], runs: Sequence[Run]) -> Secti
                 ],
             )
         )
-    for run in runs:
-        s = run.results.summary if isinstance(run.results.summary, dict) else {}
+    for label, s in (pair for run in runs for pair in _summaries(run)):
         found = s.get("label_leak")
         if isinstance(found, bool):
             if found:
-                blocks.append(Text(f"{run.shown}: label leaking detected.", "warning"))
+                blocks.append(Text(f"{label}: label leaking detected.", "warning"))
             continue
         if found:
             rows = found if isinstance(found, list) else [found]
             if all(isinstance(x, dict) for x in rows):
-                blocks.append(records_table([{"run": run.shown, **x} for x in rows], first=["run"]))
+                blocks.append(records_table([{"run": label, **x} for x in rows], first=["run"]))
             else:
-                blocks.append(Text(f"{run.shown}: {fmt('label_leak', found)}"))
+                blocks.append(Text(f"{label}: {fmt('label_leak', found)}"))
     if not blocks:
         return None
     blocks.insert(
@@ -458,16 +457,29 @@ def _leak(items: list[tuple[Run, dict[str, Any]]], runs: Sequence[Run]) -> Secti
     return Section("Label leaking", blocks)
 
 
-def _warnings_of(run: Run) -> list[str]:
+def _summaries(run: Run) -> list[tuple[str, dict[str, Any]]]:
+    """The run's summary, and the per-model summaries nested in it (as the demo writes them)."""
     s = run.results.summary if isinstance(run.results.summary, dict) else {}
+    nested = [
+        (f"{run.shown}/{k}", v)
+        for k, v in s.items()
+        if isinstance(v, dict) and ("warnings" in v or "label_leak" in v)
+    ]
+    return [(run.shown, s), *nested]
+
+
+def _warnings_of(run: Run) -> list[str]:
+    """Gradient-masking warnings of the run, each prefixed with the model it concerns."""
     out = []
-    for key in ("warnings", "masking_warnings"):
-        for w in s.get(key) or []:
-            if isinstance(w, dict):
-                msg = w.get("message") or json.dumps(w, default=str)
-                out.append(f"[{w['check']}] {msg}" if w.get("check") else msg)
-            else:
-                out.append(str(w))
+    for label, s in _summaries(run):
+        for key in ("warnings", "masking_warnings"):
+            for w in s.get(key) or []:
+                if isinstance(w, dict):
+                    msg = w.get("message") or json.dumps(w, default=str)
+                    msg = f"[{w['check']}] {msg}" if w.get("check") else msg
+                else:
+                    msg = str(w)
+                out.append(f"{label}: {msg}")
     return out
 
 
@@ -475,7 +487,7 @@ def _masking(items: list[tuple[Run, dict[str, Any]]], runs: Sequence[Run]) -> Se
     blocks: list[Block] = []
     for run in runs:
         for w in _warnings_of(run):
-            blocks.append(Text(f"{run.shown}: {w}", "warning"))
+            blocks.append(Text(w, "warning"))
     if items:
         recs = [{"run": run.shown, **r} for run, r in items]
         blocks.append(
