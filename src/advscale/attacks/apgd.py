@@ -23,11 +23,15 @@ from advscale.attacks.base import (
 
 
 def apgd_checkpoints(steps: int) -> list[int]:
-    """Iterations at which APGD checks progress: p0=0, p1=0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)."""
+    """Iterations at which APGD checks progress: w_j = ceil(p_j · steps) with p_0 = 0,
+    p_1 = 0.22, p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06); 100 steps give
+    22, 41, 57, 70, 80, 87, 93, 99."""
     p = [0.0, 0.22]
     while p[-1] < 1:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    return sorted({math.ceil(q * steps) for q in p[1:] if math.ceil(q * steps) <= steps})
+    # Rounding first: 0.57 accumulates to 0.5700000000000001, whose ceil would be one too late.
+    ws = {math.ceil(round(q * steps, 6)) for q in p[1:]}
+    return sorted(w for w in ws if w <= steps)
 
 
 class APGD(Attack):
