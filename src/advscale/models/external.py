@@ -437,4 +437,10 @@ def check_classes(
     )
 
 
-__all__ = ["ExternalModelError", "check_classes", "data_options", "load_external_model", "model_classes"]
+__all__ = [
+    "ExternalModelError",
+    "check_classes",
+    "data_options",
+    "load_external_model",
+    "model_classes",
+]
