@@ -5,12 +5,15 @@ FGSM-trained model (Algorithm 1: half of every 32 examples adversarial, ε ~ |N(
 [0, 16], λ = 0.3), each evaluated under FGSM, step l.l., iter. l.l. and PGD at ε = 2, 4, 8, 16,
 with label leaking measured (FGSM vs FGSM-pred accuracy).
 
-Part 2 (fast adversarial training): FGSM and RS-FGSM training over ε, against PGD-7 training,
-with the catastrophic-overfitting guard set to log and continue, so a collapse shows in the final
-numbers and in the guard's events.
+Part 2 (fast adversarial training): FGSM, RS-FGSM and N-FGSM training over ε, against PGD-7
+training, with the catastrophic-overfitting guard set to log and continue, so a collapse shows in
+the final numbers and in the guard's events; then the collapsing runs again with the guard set to
+restore the best weights and stop.
+
+Part 3 (paper A, k of 32): step l.l. training with k = 0, 4, 16, 32 adversarial examples per 32.
 
 Usage:
-    python experiments/training/run_experiments.py [--part 1|2|all] [--device cpu] [--out runs/experiments/training]
+    python experiments/training/run_experiments.py [--part 1|2|3|all] [--device cpu] [--out runs/experiments/training]
 
 Writes one run directory per model and experiments/training/results.{json,md}.
 """
@@ -81,24 +84,33 @@ def part2() -> dict[str, dict[str, Any]]:
         "eval.attacks": "[fgsm, pgd]",
         "eval.label_leak": "false",
     }
-    for eps in (8, 16, 32, 64):
-        for recipe in ("fgsm", "rs_fgsm"):
+    for eps in (8, 16, 32, 48, 64):
+        for recipe in ("fgsm", "rs_fgsm", "n_fgsm"):
             runs[f"{recipe}_eps{eps}"] = {
                 **guard,
                 "recipe.name": recipe,
                 "recipe.eps": eps,
                 "eval.eps": f"[{eps}]",
             }
-    for eps in (8, 32):
+    for eps in (8, 32, 64):
         runs[f"pgd7_eps{eps}"] = {
             **guard,
             "recipe.name": "pgd",
             "recipe.steps": 7,
             "recipe.eps": eps,
             "eval.eps": f"[{eps}]",
-            "epochs": 3,
+        }
+    # The same collapsing runs with the guard acting: restore the best weights and stop.
+    for recipe in ("fgsm", "rs_fgsm"):
+        runs[f"{recipe}_eps64_guard_stop"] = {
+            **runs[f"{recipe}_eps64"],
+            "guard.action": "stop",
         }
     return runs
+
+
+# Paper A's "k adversarial examples of 32": step l.l. training with k = 0, 4, 16, 32.
+PART3 = {f"k{k}": {**KURAKIN, "recipe.method": "step_ll", "recipe.k": k} for k in (0, 4, 16, 32)}
 
 
 def run_all(
@@ -161,6 +173,21 @@ def to_markdown(results: dict[str, Any]) -> str:
                     f"{pct(r['fgsm_pred_accuracy'])} | {pct(r['step_ll_accuracy'])} | "
                     f"{'yes' if r['leak'] else 'no'} |"
                 )
+    p3 = results.get("part3")
+    if p3:
+        lines += [
+            "",
+            "## Part 3: k adversarial examples of every 32 (step l.l. training)",
+            "",
+            "| k | clean | step l.l. ε=2 | step l.l. ε=8 | step l.l. ε=16 | PGD-20 ε=8 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, s in p3.items():
+            ra = s["robust_accuracy"]
+            lines.append(
+                f"| {name[1:]} | {pct(s['clean_accuracy'])} | {pct(ra['step_ll'].get('2'))} | "
+                f"{pct(ra['step_ll'].get('8'))} | {pct(ra['step_ll'].get('16'))} | {pct(ra['pgd'].get('8'))} |"
+            )
     p2 = results.get("part2")
     if p2:
         lines += [
@@ -172,7 +199,7 @@ def to_markdown(results: dict[str, Any]) -> str:
         ]
         for name, s in p2.items():
             hist = s.get("guard") or []
-            best = max((h["pgd_acc"] for h in hist), default=None)
+            best = max((h["pgd_acc"] for h in hist if not h.get("collapsed")), default=None)
             last = hist[-1] if hist else {}
             co = [e for e in s["events"] if e["event"] == "catastrophic_overfit"]
             first = f"{len(co)} ({co[0]['step']})" if co else "0"
@@ -186,7 +213,7 @@ def to_markdown(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", choices=["1", "2", "all"], default="all")
+    p.add_argument("--part", choices=["1", "2", "3", "all"], default="all")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("runs/experiments/training"))
@@ -201,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(path, results)
     if args.part in ("2", "all"):
         results["part2"] = run_all(part2(), {}, args.out, args.device)
+        atomic_write_json(path, results)
+    if args.part in ("3", "all"):
+        results["part3"] = run_all(
+            PART3, {**PAPER_A_EVAL, "eval.label_leak": "false"}, args.out, args.device
+        )
         atomic_write_json(path, results)
     atomic_write_text(args.results.with_suffix(".md"), to_markdown(results))
     print(to_markdown(results))

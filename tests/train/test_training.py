@@ -164,6 +164,7 @@ def test_guard_catches_a_constructed_collapse_and_restores_the_best_weights(
     assert summary["steps"] == 32
     # The final model is the best one: its PGD accuracy is the best the guard saw, not the wreck's.
     assert summary["clean_accuracy"] > 0.3
+    assert [h["collapsed"] for h in summary["guard"]] == [False, True]
     from safetensors.torch import load_file
 
     final, best = (

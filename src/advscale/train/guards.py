@@ -89,9 +89,12 @@ class CatastrophicOverfitGuard:
             )
         return None
 
+    def record(self, m: dict[str, float], step: int, collapsed: bool) -> None:
+        """Add a measurement to the history (every check, collapsed or not)."""
+        self.history.append({"step": step, **m, "collapsed": collapsed})
+
     def update_best(self, m: dict[str, float], step: int, snapshot: dict[str, Any]) -> bool:
-        """Record ``m``; keep ``snapshot`` (copied) when PGD accuracy is the best so far."""
-        self.history.append({"step": step, **m})
+        """Keep ``snapshot`` (copied) when ``m``'s PGD accuracy is the best so far; True if it is."""
         if m["pgd_acc"] > self.best_pgd:
             self.best_pgd, self.best_step = m["pgd_acc"], step
             self.best_snapshot = copy.deepcopy(snapshot)

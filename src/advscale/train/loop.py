@@ -167,12 +167,8 @@ class Trainer:
         self.train_time = 0.0
         self.images_seen = 0
         self.best_metric = -1.0
-        self.epoch_sums = [
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-        ]  # this process's Σ w·CE, Σ w, correct, n so far in the epoch
+        # This process's Σ w·CE, Σ w, correct, n and seconds of training steps so far in the epoch.
+        self.epoch_sums = [0.0] * 5
         self.stop_reason: str | None = None
         self.finished = False
         self._tb: Any = None
@@ -582,6 +578,7 @@ class Trainer:
         ).tolist()
         m = dict(zip(("clean_acc", "fgsm_acc", "pgd_acc"), vals, strict=True))
         reason = g.collapsed(m)
+        g.record(m, self.step, reason is not None)
         self._log(
             {
                 "type": "guard",
@@ -643,13 +640,16 @@ class Trainer:
             dynamic_ncols=True,
             leave=False,
         )
-        t0 = time.perf_counter()
-        steps_before = self.batch_in_epoch
         try:
             while self.batch_in_epoch < self.steps_per_epoch and self.step < self.total_steps:
                 micro = [next(it) for _ in range(cfg.grad_accum)]
-                num, wsum, correct, n = self.train_step(micro)
-                for i, v in enumerate((num, wsum, correct, n)):
+                t0 = time.perf_counter()
+                num, wsum, correct, n = self.train_step(
+                    micro
+                )  # its float() results wait for the device
+                seconds = time.perf_counter() - t0
+                self.train_time += seconds
+                for i, v in enumerate((num, wsum, correct, n, seconds)):
                     self.epoch_sums[i] += v
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == 1:
@@ -668,17 +668,13 @@ class Trainer:
                 if self.stop_reason:
                     break
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                    self.train_time += time.perf_counter() - t0
-                    t0 = time.perf_counter()
                     self.save("last")
         finally:
             bar.close()
-        elapsed = time.perf_counter() - t0
-        self.train_time += elapsed
+        elapsed = self.epoch_sums[4]  # training steps only: no guard, checkpoint or validation time
         sums = all_reduce_sum(
-            torch.tensor(self.epoch_sums, dtype=torch.float64, device=d.device), d
+            torch.tensor(self.epoch_sums[:4], dtype=torch.float64, device=d.device), d
         ).cpu()
-        steps = self.batch_in_epoch - steps_before
         complete = self.batch_in_epoch >= self.steps_per_epoch
         if self.guard is not None and not cfg.guard.every and not self.stop_reason:
             self._guard_check()
@@ -693,7 +689,7 @@ class Trainer:
             "val_acc": val,
             "lr": self.optimizer.param_groups[0]["lr"],
             "time_s": elapsed,
-            "images_per_s": steps * cfg.batch_size / elapsed if elapsed > 0 else None,
+            "images_per_s": self.batch_in_epoch * cfg.batch_size / elapsed if elapsed > 0 else None,
         }
         if self.guard is not None and self.guard.history:
             last = self.guard.history[-1]
@@ -710,7 +706,7 @@ class Trainer:
         if complete:
             self.epoch += 1
             self.batch_in_epoch = 0
-            self.epoch_sums = [0.0, 0.0, 0.0, 0.0]
+            self.epoch_sums = [0.0] * 5
         if self.on_epoch is not None and self.on_epoch(dict(rec)):
             self.stop_reason = self.stop_reason or "on_epoch"
         self.save("last")
