@@ -114,7 +114,7 @@ def test_existing_run_needs_force_and_resume_needs_the_same_config(
     # Resuming a finished run returns its summary without training again.
     before = (out / "summary.json").read_text()
     summary = train(load_config(None, settings), out, resume=True)
-    assert (out / "summary.json").read_text() == before and summary["steps"] == 2
+    assert (out / "summary.json").read_text() == before and summary["steps"] == 4
     train(load_config(None, settings), out, force=True)
 
 
