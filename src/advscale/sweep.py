@@ -13,13 +13,16 @@ A sweep file::
       baseline: {recipe.name: clean}
       kurakin: {recipe.name: kurakin, recipe.method: step_ll}
     set: {epochs: 2}                  # overrides shared by every point (optional)
-    eval: {attacks: [step_ll, iter_ll], eps: [8, 16], n: 500}   # the runs' final evaluation
+    eval: {attacks: [step_ll, iter_ll], eps: [8, 16], n: 500}   # how every point is attacked
     out: runs/sweep_width
 
-Each point is an ordinary training run in ``out/<variant>/<field>_<value>/``. Points run one
-after another; a point whose run finished is reused on a rerun, an interrupted one resumes,
-and a failed one is recorded (``status: failed`` with the error) without stopping the others.
-``out/results.json`` (kind "sweep") holds one record per point, attack and ε.
+Each point is an ordinary training run in ``out/<variant>/<field>_<value>/``, then evaluated
+with ``advscale.evaluate.evaluate`` on the run's validation split (``sweep_eval.json`` beside
+it). Points run one after another. On a rerun a finished training run is reused, an
+interrupted one resumes, and a finished evaluation is reused when ``eval:`` is unchanged (a
+changed ``eval:`` re-evaluates without retraining). A failed point is recorded (``status:
+failed`` with the error) without stopping the others. ``out/results.json`` (kind "sweep")
+holds one record per point, attack and ε.
 
 Example:
     >>> results = run_sweep(load_sweep("configs/sweep_width.yaml"))  # doctest: +SKIP
@@ -40,8 +43,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from advscale.errors import UserError
 from advscale.results import EPS_UNIT, Results, ResultsError, load_results
+from advscale.utils import resolve_device
 
 DEFAULT_EVAL = {"attacks": ["step_ll", "iter_ll"]}
+# What ``eval:`` may set; eps defaults to each point's evaluation budgets (recipe ε).
+EVAL_KEYS = ("attacks", "eps", "n", "batch_size", "attack_kwargs", "seed")
 
 
 class SweepConfig(BaseModel):
@@ -198,12 +204,17 @@ def plan(cfg: SweepConfig) -> list[tuple[str, Any, Any, Path]]:
         )
     base = _base_raw(cfg)
     check_field(cfg.field, base)
+    unknown = sorted(set(cfg.eval) - set(EVAL_KEYS))
+    if unknown:
+        raise UserError(
+            f"sweep eval: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(EVAL_KEYS)}"
+        )
     out = Path(cfg.out)
     points = []
     for variant, changes in cfg.variants.items():
         for value in cfg.values:
             raw = json.loads(json.dumps(base))
-            sets = _overrides(cfg.set) + _overrides(cfg.eval, "eval.") + _overrides(changes)
+            sets = _overrides(cfg.set) + _overrides(changes)
             sets.append(f"{cfg.field}={json.dumps(value)}")
             try:
                 apply_overrides(raw, sets)
@@ -217,12 +228,10 @@ def plan(cfg: SweepConfig) -> list[tuple[str, Any, Any, Path]]:
 
 
 def _records_of(
-    run_results: Results, variant: str, field: str, value: Any, run_dir: Path
+    ev: Results, variant: str, field: str, value: Any, run_dir: Path
 ) -> list[dict[str, Any]]:
     out = []
-    for r in run_results.records:
-        if r.get("type") != "eval" and "attack" not in r:
-            continue
+    for r in ev.records:
         clean, acc = r.get("clean_accuracy"), r.get("accuracy")
         out.append(
             {
@@ -241,6 +250,67 @@ def _records_of(
             }
         )
     return out
+
+
+def _eval_settings(cfg: SweepConfig, train_cfg: Any) -> dict[str, Any]:
+    """The evaluation of one point, with defaults filled in (what a rerun compares)."""
+    settings = {
+        "attacks": list(DEFAULT_EVAL["attacks"]),
+        "eps": train_cfg.eval_eps(),
+        "n": 1000,
+        "batch_size": 500,
+        "attack_kwargs": {},
+        "seed": 0,
+        **cfg.eval,
+    }
+    settings["eps"] = [float(e) for e in settings["eps"]]
+    data = train_cfg.data
+    settings["data"] = {
+        "name": data.name,
+        "split": data.val_split,
+        "data_dir": data.data_dir,
+        "classes": data.classes,
+        "image_size": data.image_size,
+        "channels": data.channels,
+    }
+    return settings
+
+
+def _evaluate_point(run_dir: Path, settings: dict[str, Any], device: str) -> Results:
+    """Attack the point's trained model as ``settings`` say; reuse ``sweep_eval.json`` when it matches."""
+    from advscale.data import load_dataset
+    from advscale.evaluate import evaluate
+    from advscale.models import load_model
+
+    path = run_dir / "sweep_eval.json"
+    if path.exists():
+        try:
+            done = load_results(path)
+        except ResultsError:
+            done = None
+        if done is not None and done.complete and done.config.get("sweep_eval") == settings:
+            return done
+    d = settings["data"]
+    data = load_dataset(
+        d["name"], d["split"], d["data_dir"], image_size=d["image_size"], channels=d["channels"]
+    )
+    if d["classes"]:
+        data = data.filter_classes(d["classes"])
+    model = load_model(run_dir / "model", device=resolve_device(device))
+    report = evaluate(
+        model,
+        data,
+        attacks=settings["attacks"],
+        eps=settings["eps"],
+        n=settings["n"],
+        batch_size=settings["batch_size"],
+        attack_kwargs=settings["attack_kwargs"],
+        seed=settings["seed"],
+        progress=False,
+    )
+    ev = report.to_results({"model": str(run_dir / "model"), "sweep_eval": settings})
+    ev.save(path)
+    return ev
 
 
 def run_sweep(cfg: SweepConfig, *, log: Any = None) -> Results:
@@ -264,22 +334,23 @@ def run_sweep(cfg: SweepConfig, *, log: Any = None) -> Results:
         complete=False,
     )
     failed = 0
+    warnings: list[str] = []
     for i, (variant, value, train_cfg, run_dir) in enumerate(points, 1):
         tag = f"[{i}/{len(points)}] {variant}, {cfg.field}={value}"
         try:
             finished = _finished(run_dir, config_to_dict(train_cfg))
             if finished is not None:
                 log(f"{tag}: finished earlier, reused ({run_dir})")
-                run_results = finished
             else:
                 resume = (run_dir / "config.json").exists()
                 log(f"{tag}: {'resuming' if resume else 'training'} in {run_dir}")
                 train(train_cfg, run_dir, resume=resume)
-                run_results = load_results(run_dir / "results.json")
-            recs = _records_of(run_results, variant, cfg.field, value, run_dir)
-            if not recs:
-                raise UserError(f"{run_dir / 'results.json'} holds no evaluation records")
-            res.records += recs
+            ev = _evaluate_point(run_dir, _eval_settings(cfg, train_cfg), train_cfg.device)
+            res.records += _records_of(ev, variant, cfg.field, value, run_dir)
+            warnings += [
+                f"{variant}, {cfg.field}={value}: [{w.get('check')}] {w.get('message')}"
+                for w in ev.summary.get("warnings") or []
+            ]
         except Exception as e:  # noqa: BLE001 - a failed point is recorded, the sweep goes on
             failed += 1
             msg = f"{type(e).__name__}: {e}"
@@ -301,13 +372,13 @@ def run_sweep(cfg: SweepConfig, *, log: Any = None) -> Results:
                 status="interrupted",
                 run_dir=str(run_dir),
             )
-            res.summary = _summary(res, len(points))
+            res.summary = _summary(res, len(points), warnings)
             res.save(out / "results.json")
             raise
-        res.summary = _summary(res, len(points))
+        res.summary = _summary(res, len(points), warnings)
         res.save(out / "results.json")
     res.complete = failed == 0
-    res.summary = _summary(res, len(points))
+    res.summary = _summary(res, len(points), warnings)
     res.save(out / "results.json")
     return res
 
@@ -342,7 +413,7 @@ def _finished(run_dir: Path, config: dict[str, Any]) -> Results | None:
     return done
 
 
-def _summary(res: Results, total: int) -> dict[str, Any]:
+def _summary(res: Results, total: int, warnings: list[str]) -> dict[str, Any]:
     done = {(r["variant"], repr(r["value"])) for r in res.records if r.get("status") == "done"}
     failed = [r for r in res.records if r.get("status") == "failed"]
     return {
@@ -350,6 +421,7 @@ def _summary(res: Results, total: int) -> dict[str, Any]:
         "done": len(done),
         "failed": len(failed),
         "errors": [f"{r['variant']}, {r['field']}={r['value']}: {r['error']}" for r in failed],
+        "warnings": list(warnings),
     }
 
 

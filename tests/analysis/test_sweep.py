@@ -20,6 +20,7 @@ BASE = {
     "tensorboard": False,
     "progress": False,
     "device": "cpu",
+    "eval": {"attacks": ["fgsm", "pgd"], "n": 32, "attack_kwargs": {"pgd": {"steps": 2}}},
 }
 
 
@@ -69,6 +70,15 @@ def test_sweep_records_a_failed_point_and_reuses_finished_ones(fmnist_dir, tmp_p
     second = json.loads((out / "results.json").read_text())
     assert [r for r in second["records"] if r["status"] == "done"] == done
 
+    # Another evaluation of the same trained points: attacked again, not retrained.
+    path = _write(
+        tmp_path, fmnist_dir, eval={"attacks": ["step_ll", "iter_ll"], "eps": [4, 16], "n": 64}
+    )
+    assert main(["sweep", "--config", str(path)]) == 1
+    assert point.stat().st_mtime_ns == stamp
+    third = json.loads((out / "results.json").read_text())
+    assert {r["eps"] for r in third["records"] if r["status"] == "done"} == {4.0, 16.0}
+
 
 def test_sweep_over_a_field_that_does_not_exist_names_it(tmp_path):
     with pytest.raises(
@@ -79,3 +89,5 @@ def test_sweep_over_a_field_that_does_not_exist_names_it(tmp_path):
         plan(load_sweep(_write(tmp_path, field="recipe.epz")))
     with pytest.raises(UserError, match=r"invalid sweep file: valuez"):
         load_sweep(_write(tmp_path, valuez=[1]))
+    with pytest.raises(UserError, match=r"sweep eval: unknown key\(s\) epz; allowed: attacks, eps"):
+        plan(load_sweep(_write(tmp_path, eval={"epz": [8]})))
