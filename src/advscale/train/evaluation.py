@@ -59,7 +59,7 @@ def robust_records(
 ) -> list[dict[str, Any]]:
     """Records of ``advscale.evaluate.evaluate`` (attack, eps in pixel levels, accuracy, ...),
     with accuracies combined over processes."""
-    from advscale.evaluate.robust import evaluate
+    from advscale.evaluate import evaluate
 
     was = model.training
     model.eval()
