@@ -6,6 +6,7 @@ torchattacks' PGD, and APGD-CE at least as strong as PGD.
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -27,7 +28,8 @@ def robust_accuracy(model, x, y, x_adv) -> float:
 
 @pytest.fixture(scope="module")
 def batch(trained):
-    return trained.model, trained.x[:200], trained.y[:200]
+    """A copy of the model (the peers' backward passes fill parameter gradients) and 200 images."""
+    return copy.deepcopy(trained.model), trained.x[:200], trained.y[:200]
 
 
 def test_tiny_model_is_trained(trained):
