@@ -288,15 +288,28 @@ def format_matrix(results: Results) -> str:
 
 
 def _model_names(specs: Sequence[str]) -> list[str]:
-    """Short unique names: the checkpoint's file name, with its parent directory when needed."""
-    names = [Path(str(s)).with_suffix("").name or str(s) for s in specs]
-    for i, name in enumerate(names):
-        if names.count(name) > 1:
-            p = Path(str(specs[i])).with_suffix("")
-            names[i] = f"{p.parent.name}/{p.name}"
-    if len(set(names)) < len(names):
-        names = [str(s) for s in specs]
-    return names
+    """Short unique names: the fewest trailing path parts that tell the checkpoints apart.
+
+    ``runs/a/baseline/model`` and ``runs/a/kurakin/model`` become "baseline" and "kurakin"
+    (a generic file name such as ``model`` is dropped when its directory names it).
+    """
+    from advscale.report.content import GENERIC_NAMES
+
+    parts = []
+    for s in specs:
+        p = (
+            list(Path(str(s)).with_suffix("").parts)
+            if Path(str(s)).suffix in (".safetensors", ".json")
+            else list(Path(str(s)).parts)
+        )
+        if len(p) > 1 and p[-1] in GENERIC_NAMES:
+            p = p[:-1]
+        parts.append(p or [str(s)])
+    for k in range(1, max(len(p) for p in parts) + 1):
+        names = ["/".join(p[-k:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [str(s) for s in specs]
 
 
 def run_transfer_matrix_command(args: argparse.Namespace) -> int:
