@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,12 +24,6 @@ from advscale.models import Classifier
 from advscale.train import load_config, train
 
 N_VAL = 201
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_model() -> Classifier:
@@ -81,14 +74,14 @@ def test_two_processes_match_one_with_the_same_global_batch(fmnist_dir, tmp_path
     script = tmp_path / "run.py"
     script.write_text(SCRIPT.format(make_model=textwrap.dedent(inspect.getsource(make_model))))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # --standalone: the rendezvous picks a free port itself, so parallel test runs cannot collide.
     cmd = [
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",
         "--nproc_per_node",
         "2",
-        "--master_port",
-        str(_free_port()),
         str(script),
         str(tmp_path / "cfg.yaml"),
         str(tmp_path / "two"),
