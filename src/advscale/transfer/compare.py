@@ -349,8 +349,11 @@ def scatter_plot(records: list[dict[str, Any]], path: Path) -> Path | None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("training time (s, log scale)")
     ax.set_ylabel("robust accuracy (%, worst case)")
-    ax.set_title("Fine-tuning: robust accuracy against training time\n"
-                 "(black edge: catastrophic overfitting seen during training)", fontsize=10)
+    ax.set_title(
+        "Fine-tuning: robust accuracy against training time\n"
+        "(black edge: catastrophic overfitting seen during training)",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
