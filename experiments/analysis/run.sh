@@ -11,7 +11,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 M="$OUT/capacity"
 "$ADVSCALE" transfer-matrix \
-  --models "$M/baseline/width_0.5/model,$M/baseline/width_1/model,$M/baseline/width_2/model,$M/kurakin/width_1/model" \
-  --attacks fgsm,iter_basic,iter_ll --eps 4,16 --n 1000 --device cpu --out "$OUT/transfer"
+  --models "$M/baseline/width_0.5/model,$M/baseline/width_1/model,$M/kurakin/width_0.5/model,$M/kurakin/width_1/model" \
+  --attacks fgsm,iter_basic,iter_ll --eps 4,16 --n 300 --device cpu --out "$OUT/transfer"
 
 "$ADVSCALE" report "$OUT/capacity" "$OUT/transfer" --out "$OUT/report.html"
