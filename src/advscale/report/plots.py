@@ -187,14 +187,27 @@ def capacity_plot(
         series: ``{panel (attack): {line (variant, ε): [(value, ratio), ...]}}``.
         field: the swept config field, for the x-axis label.
     """
+    # Lines named "variant, detail": one colour per variant, one line style per detail (ε).
+    names = [n for lines in series.values() for n in lines]
+    variants = list(dict.fromkeys(n.split(", ", 1)[0] for n in names))
+    details = list(dict.fromkeys(n.split(", ", 1)[1] if ", " in n else "" for n in names))
+    colors, styles = matplotlib.colormaps["tab10"], ["-", "--", ":", "-."]
     fig, axes = _grid(len(series))
     for ax, (panel, lines) in zip(axes, series.items(), strict=False):
         for name, pts in lines.items():
             pts = sorted(pts)
             if not pts:
                 continue
+            variant, _, detail = name.partition(", ")
             xs, ys = zip(*pts, strict=True)
-            ax.plot(xs, ys, marker="o", label=name)
+            ax.plot(
+                xs,
+                ys,
+                marker="o",
+                label=name,
+                color=colors(variants.index(variant) % 10),
+                linestyle=styles[details.index(detail) % len(styles)],
+            )
         ax.set_title(panel)
         ax.set_xlabel(field)
         ax.set_ylabel("adversarial / clean accuracy")
