@@ -54,6 +54,12 @@ def test_adapted_net_starts_identical_and_changes_only_through_adapters():
     _perturb_adapters(net)
     out = net(x)
     assert not torch.allclose(out, reference)
+    # Code that reads a layer's attributes directly sees the adapted layer consistently.
+    lin = net[6]
+    assert lin.in_features == 8 and lin.out_features == 6 and net[3].groups == 2
+    torch.testing.assert_close(
+        nn.functional.linear(torch.ones(1, 8), lin.weight, lin.bias), lin(torch.ones(1, 8))
+    )
     out.sum().backward()
     for n, p in net.named_parameters():
         is_adapter = n.endswith(("lora_A", "lora_B"))

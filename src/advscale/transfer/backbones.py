@@ -54,7 +54,9 @@ class BackboneConfig(BaseModel):
     ``advscale train`` run). ``kind: timm`` / ``torchvision`` builds ``name`` and loads
     ``weights`` (a local file), the local hub cache (``pretrained: cache``) or downloads
     (``pretrained: hub``, the only setting that uses the network). ``input_size``, ``mean`` and
-    ``std`` override what the backbone declares (e.g. run an ImageNet model at 64x64 on CPU).
+    ``std`` override what the backbone declares (e.g. run an ImageNet convnet at 64x64 on CPU;
+    a ViT or Swin also needs ``kwargs: {img_size: 64}``, and its position embeddings then no
+    longer fit 224-pixel weights).
     ``trust: true`` (or ``--trust-checkpoint``) allows a ``.pt`` that needs full unpickling.
     """
 

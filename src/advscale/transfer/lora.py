@@ -57,6 +57,24 @@ class LoRALayer(nn.Module):
         self.scaling = self.alpha / rank
         self.merged = False
 
+    @property
+    def weight(self) -> Tensor:
+        """The effective weight ``W + update``, for models that read ``layer.weight`` directly."""
+        return self.base.weight if self.merged else self.base.weight + self.delta_weight()
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.base.bias
+
+    def __getattr__(self, name: str) -> object:
+        # in_features, kernel_size, stride...: what code around the layer reads stays the base's.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base":
+                raise
+            return getattr(self.base, name)
+
     def delta_weight(self) -> Tensor:
         """The update ``(alpha / rank) * B @ A`` in the shape of the base weight."""
         return ((self.lora_B @ self.lora_A) * self.scaling).view_as(self.base.weight)
@@ -64,7 +82,7 @@ class LoRALayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:
             return self.base(x)
-        weight = self.base.weight + self.delta_weight()
+        weight = self.weight
         if isinstance(self.base, nn.Linear):
             return F.linear(x, weight, self.base.bias)
         return self.base._conv_forward(x, weight, self.base.bias)
