@@ -355,8 +355,12 @@ class GradientAttack(Attack):
             delta = random_start(xa, ea, norm, gen) if self.random_start else torch.zeros_like(xa)
             # With early stopping, one more forward after the last step checks the final iterate.
             for t in range(steps + 1 if early_stop else steps):
-                delta.requires_grad_(True)
-                logits = model(xa + delta)
+                if t < steps:
+                    delta.requires_grad_(True)
+                    logits = model(xa + delta)
+                else:  # the final iterate is only checked: no graph needed
+                    with torch.no_grad():
+                        logits = model(xa + delta)
                 forward += len(idx)
                 if la is None:  # no random start: iterate 0 is the clean image, reuse its logits
                     la, direction = self.attack_labels(logits.detach(), ya, ta)

@@ -1,0 +1,352 @@
+"""PGD-10 speed of advscale against torchattacks, Foolbox 3, ART and a hand-written loop.
+
+One model, one batch, one budget (L∞ ε=8/255, step α=2/255, 10 steps, random start) for all,
+in two tasks:
+
+(a) robust-accuracy evaluation: adversarial examples plus the verdict "still correct?" for each
+    image. advscale uses ``PGD.run`` with early stopping (an example that some iterate already
+    fooled is not attacked further); the peers generate, then one forward pass classifies.
+(b) raw generation of adversarial examples, as adversarial training needs them: advscale
+    ``PGD.perturb`` (final iterates, no bookkeeping), the peers' generation call.
+
+Throughput is images per second, the median over ``--reps`` repetitions, timed round-robin
+(every method once per repetition, after a warm-up) so that a change of machine load hits all
+methods alike. Robust accuracy = correct on the clean image and on the adversarial one.
+
+Targets: (a) advscale ≥ 2× torchattacks' throughput at a robust accuracy no higher than its;
+(b) advscale within 5% of the hand-written loop.
+
+Usage:
+    python benchmarks/attack_speed.py                 # trains a small_cnn for ~10 s first
+    python benchmarks/attack_speed.py --model runs/x/model.safetensors --n 1024
+Writes benchmarks/results/attack_speed.{json,md} (``--out`` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from advscale.attacks import PGD
+from advscale.data import load_dataset
+from advscale.models import build_classifier, load_model
+from advscale.utils import atomic_write_json, atomic_write_text, environment_info
+
+EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 10
+TARGET_EVAL_SPEEDUP = 2.0  # (a) against torchattacks
+TARGET_GEN_SLOWDOWN = 0.05  # (b) against the hand-written loop
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- the model ---------------------------------------------------------------------------------
+def train_model(n_train: int, epochs: int, width: float, seed: int) -> nn.Module:
+    """A standard (not adversarially) trained small_cnn on a Fashion-MNIST subset."""
+    torch.manual_seed(seed)
+    data = load_dataset("fashion-mnist", "train").take(n_train, seed=seed)
+    x, y = data.tensors()
+    model = build_classifier(
+        "small_cnn", {"num_classes": 10, "in_channels": 1, "width": width}, data.mean, data.std
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 64):
+            b = perm[i : i + 64]
+            loss = F.cross_entropy(model(x[b]), y[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+# -- the hand-written reference ------------------------------------------------------------------
+def handwritten_pgd(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """The minimal PGD loop one would write by hand: random start, sign step, clip, clip."""
+    delta = (torch.rand_like(x) * 2 - 1) * EPS
+    delta = (x + delta).clamp(0, 1) - x
+    for _ in range(STEPS):
+        delta.requires_grad_(True)
+        loss = F.cross_entropy(model(x + delta), y)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + ALPHA * grad.sign()).clamp(-EPS, EPS)
+        delta = (x + delta).clamp(0, 1) - x
+    return x + delta
+
+
+def predict(model: nn.Module, x: Tensor) -> Tensor:
+    with torch.no_grad():
+        return model(x).argmax(1)
+
+
+# -- the methods: each returns (generate, evaluate) over one batch ---------------------------------
+Method = dict[str, Callable[[Tensor, Tensor], Tensor]]
+# Passes advscale's early-stopping evaluation made; the peers make STEPS + 1 forward and STEPS
+# backward passes per image, so the ratio bounds the speedup early stopping can give.
+PASSES = {"forward": 0, "backward": 0, "images": 0}
+
+
+def methods(model: nn.Module, batch_size: int) -> dict[str, Method]:
+    """Per method: ``gen(x, y) -> x_adv`` and ``eval(x, y) -> still_correct (N,) bool``."""
+    out: dict[str, Method] = {}
+
+    ours = PGD(model, EPS, steps=STEPS, alpha=ALPHA)
+
+    def ours_eval(x: Tensor, y: Tensor) -> Tensor:
+        result = ours.run(x, y)
+        PASSES["forward"] += result.forward
+        PASSES["backward"] += result.backward
+        PASSES["images"] += len(x)
+        return ~result.fooled
+
+    out["advscale"] = {"gen": ours.perturb, "eval": ours_eval}
+    out["hand-written"] = {
+        "gen": lambda x, y: handwritten_pgd(model, x, y),
+        "eval": lambda x, y: predict(model, handwritten_pgd(model, x, y)) == y,
+    }
+
+    import torchattacks
+
+    ta = torchattacks.PGD(model, eps=EPS, alpha=ALPHA, steps=STEPS, random_start=True)
+    out["torchattacks"] = {"gen": ta, "eval": lambda x, y: predict(model, ta(x, y)) == y}
+
+    import foolbox as fb
+
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1))
+    fpgd = fb.attacks.LinfPGD(rel_stepsize=ALPHA / EPS, steps=STEPS, random_start=True)
+    out["foolbox"] = {
+        # ``run`` is the generation alone; ``__call__`` adds the success check (one forward).
+        "gen": lambda x, y: fpgd.run(fmodel, x, y, epsilon=EPS),
+        "eval": lambda x, y: ~fpgd(fmodel, x, y, epsilons=EPS)[2],
+    }
+
+    from art.attacks.evasion import ProjectedGradientDescentPyTorch
+    from art.estimators.classification import PyTorchClassifier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = PyTorchClassifier(
+            model,
+            loss=nn.CrossEntropyLoss(),
+            input_shape=(1, 28, 28),
+            nb_classes=10,
+            clip_values=(0.0, 1.0),
+            device_type="cpu",
+        )
+    art_pgd = ProjectedGradientDescentPyTorch(
+        clf,
+        norm=np.inf,
+        eps=EPS,
+        eps_step=ALPHA,
+        max_iter=STEPS,
+        num_random_init=1,
+        batch_size=batch_size,
+        verbose=False,
+    )
+
+    def art_gen(x: Tensor, y: Tensor) -> Tensor:
+        return torch.from_numpy(art_pgd.generate(x.numpy(), y=y.numpy()))
+
+    out["art"] = {"gen": art_gen, "eval": lambda x, y: predict(model, art_gen(x, y)) == y}
+    return out
+
+
+def timed(
+    fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor, batch_size: int
+) -> tuple[float, Tensor]:
+    """Seconds for ``fn`` over all batches, and the concatenated outputs."""
+    outs = []
+    t0 = time.perf_counter()
+    for i in range(0, len(x), batch_size):
+        outs.append(fn(x[i : i + batch_size], y[i : i + batch_size]).detach())
+    return time.perf_counter() - t0, torch.cat(outs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--model", type=Path, help="checkpoint (load_model); default: train one in the script"
+    )
+    p.add_argument("--n-train", type=int, default=6000, help="training images when training here")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--width", type=float, default=0.5)
+    p.add_argument("--n", type=int, default=512, help="test images attacked per repetition")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--only", nargs="*", help="methods to run (default: all)")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "attack_speed")
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    model = (
+        load_model(args.model)
+        if args.model
+        else train_model(args.n_train, args.epochs, args.width, 0)
+    )
+    train_s = time.perf_counter() - t0
+    model.eval()
+    x, y = load_dataset("fashion-mnist", "test").take(args.n, seed=1).tensors()
+    clean = predict(model, x) == y
+    print(
+        f"model ready in {train_s:.1f}s, clean accuracy {clean.float().mean():.3f}", file=sys.stderr
+    )
+
+    ms = methods(model, args.batch_size)
+    if args.only:
+        ms = {k: v for k, v in ms.items() if k in args.only or k == "advscale"}
+    tasks = ("eval", "gen")
+    for m in ms.values():  # warm-up: allocator, kernels, lazy imports
+        for task in tasks:
+            m[task](x[:32], y[:32])
+
+    times: dict[str, dict[str, list[float]]] = {k: {t: [] for t in tasks} for k in ms}
+    robust: dict[str, list[float]] = {k: [] for k in ms}
+    for rep in range(args.reps):
+        for task in tasks:
+            for name, m in ms.items():
+                torch.manual_seed(rep)
+                sec, out = timed(m[task], x, y, args.batch_size)
+                times[name][task].append(sec)
+                if task == "eval":
+                    robust[name].append(float((clean & out).float().mean()))
+        print(
+            f"rep {rep + 1}/{args.reps}: "
+            + ", ".join(f"{k} {v['eval'][-1]:.2f}s/{v['gen'][-1]:.2f}s" for k, v in times.items()),
+            file=sys.stderr,
+        )
+    load_after = os.getloadavg()
+    fwd, bwd = PASSES["forward"] / PASSES["images"], PASSES["backward"] / PASSES["images"]
+
+    rows: dict[str, Any] = {}
+    for name in ms:
+        rows[name] = {
+            task: {
+                "images_per_s": args.n / statistics.median(times[name][task]),
+                "seconds": times[name][task],
+            }
+            for task in tasks
+        }
+        rows[name]["robust_accuracy"] = statistics.median(robust[name])
+        rows[name]["robust_accuracy_reps"] = robust[name]
+    ours = rows["advscale"]
+    for r in rows.values():
+        for task in tasks:
+            r[task]["advscale_speedup"] = ours[task]["images_per_s"] / r[task]["images_per_s"]
+    eval_ok = gen_ok = None
+    if "torchattacks" in rows:
+        eval_ok = (
+            rows["torchattacks"]["eval"]["advscale_speedup"] >= TARGET_EVAL_SPEEDUP
+            and ours["robust_accuracy"] <= rows["torchattacks"]["robust_accuracy"]
+        )
+    gen_ok = rows["hand-written"]["gen"]["advscale_speedup"] >= 1 - TARGET_GEN_SLOWDOWN
+
+    versions = {}
+    for pkg in ("torchattacks", "foolbox", "adversarial-robustness-toolbox"):
+        try:
+            versions[pkg] = version(pkg)
+        except Exception:  # noqa: BLE001 - a peer not installed is reported, not fatal
+            versions[pkg] = None
+    result = {
+        "benchmark": "attack_speed",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment_info("cpu"),
+        "peer_versions": versions,
+        "load_average_1_5_15": {"before": load_before, "after": load_after},
+        "config": {
+            "eps": EPS,
+            "eps_levels": 8,
+            "alpha": ALPHA,
+            "steps": STEPS,
+            "random_start": True,
+            "n_images": args.n,
+            "batch_size": args.batch_size,
+            "reps": args.reps,
+            "threads": args.threads,
+            "model": str(args.model)
+            if args.model
+            else f"small_cnn width {args.width}, trained here on {args.n_train} Fashion-MNIST images, "
+            f"{args.epochs} epochs ({train_s:.1f}s)",
+            "clean_accuracy": float(clean.float().mean()),
+        },
+        "methods": rows,
+        "advscale_eval_passes_per_image": {
+            "forward": fwd,
+            "backward": bwd,
+            "peers_forward": STEPS + 1,
+            "peers_backward": STEPS,
+        },
+        "targets": {
+            "eval_speedup_vs_torchattacks": TARGET_EVAL_SPEEDUP,
+            "eval_met": eval_ok,
+            "gen_max_slowdown_vs_handwritten": TARGET_GEN_SLOWDOWN,
+            "gen_met": gen_ok,
+        },
+    }
+    atomic_write_json(args.out.with_suffix(".json"), result)
+    atomic_write_text(args.out.with_suffix(".md"), markdown(result))
+    print(markdown(result))
+    return 0
+
+
+def markdown(r: dict[str, Any]) -> str:
+    env, cfg, t = r["environment"], r["config"], r["targets"]
+    lb, la = r["load_average_1_5_15"]["before"], r["load_average_1_5_15"]["after"]
+    lines = [
+        "# PGD-10 attack speed: advscale vs torchattacks, Foolbox, ART, hand-written loop",
+        "",
+        f"{r['date']} · {env['cpu']} · {env['cpu_count']} cores, {cfg['threads']} torch threads · "
+        f"torch {env['torch']} · " + ", ".join(f"{k} {v}" for k, v in r["peer_versions"].items()),
+        f"Load average (1 min) {lb[0]:.2f} before, {la[0]:.2f} after (shared machine).",
+        "",
+        f"L∞ ε={cfg['eps_levels']}/255, α=2/255, {cfg['steps']} steps, random start; {cfg['n_images']} "
+        f"Fashion-MNIST test images in batches of {cfg['batch_size']}; median of {cfg['reps']} repetitions. "
+        f"Model: {cfg['model']}; clean accuracy {cfg['clean_accuracy']:.1%}.",
+        "",
+        "(a) robust-accuracy evaluation (advscale: `PGD.run`, early stop); (b) generation "
+        "(advscale: `PGD.perturb`). Speedup = advscale images/s ÷ the method's.",
+        "",
+        "| method | (a) images/s | (a) advscale speedup | robust acc. | (b) images/s | (b) advscale speedup |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in r["methods"].items():
+        lines.append(
+            f"| {name} | {m['eval']['images_per_s']:.0f} | {m['eval']['advscale_speedup']:.2f}× | "
+            f"{m['robust_accuracy']:.1%} | {m['gen']['images_per_s']:.0f} | "
+            f"{m['gen']['advscale_speedup']:.2f}× |"
+        )
+    verdict = {True: "met", False: "MISSED", None: "not measured"}
+    ps = r["advscale_eval_passes_per_image"]
+    lines += [
+        "",
+        f"Passes per image in (a): advscale {ps['forward']:.2f} forward + {ps['backward']:.2f} backward "
+        f"(early stopping), the others {ps['peers_forward']} + {ps['peers_backward']}. Early stopping can "
+        f"only save the passes of examples broken before the last step; examples that stay robust "
+        f"need every step, so the speedup in (a) is bounded by the model's robust accuracy.",
+        "",
+        f"Target (a) ≥ {t['eval_speedup_vs_torchattacks']:g}× torchattacks at no higher robust accuracy: "
+        f"**{verdict[t['eval_met']]}**. Target (b) within {t['gen_max_slowdown_vs_handwritten']:.0%} of the "
+        f"hand-written loop: **{verdict[t['gen_met']]}**.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
