@@ -6,7 +6,12 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint data bench clean
+# timm imports torchvision, and the only torchvision wheels that fit are those built with torch
+# 2.14.1 (a multi-GB CUDA build, CPU-usable): the timm tests get a venv of their own.
+TIMM_VENV ?= .venv-timm
+TIMM_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: venv demo test test-timm lint data bench clean
 
 venv: $(VENV)/.installed
 
@@ -31,6 +36,18 @@ test: venv
 	@bash scripts/get-fashion-mnist.sh || true
 	@bash scripts/setup-test-deps.sh || true
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@if [ -n "$$CI" ] || [ "$(TEST_TIMM)" = 1 ]; then $(MAKE) --no-print-directory test-timm; \
+	else echo "Skipped the timm tests here (run: make test-timm; it installs torch 2.14.1 + torchvision, several GB)."; fi
+
+$(TIMM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(TIMM_VENV)
+	$(TIMM_VENV)/bin/python -m pip install -q $(TIMM_TORCH_SPEC)
+	$(TIMM_VENV)/bin/python -m pip install -q -e ".[timm,digits]" "timm==1.0.31" pytest hypothesis
+	@touch $@
+
+# The timm backbone and model-loading paths, in the venv that has timm.
+test-timm: $(TIMM_VENV)/.installed
+	$(TIMM_VENV)/bin/python -m pytest -q -p no:cacheprovider -k timm tests/transfer tests/analysis
 
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks
@@ -40,4 +57,4 @@ bench: venv data
 	$(PY) benchmarks/attack_speed.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(TIMM_VENV) runs .pytest_cache
