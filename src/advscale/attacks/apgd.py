@@ -47,9 +47,18 @@ class APGD(Attack):
 
     name = "apgd_ce"
 
-    def __init__(self, model: nn.Module, eps: float | Tensor = 8 / 255, *, steps: int = 100,
-                 restarts: int = 1, loss: str = "ce", rho: float = 0.75, momentum: float = 0.75,
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float | Tensor = 8 / 255,
+        *,
+        steps: int = 100,
+        restarts: int = 1,
+        loss: str = "ce",
+        rho: float = 0.75,
+        momentum: float = 0.75,
+        **kwargs,
+    ) -> None:
         super().__init__(model, eps, **kwargs)
         if loss not in ("ce", "dlr"):
             raise ValueError(f"APGD loss must be 'ce' or 'dlr', got {loss!r}")
@@ -65,8 +74,16 @@ class APGD(Attack):
             return dlr_loss(logits, y, target)
         return ce_loss(logits, y) if target is None else -ce_loss(logits, target)
 
-    def _run(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None, *,
-             early_stop: bool, final_check: bool) -> AttackResult:
+    def _run(
+        self,
+        x: Tensor,
+        y: Tensor,
+        eps: Tensor,
+        target: Tensor | None,
+        *,
+        early_stop: bool,
+        final_check: bool,
+    ) -> AttackResult:
         fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         x_out = x.clone()
         counts = [0, 0]
@@ -85,8 +102,19 @@ class APGD(Attack):
         (g,) = torch.autograd.grad(loss.sum(), xk)
         return loss.detach(), g.detach(), logits.detach()
 
-    def _single(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None, goal: Tensor | None,
-                idx: Tensor, x_out: Tensor, fooled: Tensor, counts: list[int], early_stop: bool) -> None:
+    def _single(
+        self,
+        x: Tensor,
+        y: Tensor,
+        eps: Tensor,
+        target: Tensor | None,
+        goal: Tensor | None,
+        idx: Tensor,
+        x_out: Tensor,
+        fooled: Tensor,
+        counts: list[int],
+        early_stop: bool,
+    ) -> None:
         """One APGD run on examples ``idx``; writes fooling iterates into ``x_out``/``fooled``.
 
         ``target`` is the class the loss aims at; ``goal`` the one success is judged by (the
@@ -103,8 +131,14 @@ class APGD(Attack):
 
         xk = x0 + random_start(x0, e0, norm, gen)
         st = {  # per-example state, compacted together when examples are fooled
-            "idx": idx, "x0": x0, "y": y0, "eps": e0, "xk": xk, "xprev": xk.clone(),
-            "eta": 2 * e0, "reduced": torch.zeros(len(idx), dtype=torch.bool, device=x.device),
+            "idx": idx,
+            "x0": x0,
+            "y": y0,
+            "eps": e0,
+            "xk": xk,
+            "xprev": xk.clone(),
+            "eta": 2 * e0,
+            "reduced": torch.zeros(len(idx), dtype=torch.bool, device=x.device),
             "succ": torch.zeros(len(idx), device=x.device),
         }
         if t0 is not None:
@@ -137,7 +171,9 @@ class APGD(Attack):
             xk, xprev, eta = st["xk"], st["xprev"], st["eta"]
             a = self.momentum if k > 0 else 1.0
             with torch.no_grad():
-                z = st["x0"] + project(xk + eta * ascent_step(st["grad"], norm) - st["x0"], st["x0"], st["eps"], norm)
+                z = st["x0"] + project(
+                    xk + eta * ascent_step(st["grad"], norm) - st["x0"], st["x0"], st["eps"], norm
+                )
                 xn = xk + a * (z - xk) + (1 - a) * (xk - xprev)
                 xn = st["x0"] + project(xn - st["x0"], st["x0"], st["eps"], norm)
             loss, grad, logits = self._grad(xn, st["y"], st.get("t"))
@@ -146,7 +182,11 @@ class APGD(Attack):
             with torch.no_grad():
                 st["succ"] += (loss > st["loss"]).float()
                 better = loss > st["fmax"]
-                st["xmax"][better], st["fmax"][better], st["gmax"][better] = xn[better], loss[better], grad[better]
+                st["xmax"][better], st["fmax"][better], st["gmax"][better] = (
+                    xn[better],
+                    loss[better],
+                    grad[better],
+                )
                 st["xprev"], st["xk"], st["loss"], st["grad"] = xk, xn, loss, grad
                 # Record before the checkpoint: a step-size cut overwrites xk in place.
                 record(logits, xn)
@@ -177,22 +217,40 @@ class APGDT(APGD):
 
     name = "apgd_t"
 
-    def __init__(self, model: nn.Module, eps: float | Tensor = 8 / 255, *, n_targets: int = 9,
-                 steps: int = 100, restarts: int = 1, **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float | Tensor = 8 / 255,
+        *,
+        n_targets: int = 9,
+        steps: int = 100,
+        restarts: int = 1,
+        **kwargs,
+    ) -> None:
         kwargs.pop("loss", None)
         super().__init__(model, eps, steps=steps, restarts=restarts, loss="dlr", **kwargs)
         self.name = "apgd_t"
         self.n_targets = n_targets
 
-    def _run(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None, *,
-             early_stop: bool, final_check: bool) -> AttackResult:
+    def _run(
+        self,
+        x: Tensor,
+        y: Tensor,
+        eps: Tensor,
+        target: Tensor | None,
+        *,
+        early_stop: bool,
+        final_check: bool,
+    ) -> AttackResult:
         if target is not None:
             return super()._run(x, y, eps, target, early_stop=early_stop, final_check=final_check)
         with torch.no_grad():
             logits = self.model(x)
         k = logits.shape[1]
         if k < 4:
-            raise ValueError(f"APGD-T's targeted DLR loss needs at least 4 classes, the model has {k}")
+            raise ValueError(
+                f"APGD-T's targeted DLR loss needs at least 4 classes, the model has {k}"
+            )
         order = logits.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
         fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         x_out = x.clone()

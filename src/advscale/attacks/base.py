@@ -90,7 +90,9 @@ def project(delta: Tensor, x: Tensor, eps: Tensor | float, norm: Norm) -> Tensor
     raise ValueError(f"unknown norm {norm!r}; allowed: linf, l2")
 
 
-def random_start(x: Tensor, eps: Tensor, norm: Norm, generator: torch.Generator | None = None) -> Tensor:
+def random_start(
+    x: Tensor, eps: Tensor, norm: Norm, generator: torch.Generator | None = None
+) -> Tensor:
     """A uniformly random perturbation in the ε-ball (L∞: per pixel; L2: uniform in the ball)."""
     if norm == "linf":
         u = torch.rand(x.shape, device=x.device, dtype=x.dtype, generator=generator)
@@ -99,7 +101,9 @@ def random_start(x: Tensor, eps: Tensor, norm: Norm, generator: torch.Generator 
         g = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
         g = g / (lp_norm(g, "l2") + 1e-12)
         d = x[0].numel()
-        r = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), device=x.device, dtype=x.dtype, generator=generator)
+        r = torch.rand(
+            (x.shape[0],) + (1,) * (x.ndim - 1), device=x.device, dtype=x.dtype, generator=generator
+        )
         delta = g * eps * r.pow(1.0 / d)
     return project(delta, x, eps, norm)
 
@@ -198,7 +202,9 @@ class Attack:
             self._generator = torch.Generator(device=device).manual_seed(self.seed)
         return self._generator
 
-    def __call__(self, x: Tensor, y: Tensor, eps: float | Tensor | None = None, target: Tensor | None = None) -> Tensor:
+    def __call__(
+        self, x: Tensor, y: Tensor, eps: float | Tensor | None = None, target: Tensor | None = None
+    ) -> Tensor:
         return self.run(x, y, eps, target).x_adv
 
     def run(
@@ -224,10 +230,20 @@ class Attack:
         """
         return self._call(x, y, eps, target, early_stop=False, final_check=False).x_adv
 
-    def _call(self, x: Tensor, y: Tensor, eps: float | Tensor | None, target: Tensor | None, *,
-              early_stop: bool, final_check: bool) -> AttackResult:
+    def _call(
+        self,
+        x: Tensor,
+        y: Tensor,
+        eps: float | Tensor | None,
+        target: Tensor | None,
+        *,
+        early_stop: bool,
+        final_check: bool,
+    ) -> AttackResult:
         if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
-            raise ValueError(f"expected x (N, ...) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+            raise ValueError(
+                f"expected x (N, ...) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
         if target is not None and target.shape != y.shape:
             raise ValueError(f"target must have shape {tuple(y.shape)}, got {tuple(target.shape)}")
         if not x.is_floating_point():
@@ -237,15 +253,25 @@ class Attack:
             return AttackResult(x.clone(), torch.zeros(0, dtype=torch.bool, device=x.device))
         lo, hi = torch.aminmax(x)
         if float(lo) < 0 or float(hi) > 1:
-            raise ValueError(f"inputs must be in [0, 1], got range [{float(lo):.3g}, {float(hi):.3g}]")
+            raise ValueError(
+                f"inputs must be in [0, 1], got range [{float(lo):.3g}, {float(hi):.3g}]"
+            )
         eps_t = as_eps(self.eps if eps is None else eps, len(x), x)
         y = y.to(x.device)
         target = None if target is None else target.to(x.device)
         with model_mode(self.model, self.mode), torch.enable_grad():
             return self._run(x, y, eps_t, target, early_stop=early_stop, final_check=final_check)
 
-    def _run(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None, *,
-             early_stop: bool, final_check: bool) -> AttackResult:
+    def _run(
+        self,
+        x: Tensor,
+        y: Tensor,
+        eps: Tensor,
+        target: Tensor | None,
+        *,
+        early_stop: bool,
+        final_check: bool,
+    ) -> AttackResult:
         """Attack a non-empty batch; ``eps`` is (N, 1, 1, 1). Runs with gradients enabled.
 
         ``final_check=False`` allows skipping the forward pass that only fills ``fooled``
@@ -305,7 +331,9 @@ class GradientAttack(Attack):
         self.random_start, self.restarts = random_start, restarts
 
     # -- hooks ---------------------------------------------------------------------------
-    def attack_labels(self, logits: Tensor | None, y: Tensor, target: Tensor | None) -> tuple[Tensor, float]:
+    def attack_labels(
+        self, logits: Tensor | None, y: Tensor, target: Tensor | None
+    ) -> tuple[Tensor, float]:
         """Labels for the loss and the direction: +1 ascends the loss (untargeted), -1 descends.
 
         ``logits`` are the clean images' logits, or None when ``uses_clean_logits`` is False.
@@ -323,8 +351,16 @@ class GradientAttack(Attack):
         return self.steps
 
     # -- the loop ------------------------------------------------------------------------
-    def _run(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None, *,
-             early_stop: bool, final_check: bool) -> AttackResult:
+    def _run(
+        self,
+        x: Tensor,
+        y: Tensor,
+        eps: Tensor,
+        target: Tensor | None,
+        *,
+        early_stop: bool,
+        final_check: bool,
+    ) -> AttackResult:
         model, norm, n = self.model, self.norm, len(x)
         gen = self.generator(x.device)
         steps = self.steps_for(eps)
@@ -384,7 +420,14 @@ class GradientAttack(Attack):
                 with torch.no_grad():
                     delta = delta.detach()
                     if keep is not None:
-                        idx, xa, ya, ea, al, la = idx[keep], xa[keep], ya[keep], ea[keep], al[keep], la[keep]
+                        idx, xa, ya, ea, al, la = (
+                            idx[keep],
+                            xa[keep],
+                            ya[keep],
+                            ea[keep],
+                            al[keep],
+                            la[keep],
+                        )
                         ta = None if ta is None else ta[keep]
                         delta, grad = delta[keep], grad[keep]
                     delta = project(delta + direction * al * ascent_step(grad, norm), xa, ea, norm)

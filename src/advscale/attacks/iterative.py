@@ -24,9 +24,23 @@ class IterBasic(GradientAttack):
 
     name = "iter_basic"
 
-    def __init__(self, model: nn.Module, eps: float | Tensor = 8 / 255, *, steps: int | None = None,
-                 alpha: float | None = 1 / 255, **kwargs) -> None:
-        super().__init__(model, eps, steps=1 if steps is None else steps, alpha=alpha, random_start=False, **kwargs)
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float | Tensor = 8 / 255,
+        *,
+        steps: int | None = None,
+        alpha: float | None = 1 / 255,
+        **kwargs,
+    ) -> None:
+        super().__init__(
+            model,
+            eps,
+            steps=1 if steps is None else steps,
+            alpha=alpha,
+            random_start=False,
+            **kwargs,
+        )
         self._auto_steps = steps is None
 
     def steps_for(self, eps: Tensor) -> int:
@@ -39,7 +53,9 @@ class IterLL(IterBasic):
     name = "iter_ll"
     uses_clean_logits = True
 
-    def attack_labels(self, logits: Tensor | None, y: Tensor, target: Tensor | None) -> tuple[Tensor, float]:
+    def attack_labels(
+        self, logits: Tensor | None, y: Tensor, target: Tensor | None
+    ) -> tuple[Tensor, float]:
         return (target if target is not None else logits.argmin(1)), -1.0
 
 
@@ -55,10 +71,27 @@ class PGD(GradientAttack):
 
     name = "pgd"
 
-    def __init__(self, model: nn.Module, eps: float | Tensor = 8 / 255, *, steps: int = 10,
-                 alpha: float | None = None, restarts: int = 1, random_start: bool = True, **kwargs) -> None:
-        super().__init__(model, eps, steps=steps, alpha=alpha, alpha_scale=2.5 / steps,
-                         random_start=random_start, restarts=restarts, **kwargs)
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float | Tensor = 8 / 255,
+        *,
+        steps: int = 10,
+        alpha: float | None = None,
+        restarts: int = 1,
+        random_start: bool = True,
+        **kwargs,
+    ) -> None:
+        super().__init__(
+            model,
+            eps,
+            steps=steps,
+            alpha=alpha,
+            alpha_scale=2.5 / steps,
+            random_start=random_start,
+            restarts=restarts,
+            **kwargs,
+        )
 
 
 class PGDL2(PGD):

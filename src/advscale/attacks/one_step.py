@@ -30,7 +30,9 @@ class FGSMPred(OneStepAttack):
     name = "fgsm_pred"
     uses_clean_logits = True
 
-    def attack_labels(self, logits: Tensor | None, y: Tensor, target: Tensor | None) -> tuple[Tensor, float]:
+    def attack_labels(
+        self, logits: Tensor | None, y: Tensor, target: Tensor | None
+    ) -> tuple[Tensor, float]:
         if target is not None:
             return target, -1.0
         return logits.argmax(1), 1.0
@@ -42,7 +44,9 @@ class StepLL(OneStepAttack):
     name = "step_ll"
     uses_clean_logits = True
 
-    def attack_labels(self, logits: Tensor | None, y: Tensor, target: Tensor | None) -> tuple[Tensor, float]:
+    def attack_labels(
+        self, logits: Tensor | None, y: Tensor, target: Tensor | None
+    ) -> tuple[Tensor, float]:
         return (target if target is not None else logits.argmin(1)), -1.0
 
 
@@ -52,7 +56,9 @@ class StepRnd(OneStepAttack):
     name = "step_rnd"
     uses_clean_logits = True  # for the number of classes
 
-    def attack_labels(self, logits: Tensor | None, y: Tensor, target: Tensor | None) -> tuple[Tensor, float]:
+    def attack_labels(
+        self, logits: Tensor | None, y: Tensor, target: Tensor | None
+    ) -> tuple[Tensor, float]:
         if target is not None:
             return target, -1.0
         k = logits.shape[1]
@@ -75,9 +81,19 @@ class RandomSign(Attack):
 
     name = "random_sign"
 
-    def _run(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None, *,
-             early_stop: bool, final_check: bool) -> AttackResult:
-        noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=self.generator(x.device))
+    def _run(
+        self,
+        x: Tensor,
+        y: Tensor,
+        eps: Tensor,
+        target: Tensor | None,
+        *,
+        early_stop: bool,
+        final_check: bool,
+    ) -> AttackResult:
+        noise = torch.randn(
+            x.shape, device=x.device, dtype=x.dtype, generator=self.generator(x.device)
+        )
         x_adv = x + project(eps * noise.sign(), x, eps, self.norm)
         if not final_check:
             return AttackResult(x_adv, torch.zeros(len(x), dtype=torch.bool, device=x.device), 0, 0)

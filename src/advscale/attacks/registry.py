@@ -31,7 +31,12 @@ ATTACKS: dict[str, type[Attack]] = {
 }
 ONE_STEP = ("fgsm", "fgsm_pred", "step_ll", "step_rnd", "fgm_l2", "random_sign")
 # Iterative counterpart of each one-step attack, for the "one-step stronger than iterative" check.
-ITERATIVE_OF = {"fgsm": "iter_basic", "fgsm_pred": "iter_basic", "step_ll": "iter_ll", "fgm_l2": "pgd_l2"}
+ITERATIVE_OF = {
+    "fgsm": "iter_basic",
+    "fgsm_pred": "iter_basic",
+    "step_ll": "iter_ll",
+    "fgm_l2": "pgd_l2",
+}
 
 
 def list_attacks() -> list[str]:
