@@ -56,3 +56,14 @@ def test_atomic_write_leaves_old_file_on_error(tmp_path):
 def test_environment_records_versions():
     env = environment_info()
     assert {"advscale", "torch", "python", "cpu", "cpu_count"} <= set(env)
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "report.html", "<html></html>")
+    finally:
+        os.umask(mask)
+    assert (path.stat().st_mode & 0o777) == 0o644
