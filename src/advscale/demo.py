@@ -8,7 +8,8 @@ Three models are trained with the one training loop on the same data and budget:
 - ``fgsm``: true-label FGSM training on whole batches at a large ε (64/255). On Fashion-MNIST
   this is where label leaking shows: the model becomes more accurate on FGSM examples than on
   clean images, while iterative attacks still break it. (Paper A's mixed-batch recipe with
-  true-label FGSM at ε ≤ 16 did not leak on this data in our measurements.)
+  true-label FGSM at ε ≤ 16 did not leak on this data in our measurements.) The
+  catastrophic-overfitting guard stops this run once FGSM accuracy far exceeds PGD accuracy.
 
 Each is attacked with every attack of paper A plus PGD and APGD over ε ∈ {2, 4, 8, 16}/255,
 checked for label leaking and gradient masking, and the results go to ``results.json``,

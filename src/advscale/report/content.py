@@ -784,7 +784,12 @@ def build_sections(runs: Sequence[Run]) -> list[Section]:
     make_plot = _Plots()
     parts = _by_section(runs)
     sections: list[Section | None] = [_overview(runs)]
-    sections.append(_robust(parts["robust"], make_plot))
+    robust = parts["robust"]
+    if any(run.results.kind in ("eval", "demo") for run, _ in robust):
+        # A dedicated evaluation is the robustness to show; the small end-of-training check of
+        # training runs would only crowd its plots (it stays in those runs' results files).
+        robust = [(run, r) for run, r in robust if run.results.kind not in ("train", "finetune")]
+    sections.append(_robust(robust, make_plot))
     sections.append(_leak(parts["label_leak"], runs))
     sections.append(_masking(parts["masking"], runs))
     sections += _training(parts["train"], parts["event"], runs, make_plot)
