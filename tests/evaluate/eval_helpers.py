@@ -1,24 +1,9 @@
-"""Model wrappers that show the failure modes the evaluation must catch; a thread limit."""
+"""Model wrappers that show the failure modes the evaluation must catch."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from torch import Tensor, nn
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one thread: on a shared two-core machine a second thread mostly spins
-    waiting for a core, which made these tests several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class Softmaxed(nn.Module):

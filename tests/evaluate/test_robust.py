@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from eval_helpers import one_thread
 
 from advscale.errors import UserError
 from advscale.evaluate import WORST_CASE, evaluate, format_table, preset_attacks
@@ -15,8 +14,7 @@ EPS = [2.0, 8.0, 16.0]
 
 @pytest.fixture(scope="module")
 def report(tiny_model, test_set):
-    with one_thread():
-        return evaluate(tiny_model, test_set, attacks=["fgsm", "pgd"], eps=EPS, progress=False, seed=0)
+    return evaluate(tiny_model, test_set, attacks=["fgsm", "pgd"], eps=EPS, progress=False, seed=0)
 
 
 def test_misclassified_clean_examples_never_count_as_robust(report):
