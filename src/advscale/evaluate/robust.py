@@ -413,7 +413,7 @@ def _as_tensors(data: ImageDataset | tuple[Tensor, Tensor], n: int | None) -> tu
     else:
         raise UserError(f"data must be an ImageDataset or an (images, labels) pair, got {type(data).__name__}")
     if len(labels) == 0:
-        raise UserError("no examples to evaluate")
+        raise UserError(f"no examples to evaluate: the data is empty or n={n!r} selects none")
     return images, labels
 
 

@@ -156,7 +156,9 @@ def collect_runs(items: Iterable[RunInput]) -> list[Run]:
             label = name if (name and len(files) == 1) else _default_label(res, f)
             runs.append(Run(label, str(f), res))
     if not runs:
-        raise UserError("no results to report on")
+        raise UserError(
+            "no results to report on: give run directories or results.json files written by advscale"
+        )
     seen: dict[str, int] = defaultdict(int)
     for run in runs:
         seen[run.label] += 1

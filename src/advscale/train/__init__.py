@@ -63,13 +63,19 @@ def run_train_command(args: argparse.Namespace) -> int:
         "images_per_s",
         "stop_reason",
     )
-    print(json.dumps({k: summary.get(k) for k in keys if k in summary}, indent=2))
-    for ev in summary.get("events", []):
-        print(f"event: {ev.get('event')} at step {ev.get('step')}: {ev.get('reason', '')}")
+    print_summary(summary, keys)
     return 0
 
 
+def print_summary(summary: dict, keys: tuple[str, ...]) -> None:
+    """Print the ``keys`` of a run summary as JSON, then its events (catastrophic overfitting...)."""
+    print(json.dumps({k: summary.get(k) for k in keys if k in summary}, indent=2))
+    for ev in summary.get("events", []):
+        print(f"event: {ev.get('event')} at step {ev.get('step')}: {ev.get('reason', '')}")
+
+
 __all__ = [
+    "print_summary",
     "NFGSM",
     "RECIPES",
     "RSFGSM",

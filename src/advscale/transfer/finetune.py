@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from torch import nn
 
 from advscale.models import read_sidecar, save_model
 from advscale.results import load_results
-from advscale.train import TrainConfig, load_config
+from advscale.train import TrainConfig, load_config, print_summary
 from advscale.train.data import TrainData
 from advscale.train.loop import EpochCallback, Trainer
 from advscale.transfer.backbones import BackboneConfig, build_backbone
@@ -158,8 +157,6 @@ def run_finetune_command(args: argparse.Namespace) -> int:
         "time_per_epoch_s",
         "stop_reason",
     )
-    print(json.dumps({k: summary.get(k) for k in keys if k in summary}, indent=2))
-    for ev in summary.get("events", []):
-        print(f"event: {ev.get('event')} at step {ev.get('step')}: {ev.get('reason', '')}")
+    print_summary(summary, keys)
     print(f"wrote {Path(args.out) / 'results.json'}")
     return 0
