@@ -33,8 +33,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from advscale.attacks import APGD, APGDT, PGD, Square
+from advscale.attacks import PGD
 from advscale.data import load_dataset
+from advscale.evaluate import WORST_CASE, evaluate, preset_attacks
 from advscale.models import build_classifier, load_model
 from advscale.utils import atomic_write_json, atomic_write_text, environment_info
 
@@ -110,44 +111,28 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 500) -> Tensor:
 
 
 def cascade(model: Counted, x: Tensor, y: Tensor, eps: float, seed: int) -> dict[str, Any]:
-    """APGD-CE → APGD-T → Square, each on the points still robust; worst case per example."""
-    robust = predict(model, x) == y
-    x_worst = x.clone()
+    """``advscale eval --preset strong``: APGD-CE → APGD-T → Square, each on the points still
+    robust, worst case per example, through :func:`advscale.evaluate.evaluate` itself."""
+    attacks, missing = preset_attacks("strong")
+    if missing:
+        raise SystemExit(f"the strong preset lacks {missing} in this installation")
+    report = evaluate(model, (x, y), attacks=attacks, eps=[eps * 255], cascade=True, seed=seed,
+                      batch_size=len(x), progress=False, checks=False)
+    e = report.config["eps"][0]
     stages = []
-    attacks = [
-        ("apgd_ce", APGD(model, eps, steps=100, loss="ce", seed=seed)),
-        ("apgd_t", APGDT(model, eps, steps=100, n_targets=9, seed=seed)),
-        ("square", Square(model, eps, n_queries=5000, seed=seed)),
-    ]
-    for name, attack in attacks:
-        idx = robust.nonzero().squeeze(1)
-        t0 = time.perf_counter()
-        f0, b0 = model.forward_count, model.backward
-        if len(idx):
-            result = attack.run(x[idx], y[idx])
-            broken = idx[result.fooled]
-            robust[broken] = False
-            x_worst[broken] = result.x_adv[result.fooled]
-        stages.append(
-            {
-                "attack": name,
-                "attacked": len(idx),
-                "robust_accuracy_after": float(robust.float().mean()),
-                "seconds": time.perf_counter() - t0,
-                "forward": model.forward_count - f0,
-                "backward": model.backward - b0,
-            }
-        )
-        print(
-            f"  {name}: robust accuracy {robust.float().mean():.3f} after {stages[-1]['seconds']:.0f}s",
-            file=sys.stderr,
-        )
-    # The verdict must be reproducible from the returned images alone.
-    assert torch.equal(robust, predict(model, x_worst) == y), (
-        "cascade bookkeeping disagrees with its images"
-    )
-    assert float((x_worst - x).abs().max()) <= eps + 1e-6
-    return {"robust": robust, "stages": stages}
+    for name in attacks:
+        rec = report.record(name, e)
+        stages.append({
+            "attack": name,
+            "attacked": rec["attacked"],
+            "robust_accuracy_after": rec["accuracy"],
+            "seconds": rec["seconds"],
+            "forward": rec["forward"],
+            "backward": rec["backward"],
+        })
+        print(f"  {name}: robust accuracy {rec['accuracy']:.3f} after {rec['seconds']:.0f}s",
+              file=sys.stderr)
+    return {"robust": report.robust_mask[(WORST_CASE, e)], "stages": stages}
 
 
 def main(argv: list[str] | None = None) -> int:
