@@ -44,7 +44,7 @@ def test_transfer_rates_match_an_independent_fgsm_and_examples_are_generated_onc
 
     # One generation per source (4), with full iterations, reused for the 4 targets.
     assert len(calls) == 4 and all(early is False for _, _, early in calls)
-    assert [m for _, m, _ in calls] == list(models.values())
+    assert len({id(m) for _, m, _ in calls}) == 4  # (the models' batch-norm-folded copies)
     assert res.kind == "transfer_matrix" and res.complete and len(res.records) == 16
 
     def rec(s, t):

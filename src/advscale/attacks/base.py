@@ -17,6 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from advscale.utils import eval_mode
+
 Norm = Literal["linf", "l2"]
 
 
@@ -141,13 +143,11 @@ def model_mode(model: nn.Module, mode: str):
     """Put ``model`` in eval mode (``mode="eval"``) or leave it (``"keep"``); restore afterwards."""
     if mode not in ("eval", "keep"):
         raise ValueError(f"attack mode must be 'eval' or 'keep', got {mode!r}")
-    was_training = model.training
-    if mode == "eval":
-        model.eval()
-    try:
+    if mode == "keep":
         yield
-    finally:
-        model.train(was_training)
+        return
+    with eval_mode(model):
+        yield
 
 
 class Attack:

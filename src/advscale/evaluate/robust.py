@@ -30,6 +30,7 @@ from advscale.attacks import ATTACKS, ONE_STEP, build_attack, model_mode
 from advscale.data import ImageDataset, to_float
 from advscale.errors import UserError
 from advscale.evaluate import masking
+from advscale.models.fuse import fuse_for_eval
 from advscale.results import EPS_UNIT, Results
 from advscale.utils import environment_info, resolve_device
 
@@ -146,6 +147,7 @@ def evaluate(
     n: int | None = None,
     checks: bool = True,
     check_unbounded: bool = False,
+    fuse: bool = True,
 ) -> EvalReport:
     """Clean and robust accuracy of ``model`` under each attack at each ε, and the worst case.
 
@@ -164,6 +166,10 @@ def evaluate(
         n: evaluate a class-stratified subset of this size (ImageDataset) or the first n.
         checks: run the gradient-masking checks (:mod:`advscale.evaluate.masking`).
         check_unbounded: also run PGD at ε = 255/255 on a small batch (should reach ~0%).
+        fuse: attack a frozen copy of the model with batch norm folded into the layer before
+            it (:func:`advscale.models.fuse_for_eval`): the same function up to float
+            rounding, checked on the data before use, and faster to attack. Off when an
+            attack is asked to keep the model's mode (``"mode": "keep"``).
 
     Returns:
         An :class:`EvalReport`. Records hold ``attack``, ``eps``, ``eps_unit``, ``accuracy``,
@@ -188,6 +194,12 @@ def evaluate(
     dev = _pick_device(model, device)
     model.to(dev)
 
+    fuse = fuse and all(kw.get("mode", "eval") == "eval" for kw in kwargs_for.values())
+    if fuse:
+        example = _to_device(images[:64], labels[:64], dev)[0]
+        with torch.no_grad(), model_mode(model, "eval"):
+            _logits(model, example)  # a clear error first if the model cannot take the images
+        model = fuse_for_eval(model, example=example)
     clean_correct, clean_top5_mask, num_classes = _clean_pass(model, images, labels, batch_size, dev)
     n_total = len(labels)
     clean_acc = _mean(clean_correct)
@@ -270,6 +282,8 @@ def evaluate(
         "batch_size": batch_size,
         "cascade": cascade,
         "seed": seed,
+        "fused": fuse,
+        "folded_batchnorm": int(getattr(model, "folded", 0)) if fuse else 0,
         "attack_kwargs": {a: dict(kwargs_for[a]) for a in attacks},
     }
     return EvalReport(
@@ -432,14 +446,7 @@ def _clean_pass(model: nn.Module, images: Tensor, labels: Tensor, batch_size: in
     with torch.no_grad(), model_mode(model, "eval"):
         for idx in _chunks(torch.arange(len(labels)), batch_size):
             x, y = _to_device(images[idx.to(images.device)], labels[idx.to(labels.device)], dev)
-            try:
-                logits = model(x)
-            except RuntimeError as e:
-                raise UserError(
-                    f"the model cannot take the data's images of shape {tuple(x.shape[1:])}: {str(e).splitlines()[0]}"
-                ) from None
-            if logits.ndim != 2:
-                raise UserError(f"the model must return (N, classes) scores, got shape {tuple(logits.shape)}")
+            logits = _logits(model, x)
             k = logits.shape[1]
             if int(y.max()) >= k:
                 raise UserError(f"labels go up to {int(y.max())} but the model outputs {k} classes")
@@ -447,6 +454,19 @@ def _clean_pass(model: nn.Module, images: Tensor, labels: Tensor, batch_size: in
             if k > 5:
                 top5.append((logits.topk(5, dim=1).indices == y[:, None]).any(1).cpu())
     return torch.cat(correct), (torch.cat(top5) if top5 else None), k
+
+
+def _logits(model: nn.Module, x: Tensor) -> Tensor:
+    """``model(x)``, with a clear error when the model cannot take the images or returns no scores."""
+    try:
+        logits = model(x)
+    except RuntimeError as e:
+        raise UserError(
+            f"the model cannot take the data's images of shape {tuple(x.shape[1:])}: {str(e).splitlines()[0]}"
+        ) from None
+    if logits.ndim != 2:
+        raise UserError(f"the model must return (N, classes) scores, got shape {tuple(logits.shape)}")
+    return logits
 
 
 def _to_device(images: Tensor, labels: Tensor, dev: torch.device) -> tuple[Tensor, Tensor]:

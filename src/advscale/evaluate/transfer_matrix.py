@@ -30,6 +30,7 @@ from advscale.attacks import build_attack, model_mode
 from advscale.data import ImageDataset, to_float
 from advscale.errors import UserError
 from advscale.evaluate.robust import DEFAULT_ATTACK_KWARGS, _as_tensors, _check_attacks, _check_eps
+from advscale.models.fuse import fuse_for_eval
 from advscale.results import EPS_UNIT, Results
 from advscale.utils import environment_info, resolve_device
 
@@ -109,6 +110,7 @@ def transfer_matrix(
     seed: int = 0,
     progress: bool = False,
     on_source_done: Any = None,
+    fuse: bool = True,
 ) -> Results:
     """Transfer rates for every source × target × attack × ε.
 
@@ -124,6 +126,8 @@ def transfer_matrix(
         seed: seeds the attacks' random generators.
         progress: print a line per source, attack and ε to stderr.
         on_source_done: called with the partial Results (complete=False) after each source.
+        fuse: attack and check frozen copies with batch norm folded, as ``evaluate`` does
+            (:func:`advscale.models.fuse_for_eval`); off when an attack keeps the model's mode.
 
     Returns:
         ``Results(kind="transfer_matrix")``: one record per (source, target, attack, ε) with
@@ -155,6 +159,10 @@ def transfer_matrix(
     k = _num_classes(models, to_float(images[:2].to(dev)))
     if int(labels.max()) >= k:
         raise UserError(f"labels go up to {int(labels.max())} but the models output {k} classes")
+    fuse = fuse and all(kw.get("mode", "eval") == "eval" for kw in kwargs_for.values())
+    if fuse:
+        example = to_float(images[:64].to(dev))
+        models = {name: fuse_for_eval(m, example=example) for name, m in models.items()}
 
     clean_wrong = {name: _wrong(m, images, labels, batch_size, dev) for name, m in models.items()}
     res = Results(
@@ -169,6 +177,7 @@ def transfer_matrix(
             "batch_size": batch_size,
             "seed": seed,
             "early_stop": False,
+            "fused": fuse,
             "attack_kwargs": kwargs_for,
         },
         environment=environment_info(dev),

@@ -9,6 +9,7 @@ from advscale.models.checkpoint import (
     read_sidecar,
     save_model,
 )
+from advscale.models.fuse import fuse_for_eval
 from advscale.models.registry import create_model, list_models, register_model
 from advscale.models.wrapper import Classifier, Normalize, build_classifier
 
@@ -19,6 +20,7 @@ __all__ = [
     "build_classifier",
     "check_state_dict",
     "create_model",
+    "fuse_for_eval",
     "list_models",
     "load_model",
     "load_state_dict_file",

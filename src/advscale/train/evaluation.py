@@ -13,6 +13,7 @@ from torch import nn
 
 from advscale.data import BatchLoader, ImageDataset
 from advscale.train.distributed import DistInfo, all_reduce_sum
+from advscale.utils import eval_mode
 
 
 def shard(dataset: ImageDataset, info: DistInfo) -> ImageDataset:
@@ -30,17 +31,13 @@ def clean_accuracy(
     model: nn.Module, dataset: ImageDataset, info: DistInfo, batch_size: int = 500
 ) -> float:
     """Top-1 accuracy on ``dataset``, over all processes."""
-    was = model.training
-    model.eval()
     counts = torch.zeros(2, dtype=torch.float64, device=info.device)
-    try:
+    with eval_mode(model):
         part = shard(dataset, info)
         if len(part):
             for x, y in BatchLoader(part, batch_size, shuffle=False, device=info.device):
                 counts[0] += (model(x).argmax(1) == y).sum()
                 counts[1] += len(y)
-    finally:
-        model.train(was)
     all_reduce_sum(counts, info)
     return float(counts[0] / counts[1].clamp_min(1))
 
@@ -61,9 +58,7 @@ def robust_records(
     with accuracies combined over processes."""
     from advscale.evaluate import evaluate
 
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         report = evaluate(
             model,
             shard(dataset, info),
@@ -75,8 +70,6 @@ def robust_records(
             seed=seed + info.rank,
             progress=progress and info.is_main,
         )
-    finally:
-        model.train(was)
     records = [dict(r) for r in report.records]
     if info.enabled:
         # accuracy and clean_accuracy are means over this shard; sum them as counts.

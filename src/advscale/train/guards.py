@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from advscale.attacks import build_attack
 from advscale.errors import UserError
 from advscale.train.config import GuardConfig
+from advscale.utils import eval_mode
 
 
 class NonFiniteLossError(UserError):
@@ -62,9 +63,7 @@ class CatastrophicOverfitGuard:
 
     def measure(self, model: nn.Module) -> dict[str, float]:
         """Clean, FGSM and PGD accuracy on the held-out batch (model left in its mode)."""
-        was = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             pgd = build_attack(
                 "pgd", model, self.eps, steps=self.cfg.pgd_steps, seed=self.seed, early_stop=False
             )
@@ -74,8 +73,6 @@ class CatastrophicOverfitGuard:
                 "fgsm_acc": _accuracy(model, fgsm(self.x, self.y), self.y),
                 "pgd_acc": _accuracy(model, pgd(self.x, self.y), self.y),
             }
-        finally:
-            model.train(was)
         return out
 
     def collapsed(self, m: dict[str, float]) -> str | None:
