@@ -43,35 +43,52 @@ TARGET_GAP_POINTS = 0.5
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class _Counts:
+    """Images passed forward and backward; shared by the copies evaluate() makes of the model."""
+
+    def __init__(self) -> None:
+        self.forward = self.backward = 0
+
+    def __deepcopy__(self, memo: dict) -> _Counts:
+        return self
+
+
 class _CountBackward(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, counter: Counted) -> Tensor:
-        ctx.counter = counter
+    def forward(ctx, x: Tensor, counts: _Counts) -> Tensor:
+        ctx.counts = counts
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        ctx.counter.backward += len(grad)
+        ctx.counts.backward += len(grad)
         return grad, None
 
 
 class Counted(nn.Module):
-    """The model, counting images passed forward and backward through it."""
+    """The model, counting images passed forward and backward through it (and its copies)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.forward_count = 0
-        self.backward = 0
+        self.counts = _Counts()
 
     def forward(self, x: Tensor) -> Tensor:
-        self.forward_count += len(x)
+        self.counts.forward += len(x)
         if torch.is_grad_enabled() and x.requires_grad:
-            x = _CountBackward.apply(x, self)
+            x = _CountBackward.apply(x, self.counts)
         return self.model(x)
 
+    @property
+    def forward_count(self) -> int:
+        return self.counts.forward
+
+    @property
+    def backward(self) -> int:
+        return self.counts.backward
+
     def reset(self) -> None:
-        self.forward_count = self.backward = 0
+        self.counts.forward = self.counts.backward = 0
 
 
 def adversarial_training(

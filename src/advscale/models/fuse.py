@@ -59,12 +59,16 @@ def fuse_for_eval(
 
     Returns:
         The copy, with attribute ``folded`` (number of batch norm layers folded). Models holding
-        TorchScript modules are returned unchanged, without ``folded``: they cannot be
-        rewritten safely.
+        TorchScript modules, or members that cannot be deep-copied, are returned unchanged,
+        without ``folded``.
     """
     if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
         return model
-    fused = _frozen_copy(model)
+    try:
+        fused = _frozen_copy(model)
+    except Exception as e:  # a member that cannot be deep-copied: use the model itself
+        log.info("cannot copy %s (%s); evaluating it as it is", type(model).__name__, e)
+        return model
     folded = _fold_batchnorm(fused)
     if channels_last is None:
         p = next(iter(model.parameters()), None)
