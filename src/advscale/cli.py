@@ -78,6 +78,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--apgd-steps", type=int, default=None, help="iterations of the APGD attacks (default 100)")
     p.add_argument("--no-unbounded-check", action="store_true",
                    help="skip the PGD check at eps=255/255 that an unbounded attack reaches ~0%%")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="attack the model as loaded, not a copy with batch norm folded (slower, same numbers)")
     p.add_argument("--out", type=Path, default=Path("results.json"))
     p.set_defaults(handler=_run_eval)
 

@@ -24,6 +24,17 @@ def test_eval_command_writes_every_attack_and_eps(tiny_model, fmnist_dir, tmp_pa
             assert rec["n"] == 60 and 0 <= rec["accuracy"] <= rec["clean_accuracy"]
     assert res.config["attack_kwargs"]["apgd"]["steps"] == 5
     assert "unbounded" in res.summary["checks"]
+    assert res.config["fused"] and res.config["folded_batchnorm"] == 5
+
+    # --no-fuse attacks the model as loaded: same verdicts up to float rounding.
+    plain = tmp_path / "plain.json"
+    assert main(["eval", "--model", str(ckpt), "--data-dir", str(fmnist_dir), "--attacks", "fgsm",
+                 "--eps", "8", "--n", "60", "--no-fuse", "--no-unbounded-check", "--out", str(plain),
+                 "--device", "cpu"]) == 0
+    res_plain = load_results(plain)
+    assert not res_plain.config["fused"]
+    (a,), (b,) = res_plain.select(attack="fgsm", eps=8.0), res.select(attack="fgsm", eps=8.0)
+    assert abs(a["accuracy"] - b["accuracy"]) <= 1 / 60 + 1e-9
 
 
 def test_eval_command_errors_are_one_clean_line(tiny_model, fmnist_dir, tmp_path, capsys):

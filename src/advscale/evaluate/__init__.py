@@ -104,6 +104,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
         model, data, attacks=attacks, eps=args.eps, batch_size=args.batch_size, cascade=cascade,
         attack_kwargs=attack_kwargs, device=device, seed=args.seed, progress=True,
         check_unbounded=not getattr(args, "no_unbounded_check", False),
+        fuse=not getattr(args, "no_fuse", False),
     )
     report.warnings[:0] = warnings
     results = report.to_results({
