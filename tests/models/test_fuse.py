@@ -169,3 +169,30 @@ def test_submodule_modes_are_restored_exactly(trained, batch):
     PGD(model, 4 / 255, steps=2)(x[:8], y[:8])
     assert model.training and not frozen_bn.training
     assert model.net.features[4].training
+
+
+class ViewHead(nn.Module):
+    """A classic CNN that flattens its feature map with .view(), which channels-last breaks."""
+
+    def __init__(self, bn: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, stride=2)
+        self.bn = nn.BatchNorm2d(4) if bn else nn.Identity()
+        self.fc = nn.Linear(4 * 13 * 13, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.bn(self.conv(x)).relu()
+        return self.fc(h.view(h.size(0), -1))
+
+
+@pytest.mark.parametrize("bn", [True, False])
+def test_a_forward_that_cannot_take_channels_last_keeps_the_standard_layout(bn):
+    model = _randomize_bn(ViewHead(bn))
+    x = torch.rand(8, 1, 28, 28)
+    fused = fuse_for_eval(model, example=x, channels_last=True)
+    assert not fused.channels_last and fused.folded == int(bn)
+    with torch.no_grad():
+        assert _close(fused(x), model(x))
+    # A forward that takes channels-last keeps it.
+    seq = _randomize_bn(ValueBranch())
+    assert fuse_for_eval(seq, example=x, channels_last=True).channels_last

@@ -49,7 +49,8 @@ def fuse_for_eval(
     ``torch.fx`` (in plain ``nn.Sequential`` containers when it cannot be traced), but the
     copy keeps the model's own forward, so custom autograd functions and hooks survive. With
     ``example`` inputs the copy's logits are compared with the model's in eval mode; if they
-    differ by more than float rounding, an unfolded frozen copy is returned instead.
+    differ by more than float rounding (or the copy fails, as a forward that ``.view()``s a
+    channels-last feature map does), channels-last and then folding are given up.
 
     Args:
         model: the classifier.
@@ -58,7 +59,8 @@ def fuse_for_eval(
             convolutions.
 
     Returns:
-        The copy, with attribute ``folded`` (number of batch norm layers folded). Models holding
+        The copy, with attributes ``folded`` (number of batch norm layers folded) and
+        ``channels_last`` (whether its weights are stored so). Models holding
         TorchScript modules, or members that cannot be deep-copied, are returned unchanged,
         without ``folded``.
     """
@@ -73,12 +75,19 @@ def fuse_for_eval(
     if channels_last is None:
         p = next(iter(model.parameters()), None)
         channels_last = p is None or p.device.type == "cpu"
-    if channels_last and any(isinstance(m, nn.Conv2d) for m in fused.modules()):
-        fused = fused.to(memory_format=torch.channels_last)
-    if folded and example is not None and not _same_function(model, fused, example):
-        log.warning("folding batch norm changed the model's outputs; evaluating it unfolded")
-        fused, folded = _frozen_copy(model), 0
+    channels_last = channels_last and any(isinstance(m, nn.Conv2d) for m in fused.modules())
+    if channels_last:
+        fused.to(memory_format=torch.channels_last)
+    if example is not None and (folded or channels_last):
+        # Channels-last breaks a forward that .view()s a feature map; folding, a wrong pair.
+        if channels_last and not _same_function(model, fused, example):
+            fused.to(memory_format=torch.contiguous_format)
+            channels_last = False
+        if folded and not channels_last and not _same_function(model, fused, example):
+            log.warning("folding batch norm changed the model's outputs; evaluating it unfolded")
+            fused, folded = _frozen_copy(model), 0
     fused.folded = folded
+    fused.channels_last = channels_last
     return fused
 
 
