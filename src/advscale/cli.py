@@ -62,7 +62,9 @@ def _run_data_info(args: argparse.Namespace) -> int:
 # -- eval -----------------------------------------------------------------------------------
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="robust accuracy of a model under attacks over a list of ε")
-    p.add_argument("--model", required=True, help="advscale checkpoint (path without extension, or .safetensors/.json)")
+    p.add_argument("--model", required=True,
+                   help="advscale checkpoint (path without extension, or .safetensors/.json), a TorchScript "
+                        "file, timm:NAME@WEIGHTS, package.module:factory@WEIGHTS or a .yaml model spec")
     p.add_argument("--data", default="fashion-mnist", help="dataset name")
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--split", default="test")

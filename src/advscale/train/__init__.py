@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
 
 from advscale.train.config import (
     RECIPES,
@@ -63,15 +65,23 @@ def run_train_command(args: argparse.Namespace) -> int:
         "images_per_s",
         "stop_reason",
     )
-    print_summary(summary, keys)
+    print_summary(summary, keys, wrote=Path(args.out) / "results.json")
     return 0
 
 
-def print_summary(summary: dict, keys: tuple[str, ...]) -> None:
-    """Print the ``keys`` of a run summary as JSON, then its events (catastrophic overfitting...)."""
+def print_summary(summary: dict, keys: tuple[str, ...], wrote: Path | None = None) -> None:
+    """Print the ``keys`` of a run summary as JSON, its events (catastrophic overfitting...) and
+    the results file ``wrote``.
+
+    Under ``torchrun`` only rank 0 prints: every process holds the same summary.
+    """
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     print(json.dumps({k: summary.get(k) for k in keys if k in summary}, indent=2))
     for ev in summary.get("events", []):
         print(f"event: {ev.get('event')} at step {ev.get('step')}: {ev.get('reason', '')}")
+    if wrote is not None:
+        print(f"wrote {wrote}")
 
 
 __all__ = [

@@ -157,6 +157,5 @@ def run_finetune_command(args: argparse.Namespace) -> int:
         "time_per_epoch_s",
         "stop_reason",
     )
-    print_summary(summary, keys)
-    print(f"wrote {Path(args.out) / 'results.json'}")
+    print_summary(summary, keys, wrote=Path(args.out) / "results.json")
     return 0
