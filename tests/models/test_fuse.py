@@ -72,6 +72,10 @@ def test_evaluate_reports_the_same_robustness_fused_or_not(trained, fmnist):
         assert r_fast["attack"] == r_plain["attack"] and r_fast["eps"] == r_plain["eps"]
         assert abs(r_fast["accuracy"] - r_plain["accuracy"]) <= 1 / 150 + 1e-9
     assert trained.training is False and all(p.requires_grad for p in trained.parameters())
+    # An attack that keeps the model's mode gets the model itself: a folded copy is eval-only.
+    keep = evaluate(trained, test, attacks=["pgd"], eps=[8], progress=False, checks=False,
+                    attack_kwargs={"pgd": {"mode": "keep", "steps": 2}})
+    assert not keep.config["fused"] and keep.config["folded_batchnorm"] == 0
 
 
 class _Flip(torch.autograd.Function):
@@ -157,7 +161,7 @@ def test_untraceable_models_fold_plain_sequentials_and_wrong_folds_fall_back():
         assert torch.allclose(fused(x), seq(x))
 
 
-def test_submodule_modes_are_restored_exactly(trained, batch):
+def test_submodule_modes_are_restored_exactly(batch):
     # A training model with a batch norm frozen in eval mode (as in linear probing) keeps it
     # frozen through fusing and attacking; model.train(True) would have unfrozen it.
     x, y = batch

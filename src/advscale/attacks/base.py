@@ -84,17 +84,12 @@ def project(delta: Tensor, x: Tensor, eps: Tensor | float, norm: Norm) -> Tensor
     if not isinstance(eps, Tensor):
         eps = torch.tensor(float(eps), device=x.device, dtype=x.dtype)
     if norm == "linf":
-        return torch.clamp(delta, *linf_box(x, eps))
+        return torch.clamp(delta, torch.maximum(-eps, -x), torch.minimum(eps, 1 - x))
     if norm == "l2":
         length = lp_norm(delta, "l2")
         scale = torch.where(length > eps, eps / length.clamp_min(1e-30), torch.ones_like(length))
         return torch.clamp(delta * scale, -x, 1 - x)
     raise ValueError(f"unknown norm {norm!r}; allowed: linf, l2")
-
-
-def linf_box(x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
-    """Bounds of the L∞ perturbations that keep ``x + delta`` in the ε-box and in [0, 1]."""
-    return torch.maximum(-eps, -x), torch.minimum(eps, 1 - x)
 
 
 def random_start(
@@ -394,7 +389,6 @@ class GradientAttack(Attack):
             la = None if labels is None else labels[idx]
             ta = None if target is None else target[idx]
             delta = random_start(xa, ea, norm, gen) if self.random_start else torch.zeros_like(xa)
-            box = linf_box(xa, ea) if norm == "linf" else None  # fixed for the whole run
             # With early stopping, one more forward after the last step checks the final iterate.
             for t in range(steps + 1 if early_stop else steps):
                 if t < steps:
@@ -436,12 +430,7 @@ class GradientAttack(Attack):
                         )
                         ta = None if ta is None else ta[keep]
                         delta, grad = delta[keep], grad[keep]
-                        box = None if box is None else (box[0][keep], box[1][keep])
-                    step = ascent_step(grad, norm).mul_(direction * al)
-                    if box is None:
-                        delta = project(delta + step, xa, ea, norm)
-                    else:  # the L∞ projection with the bounds computed once
-                        delta = delta.add_(step).clamp_(*box)
+                    delta = project(delta + direction * al * ascent_step(grad, norm), xa, ea, norm)
             delta = delta.detach()
             if len(idx) == 0:
                 continue
