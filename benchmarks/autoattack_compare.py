@@ -133,22 +133,35 @@ def cascade(model: Counted, x: Tensor, y: Tensor, eps: float, seed: int) -> dict
     attacks, missing = preset_attacks("strong")
     if missing:
         raise SystemExit(f"the strong preset lacks {missing} in this installation")
-    report = evaluate(model, (x, y), attacks=attacks, eps=[eps * 255], cascade=True, seed=seed,
-                      batch_size=len(x), progress=False, checks=False)
+    report = evaluate(
+        model,
+        (x, y),
+        attacks=attacks,
+        eps=[eps * 255],
+        cascade=True,
+        seed=seed,
+        batch_size=len(x),
+        progress=False,
+        checks=False,
+    )
     e = report.config["eps"][0]
     stages = []
     for name in attacks:
         rec = report.record(name, e)
-        stages.append({
-            "attack": name,
-            "attacked": rec["attacked"],
-            "robust_accuracy_after": rec["accuracy"],
-            "seconds": rec["seconds"],
-            "forward": rec["forward"],
-            "backward": rec["backward"],
-        })
-        print(f"  {name}: robust accuracy {rec['accuracy']:.3f} after {rec['seconds']:.0f}s",
-              file=sys.stderr)
+        stages.append(
+            {
+                "attack": name,
+                "attacked": rec["attacked"],
+                "robust_accuracy_after": rec["accuracy"],
+                "seconds": rec["seconds"],
+                "forward": rec["forward"],
+                "backward": rec["backward"],
+            }
+        )
+        print(
+            f"  {name}: robust accuracy {rec['accuracy']:.3f} after {rec['seconds']:.0f}s",
+            file=sys.stderr,
+        )
     return {"robust": report.robust_mask[(WORST_CASE, e)], "stages": stages}
 
 

@@ -31,12 +31,23 @@ RECIPES = ("clean", "fgsm", "pgd")
 
 def build(mode: str, recipe: str, args: argparse.Namespace, root: Path) -> FinetuneTrainer:
     overrides = [
-        "backbone.kind=timm", f"backbone.name={args.model}", f"finetune.mode={mode}",
-        f"recipe.name={recipe}", "recipe.eps=8", f"recipe.steps={args.pgd_steps}",
-        "data.name=fashion-mnist", f"data.n_train={args.batch_size * 2}", "data.n_val=64",
-        f"batch_size={args.batch_size}", f"device={args.device}", f"amp={args.amp}",
-        f"channels_last={str(args.channels_last).lower()}", "progress=false", "tensorboard=false",
-        "guard.enabled=false", "seed=0",
+        "backbone.kind=timm",
+        f"backbone.name={args.model}",
+        f"finetune.mode={mode}",
+        f"recipe.name={recipe}",
+        "recipe.eps=8",
+        f"recipe.steps={args.pgd_steps}",
+        "data.name=fashion-mnist",
+        f"data.n_train={args.batch_size * 2}",
+        "data.n_val=64",
+        f"batch_size={args.batch_size}",
+        f"device={args.device}",
+        f"amp={args.amp}",
+        f"channels_last={str(args.channels_last).lower()}",
+        "progress=false",
+        "tensorboard=false",
+        "guard.enabled=false",
+        "seed=0",
     ]
     cfg = load_finetune_config(None, overrides)
     trainer = FinetuneTrainer(cfg, root / f"{mode}-{recipe}", force=True)
@@ -54,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "finetune_timm_gpu")
+    p.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "finetune_timm_gpu"
+    )
     args = p.parse_args(argv)
 
     times: dict[tuple[str, str], list[float]] = {}
@@ -67,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         y = torch.randint(0, 10, (args.batch_size,), generator=g).to(dev)
         for (m, _), t in trainers.items():
             model = t.model.module if hasattr(t.model, "module") else t.model
-            params[m] = (sum(q.numel() for q in model.parameters() if q.requires_grad),
-                         sum(q.numel() for q in model.parameters()))
+            params[m] = (
+                sum(q.numel() for q in model.parameters() if q.requires_grad),
+                sum(q.numel() for q in model.parameters()),
+            )
         times = {k: [] for k in trainers}
         for rep in range(args.warmup + args.reps):
             for k, t in trainers.items():
@@ -81,15 +96,29 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for (m, r), v in times.items():
         med = statistics.median(v)
-        rows.append({"mode": m, "recipe": r if r != "pgd" else f"pgd-{args.pgd_steps}",
-                     "median_step_s": med, "images_per_s": args.batch_size / med,
-                     "trainable_params": params[m][0], "total_params": params[m][1]})
+        rows.append(
+            {
+                "mode": m,
+                "recipe": r if r != "pgd" else f"pgd-{args.pgd_steps}",
+                "median_step_s": med,
+                "images_per_s": args.batch_size / med,
+                "trainable_params": params[m][0],
+                "total_params": params[m][1],
+            }
+        )
     res: dict[str, Any] = {
         "benchmark": "finetune_timm_gpu",
         "environment": environment_info(dev),
-        "settings": {"model": args.model, "input": "synthetic 3x224x224", "batch_size": args.batch_size,
-                     "eps": 8, "amp": args.amp, "channels_last": args.channels_last,
-                     "warmup": args.warmup, "reps": args.reps},
+        "settings": {
+            "model": args.model,
+            "input": "synthetic 3x224x224",
+            "batch_size": args.batch_size,
+            "eps": 8,
+            "amp": args.amp,
+            "channels_last": args.channels_last,
+            "warmup": args.warmup,
+            "reps": args.reps,
+        },
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
 def to_markdown(res: dict[str, Any]) -> str:
     env, s = res["environment"], res["settings"]
     by = {(r["mode"], r["recipe"]): r for r in res["rows"]}
-    recipes = sorted({r["recipe"] for r in res["rows"]}, key=lambda n: ["clean", "fgsm"].index(n) if n in ("clean", "fgsm") else 2)
+    recipes = sorted(
+        {r["recipe"] for r in res["rows"]},
+        key=lambda n: ["clean", "fgsm"].index(n) if n in ("clean", "fgsm") else 2,
+    )
     lines = [
         f"# Adversarial fine-tuning throughput: {s['model']} at 224x224",
         "",
@@ -118,7 +150,11 @@ def to_markdown(res: dict[str, Any]) -> str:
         cells = [f"{by[(m, r)]['images_per_s']:.0f}" for r in recipes]
         pgd = [r for r in recipes if r.startswith("pgd")][0]
         ratio = by[(m, pgd)]["median_step_s"] / by[(m, "fgsm")]["median_step_s"]
-        lines.append(f"| {m} | {row['trainable_params']:,} / {row['total_params']:,} | " + " | ".join(cells) + f" | {ratio:.2f}× |")
+        lines.append(
+            f"| {m} | {row['trainable_params']:,} / {row['total_params']:,} | "
+            + " | ".join(cells)
+            + f" | {ratio:.2f}× |"
+        )
     return "\n".join(lines) + "\n"
 
 

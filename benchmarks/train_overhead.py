@@ -58,7 +58,9 @@ def build(recipe: str, args: argparse.Namespace, root: Path) -> Trainer:
         "data.n_train": args.batch_size * 2,
         "data.n_val": 64,
         "model.arch": args.arch,
-        "model.kwargs": f"{{width: {args.width}}}" if not args.synthetic else f"{{width: {args.width}, in_channels: 3}}",
+        "model.kwargs": f"{{width: {args.width}}}"
+        if not args.synthetic
+        else f"{{width: {args.width}, in_channels: 3}}",
         "compile": str(args.compile).lower(),
         "device": args.device,
         "progress": "false",
@@ -91,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--arch", default="small_cnn", help="model architecture (small_cnn, preact_resnet18, ...)")
+    p.add_argument(
+        "--arch", default="small_cnn", help="model architecture (small_cnn, preact_resnet18, ...)"
+    )
     p.add_argument("--synthetic", action="store_true", help="random CIFAR-shaped batches (3x32x32)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train_overhead")
     args = p.parse_args(argv)
@@ -149,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             "amp": args.amp,
             "channels_last": args.channels_last,
             "device": str(device),
-            "data": "synthetic CIFAR-shaped batch (3x32x32)" if args.synthetic else "Fashion-MNIST batch",
+            "data": "synthetic CIFAR-shaped batch (3x32x32)"
+            if args.synthetic
+            else "Fashion-MNIST batch",
         },
         # 15 epochs of RS-FGSM on 50k images at the measured step time (Wong et al. 2020: 12 min).
         "projected_rs_fgsm_15_epochs_50k_s": 15 * -(-50000 // args.batch_size) * med["rs_fgsm"],

@@ -41,8 +41,22 @@ ATTACKS = ["fgsm", "fgsm_pred", "step_ll", "step_rnd", "iter_basic", "iter_ll", 
 # Why these numbers: a 12k-image subset and 4 epochs bring the width-0.5 CNN to ~87% clean
 # accuracy in well under a minute per model on 2 CPU cores; 1000 test images give accuracies to
 # about ±1.5 points; APGD with 25 steps keeps the whole evaluation within the time budget.
-FULL = {"n_train": 12000, "epochs": 4, "n_test": 1000, "apgd_steps": 25, "batch_size": 128, "width": 0.5}
-QUICK = {"n_train": 1500, "epochs": 1, "n_test": 200, "apgd_steps": 5, "batch_size": 100, "width": 0.5}
+FULL = {
+    "n_train": 12000,
+    "epochs": 4,
+    "n_test": 1000,
+    "apgd_steps": 25,
+    "batch_size": 128,
+    "width": 0.5,
+}
+QUICK = {
+    "n_train": 1500,
+    "epochs": 1,
+    "n_test": 200,
+    "apgd_steps": 5,
+    "batch_size": 100,
+    "width": 0.5,
+}
 
 MODELS: dict[str, dict[str, Any]] = {
     "baseline": {"name": "clean"},
@@ -51,13 +65,19 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 
 
-def demo_config(recipe: dict[str, Any], size: dict[str, Any], data_dir: str | None, device: str) -> TrainConfig:
+def demo_config(
+    recipe: dict[str, Any], size: dict[str, Any], data_dir: str | None, device: str
+) -> TrainConfig:
     """The training config of one demo model."""
     return validate_config(
         {
             "model": {"arch": "small_cnn", "kwargs": {"width": size["width"]}},
-            "data": {"name": "fashion-mnist", "data_dir": data_dir, "n_train": size["n_train"],
-                     "n_val": min(size["n_test"], 500)},
+            "data": {
+                "name": "fashion-mnist",
+                "data_dir": data_dir,
+                "n_train": size["n_train"],
+                "n_val": min(size["n_test"], 500),
+            },
             "recipe": recipe,
             "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
             "schedule": {"name": "cosine"},
@@ -66,8 +86,12 @@ def demo_config(recipe: dict[str, Any], size: dict[str, Any], data_dir: str | No
             "device": device,
             "seed": 0,
             # The demo evaluates every model itself below, with every attack.
-            "eval": {"attacks": ["fgsm", "pgd"], "eps": [8.0], "n": min(size["n_test"], 500),
-                     "label_leak": False},
+            "eval": {
+                "attacks": ["fgsm", "pgd"],
+                "eps": [8.0],
+                "n": min(size["n_test"], 500),
+                "label_leak": False,
+            },
             "tensorboard": False,
         },
         TrainConfig,
@@ -94,28 +118,62 @@ def run_demo(
     test = load_dataset("fashion-mnist", "test", data_dir).take(size["n_test"], seed=1)
     results = Results(
         kind="demo",
-        config={"models": MODELS, "attacks": ATTACKS, "eps": EPS, "label_leak_eps": LEAK_EPS, "eps_unit": EPS_UNIT, **size,
-                "dataset": "fashion-mnist", "device": str(dev)},
+        config={
+            "models": MODELS,
+            "attacks": ATTACKS,
+            "eps": EPS,
+            "label_leak_eps": LEAK_EPS,
+            "eps_unit": EPS_UNIT,
+            **size,
+            "dataset": "fashion-mnist",
+            "device": str(dev),
+        },
         complete=False,
     )
     eval_results: list[tuple[str, Results]] = []
     for name, recipe in MODELS.items():
-        _say(f"[demo] training {name} ({recipe['name']}"
-             + (f", {recipe['method']}" if "method" in recipe else "") + ")", progress)
+        _say(
+            f"[demo] training {name} ({recipe['name']}"
+            + (f", {recipe['method']}" if "method" in recipe else "")
+            + ")",
+            progress,
+        )
         cfg = demo_config(recipe, size, None if data_dir is None else str(data_dir), str(dev))
         run_dir = out / "train" / name
         summary = train(cfg, run_dir, force=True)
         model = load_model(run_dir / "model", device=dev)
-        save_model(model, out / "models" / name, dataset="fashion-mnist", classes=test.classes,
-                   training={"recipe": recipe, "summary_file": str(run_dir / "summary.json")})
+        save_model(
+            model,
+            out / "models" / name,
+            dataset="fashion-mnist",
+            classes=test.classes,
+            training={"recipe": recipe, "summary_file": str(run_dir / "summary.json")},
+        )
 
-        _say(f"[demo] attacking {name}: {', '.join(ATTACKS)} at eps {', '.join(f'{e:g}' for e in EPS)}/255",
-             progress)
-        report = evaluate(model, test, attacks=ATTACKS, eps=EPS, batch_size=500, device=dev, seed=0,
-                          attack_kwargs={"apgd": {"steps": size["apgd_steps"]}}, progress=progress)
+        _say(
+            f"[demo] attacking {name}: {', '.join(ATTACKS)} at eps {', '.join(f'{e:g}' for e in EPS)}/255",
+            progress,
+        )
+        report = evaluate(
+            model,
+            test,
+            attacks=ATTACKS,
+            eps=EPS,
+            batch_size=500,
+            device=dev,
+            seed=0,
+            attack_kwargs={"apgd": {"steps": size["apgd_steps"]}},
+            progress=progress,
+        )
         leaks = label_leak(model, test, LEAK_EPS, device=dev, seed=0)
-        ev = report.to_results({"model": name, "checkpoint": str(out / "models" / name),
-                                "dataset": "fashion-mnist", "n": len(test)})
+        ev = report.to_results(
+            {
+                "model": name,
+                "checkpoint": str(out / "models" / name),
+                "dataset": "fashion-mnist",
+                "n": len(test),
+            }
+        )
         ev.records.extend({"check": "label_leak", "model": name, **row} for row in leaks)
         ev.summary["label_leak"] = any(row["leak"] for row in leaks)
         ev.save(out / "eval" / f"{name}.json")
@@ -148,14 +206,19 @@ def _say(text: str, progress: bool) -> None:
 
 
 def _summary_text(results: Results, out: Path, html: Path) -> str:
-    lines = [f"\n[demo] done in {results.summary['seconds']:.0f} s. Top-1 accuracy (%) at eps 8/255:"]
+    lines = [
+        f"\n[demo] done in {results.summary['seconds']:.0f} s. Top-1 accuracy (%) at eps 8/255:"
+    ]
     head = f"  {'model':18s} {'clean':>6s} " + " ".join(f"{a:>10s}" for a in ATTACKS)
     lines.append(head)
     for name in MODELS:
         accs = []
         for a in ATTACKS:
-            rec = [r for r in results.records if r.get("model") == name and r.get("attack") == a
-                   and r.get("eps") == 8.0]
+            rec = [
+                r
+                for r in results.records
+                if r.get("model") == name and r.get("attack") == a and r.get("eps") == 8.0
+            ]
             accs.append(f"{100 * rec[0]['accuracy']:10.1f}" if rec else f"{'-':>10s}")
         clean = 100 * results.summary[name]["clean_accuracy"]
         leak = "  <- label leaking" if results.summary[name]["label_leak"] else ""

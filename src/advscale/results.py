@@ -98,7 +98,7 @@ def load_results(path: str | os.PathLike) -> Results:
     except json.JSONDecodeError as e:
         raise ResultsError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
-        raise ResultsError(f"{path}: not an advscale results file (expected \"schema\": \"{SCHEMA}\")")
+        raise ResultsError(f'{path}: not an advscale results file (expected "schema": "{SCHEMA}")')
     version = raw.get("version")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise ResultsError(
@@ -128,7 +128,9 @@ def records_table(records: Iterable[dict[str, Any]], columns: list[str]) -> list
         for c in columns:
             v = r.get(c, "")
             if isinstance(v, float):
-                row.append(f"{100 * v:.1f}" if ("acc" in c or c in {"ratio", "rate"}) else f"{v:.3g}")
+                row.append(
+                    f"{100 * v:.1f}" if ("acc" in c or c in {"ratio", "rate"}) else f"{v:.3g}"
+                )
             else:
                 row.append(str(v))
         rows.append(row)

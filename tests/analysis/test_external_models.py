@@ -147,18 +147,28 @@ def test_factory_with_weights_and_clear_errors(tiny_models, fmnist, tmp_path, mo
 
 def test_timm_name_with_local_weights_file_loads_and_keeps_its_normalization(tmp_path):
     timm = pytest.importorskip(
-        "timm", reason="timm needs a torchvision that matches torch; `make test-timm` runs this test"
+        "timm",
+        reason="timm needs a torchvision that matches torch; `make test-timm` runs this test",
     )
     src = timm.create_model("resnet18", pretrained=False, num_classes=10).eval()
-    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(tmp_path / "r18.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in src.state_dict().items()}, str(tmp_path / "r18.safetensors")
+    )
     model = load_external_model(f"timm:resnet18@{tmp_path / 'r18.safetensors'}", num_classes=10)
     assert model.meta["kind"] == "timm" and not model.training
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         # the wrapper resizes to the network's input size and applies timm's normalization
-        expected = src(model.normalize(torch.nn.functional.interpolate(
-            x, size=model.input_size, mode="bilinear", align_corners=False)))
+        expected = src(
+            model.normalize(
+                torch.nn.functional.interpolate(
+                    x, size=model.input_size, mode="bilinear", align_corners=False
+                )
+            )
+        )
         assert torch.allclose(model(x), expected, atol=1e-4)
     assert model.mean == pytest.approx(list(src.pretrained_cfg["mean"]), abs=1e-6)
-    with pytest.raises(UserError, match="outputs 10 classes but num_classes=5|size mismatch|mismatched"):
+    with pytest.raises(
+        UserError, match="outputs 10 classes but num_classes=5|size mismatch|mismatched"
+    ):
         load_external_model(f"timm:resnet18@{tmp_path / 'r18.safetensors'}", num_classes=5)

@@ -30,7 +30,9 @@ class Trained:
 
 
 @pytest.fixture(scope="session")
-def trained(fmnist: Callable[..., ImageDataset], tiny_trainer: Callable[..., Classifier]) -> Trained:
+def trained(
+    fmnist: Callable[..., ImageDataset], tiny_trainer: Callable[..., Classifier]
+) -> Trained:
     """The session's tiny model (eval mode) and TEST_N stratified test images."""
     model = tiny_trainer(fmnist("train", n=TRAIN_N, seed=0))
     x, y = fmnist("test", n=TEST_N, seed=1).tensors()

@@ -13,10 +13,11 @@ TRAIN_N, TEST_N = 2000, 150
 
 
 @pytest.fixture(scope="session")
-def tiny_model(fmnist: Callable[..., ImageDataset], tiny_trainer: Callable[..., Classifier]) -> Classifier:
+def tiny_model(
+    fmnist: Callable[..., ImageDataset], tiny_trainer: Callable[..., Classifier]
+) -> Classifier:
     """The session's clean-trained tiny model, in eval mode."""
     return tiny_trainer(fmnist("train", n=TRAIN_N, seed=0))
-
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,23 @@ from advscale.models import save_model
 from advscale.results import load_results
 
 
+def _eval_args(ckpt, data_dir, out, *extra: str) -> list[str]:
+    return [
+        "eval",
+        *("--model", str(ckpt), "--data-dir", str(data_dir), "--n", "60"),
+        *("--out", str(out), "--device", "cpu", *extra),
+    ]
+
+
 def test_eval_command_writes_every_attack_and_eps(tiny_model, fmnist_dir, tmp_path, capsys):
     ckpt = tmp_path / "tiny"
     save_model(tiny_model, ckpt, dataset="fashion-mnist")
     out = tmp_path / "eval" / "results.json"
-    rc = main(["eval", "--model", str(ckpt), "--data-dir", str(fmnist_dir), "--attacks", "fgsm,apgd",
-               "--eps", "2,8", "--n", "60", "--apgd-steps", "5", "--out", str(out), "--device", "cpu"])
+    rc = main(
+        _eval_args(
+            ckpt, fmnist_dir, out, "--attacks", "fgsm,apgd", "--eps", "2,8", "--apgd-steps", "5"
+        )
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "8/255" in printed and "worst_case" in printed and str(out) in printed
@@ -28,9 +39,8 @@ def test_eval_command_writes_every_attack_and_eps(tiny_model, fmnist_dir, tmp_pa
 
     # --no-fuse attacks the model as loaded: same verdicts up to float rounding.
     plain = tmp_path / "plain.json"
-    assert main(["eval", "--model", str(ckpt), "--data-dir", str(fmnist_dir), "--attacks", "fgsm",
-                 "--eps", "8", "--n", "60", "--no-fuse", "--no-unbounded-check", "--out", str(plain),
-                 "--device", "cpu"]) == 0
+    args = _eval_args(ckpt, fmnist_dir, plain, "--attacks", "fgsm", "--eps", "8")
+    assert main([*args, "--no-fuse", "--no-unbounded-check"]) == 0
     res_plain = load_results(plain)
     assert not res_plain.config["fused"]
     (a,), (b,) = res_plain.select(attack="fgsm", eps=8.0), res.select(attack="fgsm", eps=8.0)

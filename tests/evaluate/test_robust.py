@@ -47,19 +47,38 @@ def test_worst_case_is_per_example_and_below_every_attack(report):
         for a in ("fgsm", "pgd"):
             assert wc["accuracy"] <= report.record(a, e)["accuracy"]
             assert wc["top5"] <= report.record(a, e)["top5"]
-        assert wc["forward"] == report.record("fgsm", e)["forward"] + report.record("pgd", e)["forward"]
+        assert (
+            wc["forward"]
+            == report.record("fgsm", e)["forward"] + report.record("pgd", e)["forward"]
+        )
 
 
 def test_pgd_accuracy_falls_with_eps(report):
     acc = [report.record("pgd", e)["accuracy"] for e in EPS]
     assert report.clean_accuracy > acc[0] > acc[1] > acc[2]
     assert acc[2] < 0.5 * report.clean_accuracy
-    assert not [w for w in report.warnings if w["check"] == "accuracy_falls_with_eps" and w["attack"] == "pgd"]
+    assert not [
+        w
+        for w in report.warnings
+        if w["check"] == "accuracy_falls_with_eps" and w["attack"] == "pgd"
+    ]
 
 
 def test_records_follow_the_results_schema(report, tmp_path):
-    keys = {"attack", "eps", "eps_unit", "accuracy", "top5", "clean_accuracy", "clean_top5", "ratio",
-            "seconds", "forward", "backward", "n"}
+    keys = {
+        "attack",
+        "eps",
+        "eps_unit",
+        "accuracy",
+        "top5",
+        "clean_accuracy",
+        "clean_top5",
+        "ratio",
+        "seconds",
+        "forward",
+        "backward",
+        "n",
+    }
     assert len(report.records) == len(EPS) * 3
     for r in report.records:
         assert keys <= set(r), r
@@ -77,15 +96,30 @@ def test_records_follow_the_results_schema(report, tmp_path):
 
 def test_same_seed_same_numbers(tiny_model, test_set):
     def run():
-        r = evaluate(tiny_model, test_set, attacks=["pgd"], eps=[4], n=60, progress=False, seed=3, checks=False)
+        r = evaluate(
+            tiny_model,
+            test_set,
+            attacks=["pgd"],
+            eps=[4],
+            n=60,
+            progress=False,
+            seed=3,
+            checks=False,
+        )
         return r.robust_mask[("pgd", 4.0)]
 
     assert torch.equal(run(), run())
 
 
 def test_cascade_same_worst_case_for_fewer_passes(tiny_model, test_set):
-    kw = dict(attacks=["pgd", "apgd"], eps=[4], attack_kwargs={"apgd": {"steps": 10}}, n=120,
-              progress=False, checks=False)
+    kw = dict(
+        attacks=["pgd", "apgd"],
+        eps=[4],
+        attack_kwargs={"apgd": {"steps": 10}},
+        n=120,
+        progress=False,
+        checks=False,
+    )
     full = evaluate(tiny_model, test_set, **kw)
     casc = evaluate(tiny_model, test_set, cascade=True, **kw)
     wc_full, wc_casc = full.record(WORST_CASE, 4), casc.record(WORST_CASE, 4)
@@ -100,7 +134,9 @@ def test_cascade_same_worst_case_for_fewer_passes(tiny_model, test_set):
 
 def test_tensor_pair_input_and_bad_arguments(tiny_model, test_set):
     x, y = test_set.tensors()
-    r = evaluate(tiny_model, (x[:40], y[:40]), attacks=["fgsm"], eps=[4], progress=False, checks=False)
+    r = evaluate(
+        tiny_model, (x[:40], y[:40]), attacks=["fgsm"], eps=[4], progress=False, checks=False
+    )
     assert r.n == 40
     with pytest.raises(UserError, match="allowed: .*pgd"):
         evaluate(tiny_model, test_set, attacks=["pgdd"], eps=[8], progress=False)

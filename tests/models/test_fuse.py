@@ -73,8 +73,15 @@ def test_evaluate_reports_the_same_robustness_fused_or_not(trained, fmnist):
         assert abs(r_fast["accuracy"] - r_plain["accuracy"]) <= 1 / 150 + 1e-9
     assert trained.training is False and all(p.requires_grad for p in trained.parameters())
     # An attack that keeps the model's mode gets the model itself: a folded copy is eval-only.
-    keep = evaluate(trained, test, attacks=["pgd"], eps=[8], progress=False, checks=False,
-                    attack_kwargs={"pgd": {"mode": "keep", "steps": 2}})
+    keep = evaluate(
+        trained,
+        test,
+        attacks=["pgd"],
+        eps=[8],
+        progress=False,
+        checks=False,
+        attack_kwargs={"pgd": {"mode": "keep", "steps": 2}},
+    )
     assert not keep.config["fused"] and keep.config["folded_batchnorm"] == 0
 
 

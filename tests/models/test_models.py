@@ -23,7 +23,11 @@ from advscale.models import (
         ("small_cnn", {"num_classes": 10, "in_channels": 1, "width": 0.5}, (2, 1, 28, 28)),
         ("small_cnn", {"num_classes": 7, "in_channels": 3, "width": 2.0}, (2, 3, 32, 32)),
         ("preact_resnet18", {"num_classes": 10, "in_channels": 3, "width": 0.25}, (2, 3, 32, 32)),
-        ("wide_resnet", {"num_classes": 10, "in_channels": 3, "depth": 10, "widen": 1}, (2, 3, 32, 32)),
+        (
+            "wide_resnet",
+            {"num_classes": 10, "in_channels": 3, "depth": 10, "widen": 1},
+            (2, 3, 32, 32),
+        ),
     ],
 )
 def test_registry_builds_models_that_return_logits(arch, kwargs, shape):
@@ -34,7 +38,10 @@ def test_registry_builds_models_that_return_logits(arch, kwargs, shape):
 
 
 def test_width_multiplier_scales_capacity():
-    n = [sum(p.numel() for p in create_model("small_cnn", width=w).parameters()) for w in (0.5, 1.0, 2.0)]
+    n = [
+        sum(p.numel() for p in create_model("small_cnn", width=w).parameters())
+        for w in (0.5, 1.0, 2.0)
+    ]
     assert n[0] < n[1] < n[2]
 
 
@@ -57,7 +64,9 @@ def test_normalization_lives_in_the_model():
 
 
 def test_checkpoint_round_trip_is_exact_and_eval_mode(tmp_path):
-    model = build_classifier("small_cnn", {"num_classes": 10, "in_channels": 1, "width": 0.5}, (0.3,), (0.35,))
+    model = build_classifier(
+        "small_cnn", {"num_classes": 10, "in_channels": 1, "width": 0.5}, (0.3,), (0.35,)
+    )
     model.train()
     model(torch.rand(8, 1, 28, 28))  # move batch-norm statistics away from their init
     save_model(model, tmp_path / "m", dataset="fashion-mnist", classes=[str(i) for i in range(10)])

@@ -109,3 +109,12 @@ def test_two_processes_match_one_with_the_same_global_batch(fmnist_dir, tmp_path
     ][0]
     assert ep1["train_loss"] == pytest.approx(ep0["train_loss"], rel=1e-4)
     assert ep1["train_acc"] == pytest.approx(ep0["train_acc"], abs=1e-9)
+
+    # Launched again into the finished run: every process refuses with the same clear error and
+    # leaves the process group cleanly (no abort, no hang); the run on disk is untouched.
+    before = (tmp_path / "two/model.safetensors").read_bytes()
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode != 0
+    assert again.stderr.count("already holds a run") >= 2, again.stderr[-4000:]
+    assert "terminate called" not in again.stderr and "SIGABRT" not in again.stderr
+    assert (tmp_path / "two/model.safetensors").read_bytes() == before

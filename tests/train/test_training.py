@@ -208,3 +208,34 @@ def test_nan_loss_stops_with_step_and_batch_and_keeps_the_checkpoint(
     state = load_checkpoint(last, Classifier(NaNAfter(after=5), (0.286,), (0.353,)))
     assert state["step"] == 4
     assert not (tmp_path / "run/summary.json").exists()
+
+
+def test_a_finished_run_frees_its_trainer_without_the_garbage_collector(
+    fmnist_dir, tmp_path, tiny_settings
+):
+    """No reference cycle outlives run(): under torchrun, a trainer kept alive until interpreter
+    exit holds DDP's process group, and gloo's threads then abort the process."""
+    import gc
+    import weakref
+
+    # torch.fx.wrap, run when torch._dynamo is first imported (by the first optimizer), keeps the
+    # importer's frames alive for good; import it here so the test sees advscale's own references.
+    import torch._dynamo  # noqa: F401
+
+    from advscale.train.loop import Trainer
+
+    cfg = load_config(
+        None,
+        tiny_settings(
+            **{"data.n_train": 64, "data.n_val": 32, "eval.n": 32, "recipe.name": "fgsm"}
+        ),
+    )
+    gc.disable()
+    try:
+        trainer = Trainer(cfg, tmp_path / "run")
+        trainer.run()
+        ref = weakref.ref(trainer)
+        del trainer
+        assert ref() is None
+    finally:
+        gc.enable()

@@ -79,13 +79,15 @@ def run_eval_command(args: argparse.Namespace) -> int:
         attacks, missing = preset_attacks(preset)
         cascade = True
         if missing:
-            warnings.append({
-                "check": "preset",
-                "message": (
-                    f"preset {preset!r}: {', '.join(missing)} not available in this installation; "
-                    f"ran {', '.join(attacks)} only, so robust accuracy may be overstated"
-                ),
-            })
+            warnings.append(
+                {
+                    "check": "preset",
+                    "message": (
+                        f"preset {preset!r}: {', '.join(missing)} not available in this installation; "
+                        f"ran {', '.join(attacks)} only, so robust accuracy may be overstated"
+                    ),
+                }
+            )
     attack_kwargs: dict[str, dict[str, Any]] = {}
     apgd_steps = getattr(args, "apgd_steps", None)
     if apgd_steps is not None:
@@ -97,22 +99,40 @@ def run_eval_command(args: argparse.Namespace) -> int:
     model = load_any_model(args.model, device)
     from advscale.models.external import check_classes, data_options
 
-    data = load_dataset(args.data, args.split, args.data_dir, **data_options(model, args.data)).take(args.n)
+    data = load_dataset(
+        args.data, args.split, args.data_dir, **data_options(model, args.data)
+    ).take(args.n)
 
     check_classes(model, data.classes, str(args.model), f"{args.data} ({args.split})")
     report = evaluate(
-        model, data, attacks=attacks, eps=args.eps, batch_size=args.batch_size, cascade=cascade,
-        attack_kwargs=attack_kwargs, device=device, seed=args.seed, progress=True,
+        model,
+        data,
+        attacks=attacks,
+        eps=args.eps,
+        batch_size=args.batch_size,
+        cascade=cascade,
+        attack_kwargs=attack_kwargs,
+        device=device,
+        seed=args.seed,
+        progress=True,
         check_unbounded=not getattr(args, "no_unbounded_check", False),
         fuse=not getattr(args, "no_fuse", False),
     )
     report.warnings[:0] = warnings
-    results = report.to_results({
-        "command": "eval", "model": str(args.model), "data": args.data, "split": args.split,
-        "data_dir": str(args.data_dir) if args.data_dir else None, "preset": preset,
-    })
-    print(f"{args.model} on {args.data}/{args.split}, n={report.n}, clean accuracy "
-          f"{100 * report.clean_accuracy:.1f}%" + ("" if not cascade else ", cascade"))
+    results = report.to_results(
+        {
+            "command": "eval",
+            "model": str(args.model),
+            "data": args.data,
+            "split": args.split,
+            "data_dir": str(args.data_dir) if args.data_dir else None,
+            "preset": preset,
+        }
+    )
+    print(
+        f"{args.model} on {args.data}/{args.split}, n={report.n}, clean accuracy "
+        f"{100 * report.clean_accuracy:.1f}%" + ("" if not cascade else ", cascade")
+    )
     print(format_table(report.records))
     if report.warnings:
         print(format_warnings(report.warnings))

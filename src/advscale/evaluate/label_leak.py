@@ -27,7 +27,9 @@ LABEL_LEAK_ATTACKS = ("fgsm", "fgsm_pred", "step_ll")
 DEFAULT_LEAK_MARGIN = 0.02
 
 
-def leak_flag(clean: float, fgsm: float, fgsm_pred: float, margin: float = DEFAULT_LEAK_MARGIN) -> bool:
+def leak_flag(
+    clean: float, fgsm: float, fgsm_pred: float, margin: float = DEFAULT_LEAK_MARGIN
+) -> bool:
     """Whether accuracies (in [0, 1]) show label leaking: FGSM accuracy above clean accuracy,
     or above FGSM-pred accuracy by more than ``margin``.
 
@@ -69,25 +71,37 @@ def label_leak(
         ``fgsm_pred_accuracy``, ``step_ll_accuracy``, ``leaked`` (share of all examples whose
         label leaked), ``leak`` (:func:`leak_flag`) and ``margin``.
     """
-    report = evaluate(model, data, attacks=LABEL_LEAK_ATTACKS, eps=eps_list, batch_size=batch_size,
-                      device=device, seed=seed, progress=progress, n=n, checks=False)
+    report = evaluate(
+        model,
+        data,
+        attacks=LABEL_LEAK_ATTACKS,
+        eps=eps_list,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        progress=progress,
+        n=n,
+        checks=False,
+    )
     rows = []
     for e in report.config["eps"]:
         fgsm = report.final_mask[("fgsm", e)]
         pred = report.final_mask[("fgsm_pred", e)]
         acc = {a: float(report.final_mask[(a, e)].float().mean()) for a in LABEL_LEAK_ATTACKS}
-        rows.append({
-            "eps": e,
-            "eps_unit": EPS_UNIT,
-            "n": report.n,
-            "clean_accuracy": report.clean_accuracy,
-            "fgsm_accuracy": acc["fgsm"],
-            "fgsm_pred_accuracy": acc["fgsm_pred"],
-            "step_ll_accuracy": acc["step_ll"],
-            "leaked": float((fgsm & ~pred).float().mean()),
-            "leak": leak_flag(report.clean_accuracy, acc["fgsm"], acc["fgsm_pred"], margin),
-            "margin": margin,
-        })
+        rows.append(
+            {
+                "eps": e,
+                "eps_unit": EPS_UNIT,
+                "n": report.n,
+                "clean_accuracy": report.clean_accuracy,
+                "fgsm_accuracy": acc["fgsm"],
+                "fgsm_pred_accuracy": acc["fgsm_pred"],
+                "step_ll_accuracy": acc["step_ll"],
+                "leaked": float((fgsm & ~pred).float().mean()),
+                "leak": leak_flag(report.clean_accuracy, acc["fgsm"], acc["fgsm_pred"], margin),
+                "margin": margin,
+            }
+        )
     return rows
 
 

@@ -43,23 +43,28 @@ def check_outputs(model: nn.Module, x: Tensor, y: Tensor) -> list[dict[str, Any]
     with model_mode(model, "eval"), torch.enable_grad():
         xg = x.detach().clone().requires_grad_(True)
         out = model(xg)
-        if out.requires_grad:  # not so when the forward detaches its input and has no trainable part
-            (grad,) = torch.autograd.grad(F.cross_entropy(out.float(), y, reduction="sum"), xg,
-                                          allow_unused=True)
+        if (
+            out.requires_grad
+        ):  # not so when the forward detaches its input and has no trainable part
+            (grad,) = torch.autograd.grad(
+                F.cross_entropy(out.float(), y, reduction="sum"), xg, allow_unused=True
+            )
     out = out.detach().float()
     rows_prob = (out >= -1e-6).all(1) & ((out.sum(1) - 1).abs() < 1e-3)
     share = float(rows_prob.float().mean())
     if share >= 0.95:
-        warnings.append({
-            "check": "probabilities",
-            "message": (
-                f"the model's outputs look like probabilities ({share:.0%} of {len(out)} clean rows "
-                "are non-negative and sum to 1): attacks expect logits, and cross-entropy on "
-                "softmax outputs has vanishing gradients, so robust accuracy is likely "
-                "overstated; evaluate the model without its final softmax"
-            ),
-            "share": share,
-        })
+        warnings.append(
+            {
+                "check": "probabilities",
+                "message": (
+                    f"the model's outputs look like probabilities ({share:.0%} of {len(out)} clean rows "
+                    "are non-negative and sum to 1): attacks expect logits, and cross-entropy on "
+                    "softmax outputs has vanishing gradients, so robust accuracy is likely "
+                    "overstated; evaluate the model without its final softmax"
+                ),
+                "share": share,
+            }
+        )
     if grad is None:
         dead = torch.ones(len(x), dtype=torch.bool, device=x.device)
     else:
@@ -67,22 +72,31 @@ def check_outputs(model: nn.Module, x: Tensor, y: Tensor) -> list[dict[str, Any]
         dead = (flat.abs().amax(1) == 0) | ~torch.isfinite(flat).all(1)
     share = float(dead.float().mean())
     if share >= ZERO_GRAD_FRACTION:
-        warnings.append({
-            "check": "zero_gradients",
-            "message": (
-                f"input gradients of the loss are zero or not finite for {share:.0%} of {len(x)} "
-                "clean examples: gradient attacks get no signal there (quantization, "
-                "non-differentiable preprocessing, detached inputs or saturated outputs), so "
-                "their robust accuracy is not trustworthy; check with a gradient-free attack "
-                "(square) or attack a differentiable approximation of the model"
-            ),
-            "share": share,
-        })
+        warnings.append(
+            {
+                "check": "zero_gradients",
+                "message": (
+                    f"input gradients of the loss are zero or not finite for {share:.0%} of {len(x)} "
+                    "clean examples: gradient attacks get no signal there (quantization, "
+                    "non-differentiable preprocessing, detached inputs or saturated outputs), so "
+                    "their robust accuracy is not trustworthy; check with a gradient-free attack "
+                    "(square) or attack a differentiable approximation of the model"
+                ),
+                "share": share,
+            }
+        )
     return warnings
 
 
-def check_unbounded(model: nn.Module, x: Tensor, y: Tensor, *, seed: int = 0, steps: int = 20,
-                    max_accuracy: float = UNBOUNDED_MAX_ACCURACY) -> list[dict[str, Any]]:
+def check_unbounded(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    seed: int = 0,
+    steps: int = 20,
+    max_accuracy: float = UNBOUNDED_MAX_ACCURACY,
+) -> list[dict[str, Any]]:
     """The ``unbounded`` check: PGD at ε = 255/255 on clean-correct examples ``(x, y)``."""
     if len(x) == 0:
         return []
@@ -92,17 +106,19 @@ def check_unbounded(model: nn.Module, x: Tensor, y: Tensor, *, seed: int = 0, st
     acc = float(still.float().mean())
     if acc <= max_accuracy:
         return []
-    return [{
-        "check": "unbounded",
-        "message": (
-            f"PGD-{steps} with eps = 255/255, which may produce any image, leaves {acc:.1%} of "
-            f"{len(x)} clean-correct examples correctly classified; an unbounded attack should "
-            "reach ~0%, so the gradients do not lead the attack (gradient masking) and robust "
-            "accuracy at small eps is not trustworthy"
-        ),
-        "eps": 255.0,
-        "accuracy": acc,
-    }]
+    return [
+        {
+            "check": "unbounded",
+            "message": (
+                f"PGD-{steps} with eps = 255/255, which may produce any image, leaves {acc:.1%} of "
+                f"{len(x)} clean-correct examples correctly classified; an unbounded attack should "
+                "reach ~0%, so the gradients do not lead the attack (gradient masking) and robust "
+                "accuracy at small eps is not trustworthy"
+            ),
+            "eps": 255.0,
+            "accuracy": acc,
+        }
+    ]
 
 
 def check_records(
@@ -131,39 +147,62 @@ def _by_attack(records: Sequence[dict[str, Any]]) -> dict[str, dict[float, float
     return acc
 
 
+def _eps_warning(
+    name: str, lo: float, hi: float, by_eps: dict[float, float], message: str
+) -> dict[str, Any]:
+    return {
+        "check": "accuracy_falls_with_eps",
+        "attack": name,
+        "eps": [lo, hi],
+        "accuracy": [by_eps[lo], by_eps[hi]],
+        "message": message,
+    }
+
+
 def _check_eps_trend(records: Sequence[dict[str, Any]], tol: float) -> list[dict[str, Any]]:
     warnings = []
     for name, by_eps in _by_attack(records).items():
         eps = sorted(by_eps)
-        rise = next(((lo, hi) for i, lo in enumerate(eps) for hi in eps[i + 1 :]
-                     if by_eps[hi] > by_eps[lo] + tol), None)
+        rise = next(
+            (
+                (lo, hi)
+                for i, lo in enumerate(eps)
+                for hi in eps[i + 1 :]
+                if by_eps[hi] > by_eps[lo] + tol
+            ),
+            None,
+        )
         if rise is not None:
             lo, hi = rise
-            warnings.append({
-                "check": "accuracy_falls_with_eps", "attack": name, "eps": [lo, hi],
-                "accuracy": [by_eps[lo], by_eps[hi]],
-                "message": (
+            warnings.append(
+                _eps_warning(
+                    name,
+                    lo,
+                    hi,
+                    by_eps,
                     f"{name}: accuracy rises from {by_eps[lo]:.1%} at {lo:g}/255 to "
                     f"{by_eps[hi]:.1%} at {hi:g}/255; a larger budget contains every smaller "
                     "one, so a working attack cannot do worse: a sign of gradient masking or of "
-                    "an attack that overshoots (one-step attacks, label leaking)"
-                ),
-            })
+                    "an attack that overshoots (one-step attacks, label leaking)",
+                )
+            )
             continue
         pos = [e for e in eps if e > 0]
         if len(pos) >= 2 and pos[-1] >= 2 * pos[0]:
             lo, hi = pos[0], pos[-1]
             if by_eps[hi] > tol and by_eps[hi] >= by_eps[lo] - tol:
-                warnings.append({
-                    "check": "accuracy_falls_with_eps", "attack": name, "eps": [lo, hi],
-                    "accuracy": [by_eps[lo], by_eps[hi]],
-                    "message": (
+                warnings.append(
+                    _eps_warning(
+                        name,
+                        lo,
+                        hi,
+                        by_eps,
                         f"{name}: accuracy does not fall from {lo:g}/255 ({by_eps[lo]:.1%}) to "
                         f"{hi:g}/255 ({by_eps[hi]:.1%}) although the budget grew "
                         f"{hi / lo:g}-fold: the attack is not finding its way (gradient masking "
-                        "or too few steps)"
-                    ),
-                })
+                        "or too few steps)",
+                    )
+                )
     return warnings
 
 
@@ -171,8 +210,11 @@ def _one_step_pairs(attacks: Sequence[str]) -> list[tuple[str, str]]:
     # Iter. l.l. aims at the least-likely class, a harder goal than leaving the true one, so it
     # can leave more points correct than step l.l. on a sound model (a clean-trained small_cnn
     # on Fashion-MNIST: 65% against 59% at 8/255); only untargeted pairs are compared.
-    return [(one, it) for one, it in ITERATIVE_OF.items()
-            if one in attacks and it in attacks and it not in TARGETED_ITERATIVE]
+    return [
+        (one, it)
+        for one, it in ITERATIVE_OF.items()
+        if one in attacks and it in attacks and it not in TARGETED_ITERATIVE
+    ]
 
 
 def applicable_record_checks(attacks: Sequence[str], cascade: bool) -> list[str]:
@@ -191,22 +233,32 @@ def _check_one_step(records: Sequence[dict[str, Any]], tol: float) -> list[dict[
     for one, it in _one_step_pairs(list(acc)):
         for e in sorted(set(acc[one]) & set(acc[it])):
             if acc[one][e] < acc[it][e] - tol:
-                warnings.append({
-                    "check": "one_step_vs_iterative", "attack": one, "iterative": it, "eps": e,
-                    "accuracy": [acc[one][e], acc[it][e]],
-                    "message": (
-                        f"{one} leaves {acc[one][e]:.1%} accuracy at {e:g}/255 but its iterative "
-                        f"version {it} leaves {acc[it][e]:.1%}: more steps of the same attack "
-                        "should not do worse, a sign of gradient masking (a jagged loss surface "
-                        "that traps small steps) or of a badly tuned iterative attack"
-                    ),
-                })
+                warnings.append(
+                    {
+                        "check": "one_step_vs_iterative",
+                        "attack": one,
+                        "iterative": it,
+                        "eps": e,
+                        "accuracy": [acc[one][e], acc[it][e]],
+                        "message": (
+                            f"{one} leaves {acc[one][e]:.1%} accuracy at {e:g}/255 but its iterative "
+                            f"version {it} leaves {acc[it][e]:.1%}: more steps of the same attack "
+                            "should not do worse, a sign of gradient masking (a jagged loss surface "
+                            "that traps small steps) or of a badly tuned iterative attack"
+                        ),
+                    }
+                )
     return warnings
 
 
-def _check_gradient_free(records: Sequence[dict[str, Any]], robust_mask: dict[tuple[str, float], Tensor],
-                         clean_mask: Tensor, attacks: Sequence[str], cascade: bool,
-                         tol: float) -> list[dict[str, Any]]:
+def _check_gradient_free(
+    records: Sequence[dict[str, Any]],
+    robust_mask: dict[tuple[str, float], Tensor],
+    clean_mask: Tensor,
+    attacks: Sequence[str],
+    cascade: bool,
+    tol: float,
+) -> list[dict[str, Any]]:
     free = [a for a in attacks if a in GRADIENT_FREE]
     grad = [a for a in attacks if a not in GRADIENT_FREE]
     if not free or not grad:
@@ -230,16 +282,27 @@ def _check_gradient_free(records: Sequence[dict[str, Any]], robust_mask: dict[tu
                 only = robust_all_grad & ~robust_mask[(g, e)]
             share = float(only.float().sum()) / max(n, 1)
             if share > tol:
-                warnings.append({
-                    "check": "gradient_free_vs_gradient", "attack": g, "eps": e, "share": share,
-                    "message": (
-                        f"{g} (no gradients) broke {share:.1%} of the examples at {e:g}/255 that "
-                        f"every gradient attack ({', '.join(grad)}) failed on: the gradients "
-                        "mislead the attacks (gradient masking), so trust the worst case over all "
-                        "attacks, not the gradient attacks alone"
-                    ),
-                })
+                warnings.append(
+                    {
+                        "check": "gradient_free_vs_gradient",
+                        "attack": g,
+                        "eps": e,
+                        "share": share,
+                        "message": (
+                            f"{g} (no gradients) broke {share:.1%} of the examples at {e:g}/255 that "
+                            f"every gradient attack ({', '.join(grad)}) failed on: the gradients "
+                            "mislead the attacks (gradient masking), so trust the worst case over all "
+                            "attacks, not the gradient attacks alone"
+                        ),
+                    }
+                )
     return warnings
 
 
-__all__ = ["GRADIENT_FREE", "applicable_record_checks", "check_outputs", "check_records", "check_unbounded"]
+__all__ = [
+    "GRADIENT_FREE",
+    "applicable_record_checks",
+    "check_outputs",
+    "check_records",
+    "check_unbounded",
+]

@@ -200,7 +200,9 @@ def evaluate(
         with torch.no_grad(), model_mode(model, "eval"):
             _logits(model, example)  # a clear error first if the model cannot take the images
         model = fuse_for_eval(model, example=example)
-    clean_correct, clean_top5_mask, num_classes = _clean_pass(model, images, labels, batch_size, dev)
+    clean_correct, clean_top5_mask, num_classes = _clean_pass(
+        model, images, labels, batch_size, dev
+    )
     n_total = len(labels)
     clean_acc = _mean(clean_correct)
     clean_t5 = _mean(clean_top5_mask) if clean_top5_mask is not None else None
@@ -221,8 +223,13 @@ def evaluate(
     robust_mask: dict[tuple[str, float], Tensor] = {}
     final_mask: dict[tuple[str, float], Tensor] = {}
     base = {"eps_unit": EPS_UNIT, "clean_accuracy": clean_acc, "clean_top5": clean_t5, "n": n_total}
-    bar = tqdm(total=len(eps_levels) * len(attacks) * n_total, unit="img", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(eps_levels) * len(attacks) * n_total,
+        unit="img",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         for e in eps_levels:
             still = clean_correct.clone()  # robust to every attack so far at this ε
@@ -233,10 +240,18 @@ def evaluate(
                 one_step = name in ONE_STEP
                 active = still.clone() if cascade else clean_correct.clone()
                 run = _run_attack(
-                    model, name, e, kwargs_for[name], images, labels,
+                    model,
+                    name,
+                    e,
+                    kwargs_for[name],
+                    images,
+                    labels,
                     # One-step attacks run on every example: accuracy_final needs them all.
                     torch.ones_like(active) if one_step else active,
-                    batch_size, dev, _attack_seed(seed, name, e), bar,
+                    batch_size,
+                    dev,
+                    _attack_seed(seed, name, e),
+                    bar,
                 )
                 robust = active & run.correct
                 still &= robust
@@ -249,8 +264,13 @@ def evaluate(
                 else:
                     rec["top5"] = None
                 rec["ratio"] = _ratio(rec["accuracy"], clean_acc)
-                rec.update(seconds=run.seconds, forward=run.forward, backward=run.backward,
-                           attacked=int(run.attacked.sum()), cascade=cascade)
+                rec.update(
+                    seconds=run.seconds,
+                    forward=run.forward,
+                    backward=run.backward,
+                    attacked=int(run.attacked.sum()),
+                    cascade=cascade,
+                )
                 if one_step:
                     rec["accuracy_final"] = _mean(run.correct)
                     final_mask[(name, e)] = run.correct
@@ -259,18 +279,30 @@ def evaluate(
                 totals[0] += run.seconds
                 totals[1] += run.forward
                 totals[2] += run.backward
-            wc = {"attack": WORST_CASE, "eps": e, **base, "accuracy": _mean(still),
-                  "top5": _mean(top5_all) if top5_all is not None else None}
-            wc.update(ratio=_ratio(wc["accuracy"], clean_acc), seconds=totals[0], forward=totals[1],
-                      backward=totals[2], attacks="+".join(attacks), cascade=cascade)
+            wc = {
+                "attack": WORST_CASE,
+                "eps": e,
+                **base,
+                "accuracy": _mean(still),
+                "top5": _mean(top5_all) if top5_all is not None else None,
+            }
+            wc.update(
+                ratio=_ratio(wc["accuracy"], clean_acc),
+                seconds=totals[0],
+                forward=totals[1],
+                backward=totals[2],
+                attacks="+".join(attacks),
+                cascade=cascade,
+            )
             records.append(wc)
             robust_mask[(WORST_CASE, e)] = still
     finally:
         bar.close()
 
     if checks:
-        warnings += masking.check_records(records, robust_mask, clean_correct, attacks=attacks,
-                                          cascade=cascade)
+        warnings += masking.check_records(
+            records, robust_mask, clean_correct, attacks=attacks, cascade=cascade
+        )
         ran += masking.applicable_record_checks(attacks, cascade)
 
     config = {
@@ -287,9 +319,16 @@ def evaluate(
         "attack_kwargs": {a: dict(kwargs_for[a]) for a in attacks},
     }
     return EvalReport(
-        records=records, warnings=warnings, clean_accuracy=clean_acc, clean_top5=clean_t5,
-        clean_mask=clean_correct, robust_mask=robust_mask, final_mask=final_mask, checks=ran,
-        config=config, device=str(dev),
+        records=records,
+        warnings=warnings,
+        clean_accuracy=clean_acc,
+        clean_top5=clean_t5,
+        clean_mask=clean_correct,
+        robust_mask=robust_mask,
+        final_mask=final_mask,
+        checks=ran,
+        config=config,
+        device=str(dev),
     )
 
 
@@ -303,9 +342,19 @@ class _AttackRun:
     backward: int
 
 
-def _run_attack(model: nn.Module, name: str, eps_level: float, kwargs: dict[str, Any], images: Tensor,
-                labels: Tensor, which: Tensor, batch_size: int, dev: torch.device, seed: int,
-                bar: tqdm) -> _AttackRun:
+def _run_attack(
+    model: nn.Module,
+    name: str,
+    eps_level: float,
+    kwargs: dict[str, Any],
+    images: Tensor,
+    labels: Tensor,
+    which: Tensor,
+    batch_size: int,
+    dev: torch.device,
+    seed: int,
+    bar: tqdm,
+) -> _AttackRun:
     """Run attack ``name`` on the examples selected by ``which``, batch by batch."""
     n = len(labels)
     correct = torch.zeros(n, dtype=torch.bool)
@@ -360,7 +409,9 @@ def _check_attacks(attacks: Sequence[str]) -> list[str]:
         raise UserError("no attacks given; allowed: " + ", ".join(sorted(ATTACKS)))
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown:
-        raise UserError(f"unknown attack(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(ATTACKS))}")
+        raise UserError(
+            f"unknown attack(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(ATTACKS))}"
+        )
     dup = sorted({a for a in attacks if attacks.count(a) > 1})
     if dup:
         raise UserError(f"attack(s) listed twice: {', '.join(dup)}")
@@ -387,7 +438,9 @@ def _check_eps(eps: Sequence[float]) -> list[float]:
     return list(dict.fromkeys(levels))
 
 
-def _merge_kwargs(attacks: list[str], overrides: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+def _merge_kwargs(
+    attacks: list[str], overrides: dict[str, dict[str, Any]] | None
+) -> dict[str, dict[str, Any]]:
     overrides = dict(overrides or {})
     unknown = [k for k in overrides if k not in ATTACKS]
     if unknown:
@@ -396,9 +449,13 @@ def _merge_kwargs(attacks: list[str], overrides: dict[str, dict[str, Any]] | Non
         )
     for k, v in overrides.items():
         if not isinstance(v, dict):
-            raise UserError(f"attack_kwargs[{k!r}] must be a dict of arguments, got {type(v).__name__}")
+            raise UserError(
+                f"attack_kwargs[{k!r}] must be a dict of arguments, got {type(v).__name__}"
+            )
         if "eps" in v or "seed" in v:
-            raise UserError(f"attack_kwargs[{k!r}]: eps and seed are set by evaluate (use eps=, seed=)")
+            raise UserError(
+                f"attack_kwargs[{k!r}]: eps and seed are set by evaluate (use eps=, seed=)"
+            )
     return {a: {**DEFAULT_ATTACK_KWARGS.get(a, {}), **overrides.get(a, {})} for a in attacks}
 
 
@@ -417,7 +474,11 @@ def _as_tensors(data: ImageDataset | tuple[Tensor, Tensor], n: int | None) -> tu
             raise UserError(
                 f"data must be images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}"
             )
-        if images.is_floating_point() and len(images) and (float(images.min()) < 0 or float(images.max()) > 1):
+        if (
+            images.is_floating_point()
+            and len(images)
+            and (float(images.min()) < 0 or float(images.max()) > 1)
+        ):
             raise UserError(
                 f"float images must be in [0, 1], got range [{float(images.min()):.3g}, {float(images.max()):.3g}]"
             )
@@ -425,7 +486,9 @@ def _as_tensors(data: ImageDataset | tuple[Tensor, Tensor], n: int | None) -> tu
         if n is not None:
             images, labels = images[:n], labels[:n]
     else:
-        raise UserError(f"data must be an ImageDataset or an (images, labels) pair, got {type(data).__name__}")
+        raise UserError(
+            f"data must be an ImageDataset or an (images, labels) pair, got {type(data).__name__}"
+        )
     if len(labels) == 0:
         raise UserError(f"no examples to evaluate: the data is empty or n={n!r} selects none")
     return images, labels
@@ -438,8 +501,9 @@ def _pick_device(model: nn.Module, device: str | torch.device | None) -> torch.d
     return p.device if p is not None else torch.device("cpu")
 
 
-def _clean_pass(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int,
-                dev: torch.device) -> tuple[Tensor, Tensor | None, int]:
+def _clean_pass(
+    model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, dev: torch.device
+) -> tuple[Tensor, Tensor | None, int]:
     """Clean top-1 (and top-5 with more than 5 classes) correctness per example, on CPU."""
     correct, top5 = [], []
     k = 0
@@ -465,7 +529,9 @@ def _logits(model: nn.Module, x: Tensor) -> Tensor:
             f"the model cannot take the data's images of shape {tuple(x.shape[1:])}: {str(e).splitlines()[0]}"
         ) from None
     if logits.ndim != 2:
-        raise UserError(f"the model must return (N, classes) scores, got shape {tuple(logits.shape)}")
+        raise UserError(
+            f"the model must return (N, classes) scores, got shape {tuple(logits.shape)}"
+        )
     return logits
 
 
@@ -500,7 +566,18 @@ def _ratio(adv: float, clean: float) -> float | None:
 def format_table(records: Sequence[dict[str, Any]]) -> str:
     """A fixed-width table of eval records: attack, ε, clean %, adversarial %, top-5 %, ratio,
     final % (one-step attacks), seconds, forward and backward passes."""
-    head = ["attack", "eps", "clean %", "adv %", "top-5 %", "ratio", "final %", "seconds", "fwd", "bwd"]
+    head = [
+        "attack",
+        "eps",
+        "clean %",
+        "adv %",
+        "top-5 %",
+        "ratio",
+        "final %",
+        "seconds",
+        "fwd",
+        "bwd",
+    ]
 
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
@@ -524,8 +601,10 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
 
     def line(cells: list[str]) -> str:
         # Attack names read left-aligned, numbers right-aligned.
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
 
     return "\n".join([line(head), "  ".join("-" * w for w in widths), *map(line, rows)])
 

@@ -62,15 +62,21 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON sidecar of a checkpoint, validated."""
     _, sidecar = checkpoint_paths(path)
     if not sidecar.exists():
-        raise CheckpointError(f"{sidecar}: checkpoint sidecar not found (expected next to the .safetensors file)")
+        raise CheckpointError(
+            f"{sidecar}: checkpoint sidecar not found (expected next to the .safetensors file)"
+        )
     try:
         meta = json.loads(sidecar.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{sidecar}: not valid JSON ({e})") from None
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{sidecar}: not an advscale checkpoint sidecar (format={meta.get('format')!r})")
+        raise CheckpointError(
+            f"{sidecar}: not an advscale checkpoint sidecar (format={meta.get('format')!r})"
+        )
     if int(meta.get("version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"{sidecar}: checkpoint version {meta['version']} is newer than this advscale reads")
+        raise CheckpointError(
+            f"{sidecar}: checkpoint version {meta['version']} is newer than this advscale reads"
+        )
     for key in ("arch", "mean", "std"):
         if key not in meta:
             raise CheckpointError(f"{sidecar}: missing key {key!r}")
@@ -106,7 +112,9 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
-def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+def check_state_dict(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
     """Raise CheckpointError listing missing, unexpected and mis-shaped keys, if any."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -118,9 +126,15 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
     )
     if missing or unexpected or mismatched:
         lines = [f"{source} does not match the architecture:"]
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("mismatched", mismatched)):
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("mismatched", mismatched),
+        ):
             if keys:
-                shown = ", ".join(keys[:20]) + (f", ... ({len(keys) - 20} more)" if len(keys) > 20 else "")
+                shown = ", ".join(keys[:20]) + (
+                    f", ... ({len(keys) - 20} more)" if len(keys) > 20 else ""
+                )
                 lines.append(f"  {label} keys ({len(keys)}): {shown}")
         raise CheckpointError("\n".join(lines))
 
@@ -138,7 +152,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> C
     meta = read_sidecar(path)
     try:
         model = build_classifier(
-            meta["arch"], meta.get("arch_kwargs", {}), meta["mean"], meta["std"], meta.get("input_size")
+            meta["arch"],
+            meta.get("arch_kwargs", {}),
+            meta["mean"],
+            meta["std"],
+            meta.get("input_size"),
         )
     except ValueError as e:
         raise CheckpointError(f"{checkpoint_paths(path)[1]}: {e}") from None

@@ -77,7 +77,9 @@ def wide_resnet(
         raise ValueError(f"WideResNet depth must be 6n+4 with n >= 1, got depth={depth}")
     n = (depth - 4) // 6
     widths = (16 * widen, 32 * widen, 64 * widen)
-    net = PreActResNet((n, n, n), widths, num_classes=num_classes, in_channels=in_channels, drop=drop)
+    net = PreActResNet(
+        (n, n, n), widths, num_classes=num_classes, in_channels=in_channels, drop=drop
+    )
     # WRN's stem has 16 channels before the first widened stage.
     net.stem = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
     net.layers[0] = PreActBlock(16, widths[0], 1, drop)

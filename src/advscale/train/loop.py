@@ -13,6 +13,8 @@ A run directory holds::
 
 from __future__ import annotations
 
+import functools
+import gc
 import json
 import math
 import shutil
@@ -219,6 +221,7 @@ class Trainer:
                 f"{out} already holds a run ({', '.join(existing)}); use --resume to continue it or "
                 "--force to overwrite it"
             )
+        barrier(self.dist)  # every process has looked before the first one writes
         if self.dist.is_main:
             for name in existing:
                 p = out / name
@@ -323,8 +326,13 @@ class Trainer:
             self.optimizer = torch.optim.AdamW(
                 self.params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay
             )
+        # functools.partial, not a lambda over self: no reference cycle keeps the trainer (and
+        # DDP's process group) alive past run().
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(cfg, s, self.steps_per_epoch, self.total_steps)
+            self.optimizer,
+            functools.partial(
+                lr_factor, cfg, steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps
+            ),
         )
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
         self.recipe: Recipe = build_recipe(cfg, seed=cfg.seed * 1000 + 17 + 7919 * d.rank)
@@ -715,8 +723,8 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         deterministic_before = torch.are_deterministic_algorithms_enabled()
-        self.setup()
         try:
+            self.setup()  # inside: a process that fails here still leaves the group cleanly
             if self.resume and self._restore() and self.finished:
                 return json.loads((self.out / "summary.json").read_text())
             self._open_tensorboard()
@@ -729,11 +737,22 @@ class Trainer:
             self.finished = True
             self.save("last")
             summary = self._finish()
+            barrier(self.dist)  # no process tears the group down while another still uses it
         finally:
             self._close()
-            shutdown(self.dist)
+            self._release_distributed()
             torch.use_deterministic_algorithms(deterministic_before)
         return summary
+
+    def _release_distributed(self) -> None:
+        """Drop DDP (its reducer holds the process group) and destroy the group now, not at
+        interpreter exit, when gloo's worker threads abort the process."""
+        if getattr(self, "dist", None) is None:
+            return
+        if self.dist.enabled and getattr(self, "train_model", None) is not None:
+            self.train_model = self.gen_model
+            gc.collect()
+        shutdown(self.dist)
 
     # -- the end -----------------------------------------------------------------------------
     def _finish(self) -> dict[str, Any]:
