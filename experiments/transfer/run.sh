@@ -25,5 +25,10 @@ $A compare --config experiments/transfer/compare_fmnist59.yaml --out "$OUT/fmnis
 for r in digits digits_scratch fmnist59 fmnist59_scratch; do
   mkdir -p "experiments/transfer/results/$r"
   cp "$OUT/$r/results.json" "$OUT/$r/compare.md" "$OUT/$r/compare.png" "experiments/transfer/results/$r/"
+  # Each point's summary: its guard checks and events, which README.md quotes.
+  for p in "$OUT/$r"/points/*/; do
+    mkdir -p "experiments/transfer/results/$r/points/$(basename "$p")"
+    cp "$p/summary.json" "experiments/transfer/results/$r/points/$(basename "$p")/"
+  done
 done
 cp "$OUT/pretrain/summary.json" experiments/transfer/results/pretrain_summary.json
