@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import save_results
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -37,7 +38,7 @@ from advscale.attacks import PGD
 from advscale.data import load_dataset
 from advscale.evaluate import WORST_CASE, evaluate, preset_attacks
 from advscale.models import build_classifier, load_model
-from advscale.utils import atomic_write_json, atomic_write_text, environment_info
+from advscale.utils import environment_info
 
 TARGET_GAP_POINTS = 0.5
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,14 +79,6 @@ class Counted(nn.Module):
         if torch.is_grad_enabled() and x.requires_grad:
             x = _CountBackward.apply(x, self.counts)
         return self.model(x)
-
-    @property
-    def forward_count(self) -> int:
-        return self.counts.forward
-
-    @property
-    def backward(self) -> int:
-        return self.counts.backward
 
     def reset(self) -> None:
         self.counts.forward = self.counts.backward = 0
@@ -213,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     model.reset()
     t0 = time.perf_counter()
     ours = cascade(model, x, y, eps, args.seed)
-    ours_s, ours_f, ours_b = time.perf_counter() - t0, model.forward_count, model.backward
+    ours_s, ours_f, ours_b = time.perf_counter() - t0, model.counts.forward, model.counts.backward
 
     model.reset()
     t0 = time.perf_counter()
@@ -221,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=args.seed
     )
     x_aa = torch.cat([aa(x[i : i + 100], y[i : i + 100]) for i in range(0, len(x), 100)])
-    aa_s, aa_f, aa_b = time.perf_counter() - t0, model.forward_count, model.backward
+    aa_s, aa_f, aa_b = time.perf_counter() - t0, model.counts.forward, model.counts.backward
     robust_aa = clean & (predict(model, x_aa) == y)
     print(
         f"AutoAttack: robust accuracy {robust_aa.float().mean():.3f} after {aa_s:.0f}s",
@@ -271,9 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             "met": 100 * (ra_ours - ra_aa) <= TARGET_GAP_POINTS,
         },
     }
-    atomic_write_json(args.out.with_suffix(".json"), result)
-    atomic_write_text(args.out.with_suffix(".md"), markdown(result))
-    print(markdown(result))
+    save_results(args.out, result, markdown)
     return 0
 
 

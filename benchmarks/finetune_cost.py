@@ -27,19 +27,23 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Hashable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+from _common import save_results, sync
+from torch import Tensor
 
-from advscale.transfer import FinetuneTrainer, finetune, load_finetune_config
-from advscale.utils import atomic_write_json, atomic_write_text, environment_info, resolve_device
+from advscale.transfer import FinetuneConfig, FinetuneTrainer, finetune, load_finetune_config
+from advscale.utils import environment_info, resolve_device
 
 RECIPES = ("clean", "fgsm", "pgd")
 MODES = ("full", "linear")
 TARGET_SPEEDUP = 3.5
 TARGET_GAP_POINTS = 1.5
 ROOT = Path(__file__).resolve().parents[1]
+K = TypeVar("K", bound=Hashable)
 
 
 def _overrides(recipe: str, mode: str, args: argparse.Namespace) -> list[str]:
@@ -91,25 +95,36 @@ def run_one(recipe: str, mode: str, args: argparse.Namespace, root: Path) -> dic
     }
 
 
-def step_times(args: argparse.Namespace, root: Path) -> dict[tuple[str, str], dict[str, float]]:
-    """Median seconds per optimizer step of every (recipe, mode), timed round-robin."""
+def build_trainers(configs: dict[K, FinetuneConfig], root: Path) -> dict[K, FinetuneTrainer]:
+    """A set-up :class:`FinetuneTrainer` per configuration, in ``root/steps-KEY``."""
     trainers = {}
-    for mode in MODES:
-        for recipe in RECIPES:
-            cfg = load_finetune_config(
-                ROOT / "configs" / "finetune_fmnist_digits.yaml", _overrides(recipe, mode, args)
-            )
-            t = FinetuneTrainer(cfg, root / f"steps-{recipe}-{mode}", force=True)
-            t.setup()
-            trainers[(recipe, mode)] = t
-    first = next(iter(trainers.values()))
-    x, y = next(iter(first.loader))
-    times: dict[tuple[str, str], list[float]] = {k: [] for k in trainers}
-    for rep in range(args.warmup + args.reps):
+    for key, cfg in configs.items():
+        name = "-".join(map(str, key)) if isinstance(key, tuple) else str(key)
+        t = FinetuneTrainer(cfg, root / f"steps-{name}", force=True)
+        t.setup()
+        trainers[key] = t
+    return trainers
+
+
+def step_times(
+    trainers: dict[K, FinetuneTrainer],
+    warmup: int,
+    reps: int,
+    batch: tuple[Tensor, Tensor] | None = None,
+) -> dict[K, dict[str, float]]:
+    """Median seconds per optimizer step (``train_step``: attack, forward, backward, update) of
+    every trainer, timed round-robin on one batch (default: the first trainer's first batch)
+    after ``warmup`` untimed rounds; the trainer's device is synchronized before each clock read
+    (CUDA runs asynchronously). Also gives each trainer's ``steps_per_epoch``."""
+    x, y = batch if batch is not None else next(iter(next(iter(trainers.values())).loader))
+    times: dict[K, list[float]] = {k: [] for k in trainers}
+    for rep in range(warmup + reps):
         for key, t in trainers.items():
+            sync(t.dist.device)
             start = time.perf_counter()
             t.train_step([(x, y)])
-            if rep >= args.warmup:
+            sync(t.dist.device)
+            if rep >= warmup:
                 times[key].append(time.perf_counter() - start)
     return {
         key: {
@@ -148,24 +163,20 @@ def compare_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def markdown(
-    rows: list[dict[str, Any]],
-    ratios: list[dict[str, Any]],
-    env: dict[str, Any],
-    args: argparse.Namespace,
-) -> str:
+def markdown(res: dict[str, Any]) -> str:
+    rows, ratios, env, cfg = res["runs"], res["ratios"], res["environment"], res["config"]
     lines = [
         "# Fine-tuning cost: clean vs FGSM vs PGD-7, full and linear",
         "",
         f"Fashion-MNIST classes 0-4 robust backbone (small_cnn, PGD-5 ε=8) → scikit-learn digits "
-        f"({args.n_train} training images, {args.epochs} epochs, batch 64), ε={args.eps:g}/255; robust accuracy = worst "
-        f"case of PGD-10 and APGD-CE-20 on {args.n_eval} test digits.",
+        f"({cfg['n_train']} training images, {cfg['epochs']} epochs, batch 64), ε={cfg['eps']:g}/255; robust accuracy = worst "
+        f"case of PGD-10 and APGD-CE-20 on {cfg['n_eval']} test digits.",
         "",
         f"Machine: {env['cpu']} ({env['cpu_count']} cores, {env['torch_threads']} torch threads), "
         f"torch {env['torch']}, device {env['device']}; load average at start {env.get('loadavg_start')}, "
         f"at end {env.get('loadavg_end')}.",
         "",
-        f"s / epoch = median of {args.reps} optimizer steps timed round-robin × steps per epoch; run s / epoch = "
+        f"s / epoch = median of {cfg['reps']} optimizer steps timed round-robin × steps per epoch; run s / epoch = "
         "the median epoch of the fine-tuning run itself (exposed to load changes between runs).",
         "",
         "| recipe | mode | s / epoch | run s / epoch | trainable params | clean % | PGD % | APGD % | robust % | CO events |",
@@ -230,7 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         print("timing optimizer steps round-robin ...", flush=True)
-        steps = step_times(args, Path(tmp))
+        configs = {
+            (recipe, mode): load_finetune_config(
+                ROOT / "configs" / "finetune_fmnist_digits.yaml", _overrides(recipe, mode, args)
+            )
+            for mode in MODES
+            for recipe in RECIPES
+        }
+        steps = step_times(build_trainers(configs, Path(tmp)), args.warmup, args.reps)
         for mode in MODES:
             for recipe in RECIPES:
                 print(f"{recipe} / {mode} ...", flush=True)
@@ -241,23 +259,18 @@ def main(argv: list[str] | None = None) -> int:
     env["loadavg_end"] = round(os.getloadavg()[0], 2)
     ratios = compare_rows(rows)
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    atomic_write_json(
-        args.out.with_suffix(".json"),
-        {
-            "benchmark": "finetune_cost",
-            "environment": env,
-            "config": config,
-            "runs": rows,
-            "ratios": ratios,
-            "targets": {
-                "pgd_over_fgsm_min": TARGET_SPEEDUP,
-                "robust_gap_points_max": TARGET_GAP_POINTS,
-            },
+    result = {
+        "benchmark": "finetune_cost",
+        "environment": env,
+        "config": config,
+        "runs": rows,
+        "ratios": ratios,
+        "targets": {
+            "pgd_over_fgsm_min": TARGET_SPEEDUP,
+            "robust_gap_points_max": TARGET_GAP_POINTS,
         },
-    )
-    md = markdown(rows, ratios, env, args)
-    atomic_write_text(args.out.with_suffix(".md"), md)
-    print(md)
+    }
+    save_results(args.out, result, markdown)
     return 0
 
 

@@ -1,9 +1,12 @@
 """Adversarial fine-tuning throughput of a timm backbone at 224x224, per mode and recipe (GPU).
 
 Every (mode, recipe) runs through the same ``FinetuneTrainer.train_step`` on the same batch,
-timed round-robin after a warm-up; images/s is the batch size over the median step time. The
-batch is synthetic (3x224x224): speed does not depend on the pixel values, and no backbone
-weights are downloaded (random initialization, same cost as pretrained weights).
+timed round-robin after a warm-up (``finetune_cost.step_times``); images/s is the batch size
+over the median step time. The timed batch is synthetic (3x224x224): speed does not depend on
+the pixel values, and no backbone weights are downloaded (random initialization, same cost as
+pretrained weights). Fashion-MNIST must still be on disk (``$ADVSCALE_DATA`` or
+``/usr/share/datasets``): ``FinetuneTrainer.setup()`` loads its training images for the
+trainers' data loaders, which the timed steps do not use.
 
 Usage:
     python benchmarks/finetune_timm_gpu.py --device cuda --model swin_tiny_patch4_window7_224 \
@@ -13,23 +16,23 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from _common import save_results
+from finetune_cost import build_trainers, step_times
 
-from advscale.transfer.finetune import FinetuneTrainer, load_finetune_config
-from advscale.utils import atomic_write_json, atomic_write_text, environment_info
+from advscale.transfer.finetune import FinetuneConfig, load_finetune_config
+from advscale.utils import environment_info
 
 MODES = ("full", "linear", "lora", "bias")
 RECIPES = ("clean", "fgsm", "pgd")
 
 
-def build(mode: str, recipe: str, args: argparse.Namespace, root: Path) -> FinetuneTrainer:
+def config(mode: str, recipe: str, args: argparse.Namespace) -> FinetuneConfig:
     overrides = [
         "backbone.kind=timm",
         f"backbone.name={args.model}",
@@ -49,10 +52,7 @@ def build(mode: str, recipe: str, args: argparse.Namespace, root: Path) -> Finet
         "guard.enabled=false",
         "seed=0",
     ]
-    cfg = load_finetune_config(None, overrides)
-    trainer = FinetuneTrainer(cfg, root / f"{mode}-{recipe}", force=True)
-    trainer.setup()
-    return trainer
+    return load_finetune_config(None, overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
 
-    times: dict[tuple[str, str], list[float]] = {}
     params: dict[str, tuple[int, int]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {(m, r): build(m, r, args, Path(tmp)) for m in MODES for r in RECIPES}
+        configs = {(m, r): config(m, r, args) for m in MODES for r in RECIPES}
+        trainers = build_trainers(configs, Path(tmp))
         dev = next(iter(trainers.values())).dist.device
         g = torch.Generator().manual_seed(0)
         x = torch.rand((args.batch_size, 3, 224, 224), generator=g).to(dev)
@@ -84,18 +84,10 @@ def main(argv: list[str] | None = None) -> int:
                 sum(q.numel() for q in model.parameters() if q.requires_grad),
                 sum(q.numel() for q in model.parameters()),
             )
-        times = {k: [] for k in trainers}
-        for rep in range(args.warmup + args.reps):
-            for k, t in trainers.items():
-                torch.cuda.synchronize(dev) if dev.type == "cuda" else None
-                start = time.perf_counter()
-                t.train_step([(x, y)])
-                torch.cuda.synchronize(dev) if dev.type == "cuda" else None
-                if rep >= args.warmup:
-                    times[k].append(time.perf_counter() - start)
+        steps = step_times(trainers, args.warmup, args.reps, batch=(x, y))
     rows = []
-    for (m, r), v in times.items():
-        med = statistics.median(v)
+    for (m, r), st in steps.items():
+        med = st["median_step_s"]
         rows.append(
             {
                 "mode": m,
@@ -121,10 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out.with_suffix(".json"), res)
-    atomic_write_text(args.out.with_suffix(".md"), to_markdown(res))
-    print(to_markdown(res))
+    save_results(args.out, res, to_markdown)
     return 0
 
 

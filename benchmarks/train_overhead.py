@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import save_results, sync
 
 from advscale.train import Trainer, load_config
-from advscale.utils import atomic_write_json, atomic_write_text, environment_info
+from advscale.utils import environment_info
 
 RECIPES = ("clean", "kurakin", "fgsm", "rs_fgsm", "n_fgsm", "pgd")
 
@@ -74,11 +75,6 @@ def build(recipe: str, args: argparse.Namespace, root: Path) -> Trainer:
     trainer = Trainer(cfg, root / recipe, force=True)
     trainer.setup()
     return trainer
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": args.batch_size,
             "eps": 8,
             "pgd_steps": args.pgd_steps,
-            "kurakin": "k = m/2 = 64 of 128, step_ll",
+            "kurakin": f"k = m/2 = {args.batch_size // 2} of {args.batch_size}, step_ll",
             "warmup": args.warmup,
             "reps": args.reps,
             "threads": torch.get_num_threads(),
@@ -162,10 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": {"before": load_before, "after": load_after},
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out.with_suffix(".json"), result)
-    atomic_write_text(args.out.with_suffix(".md"), to_markdown(result))
-    print(to_markdown(result))
+    save_results(args.out, result, to_markdown)
     return 0
 
 

@@ -176,6 +176,11 @@ def _add_transfer_matrix(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--no-fuse",
+        action="store_true",
+        help="attack the models as loaded, not copies with batch norm folded (slower, same numbers)",
+    )
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(handler=_run_transfer_matrix)
 

@@ -17,8 +17,10 @@ A sweep file::
     out: runs/sweep_width
 
 Each point is an ordinary training run in ``out/<variant>/<field>_<value>/``, then evaluated
-with ``advscale.evaluate.evaluate`` on the run's validation split (``sweep_eval.json`` beside
-it). Points run one after another. On a rerun a finished training run is reused, an
+with ``advscale.evaluate.evaluate`` on ``n`` examples of the run's validation set, built as
+training builds it (``advscale.train.data.build_val``; ``sweep_eval.json`` beside it). ``eval:``
+is checked when the file is loaded (:class:`SweepEval`), before any point trains. Points run
+one after another. On a rerun a finished training run is reused, an
 interrupted one resumes, and a finished evaluation is reused when ``eval:`` is unchanged (a
 changed ``eval:`` re-evaluates without retraining). A failed point is recorded (``status:
 failed`` with the error) without stopping the others. ``out/results.json`` (kind "sweep")
@@ -39,15 +41,64 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from advscale.errors import UserError
 from advscale.results import EPS_UNIT, Results, ResultsError, load_results
 from advscale.utils import resolve_device
 
-DEFAULT_EVAL = {"attacks": ["step_ll", "iter_ll"]}
-# What ``eval:`` may set; eps defaults to each point's evaluation budgets (recipe ε).
-EVAL_KEYS = ("attacks", "eps", "n", "batch_size", "attack_kwargs", "seed")
+
+class SweepEval(BaseModel):
+    """``eval:`` of a sweep: how every point's trained model is attacked.
+
+    Checked when the sweep file is loaded, with the checks ``evaluate`` itself makes, so a bad
+    value is refused before any point trains. ``eps`` in pixel levels; None: each point's
+    evaluation budgets (its ``eval.eps``, else the recipe's ε).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    attacks: list[str] = Field(default_factory=lambda: ["step_ll", "iter_ll"])
+    eps: list[float] | None = None
+    n: int = Field(default=1000, ge=1)
+    batch_size: int = Field(default=500, ge=1)
+    attack_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    seed: int = 0
+
+    @field_validator("eps", mode="before")
+    @classmethod
+    def _one_eps(cls, v: Any) -> Any:
+        return [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+    @field_validator("attacks")
+    @classmethod
+    def _known_attacks(cls, v: list[str]) -> list[str]:
+        from advscale.evaluate.robust import _check_attacks
+
+        return _checked(_check_attacks, v)
+
+    @field_validator("eps")
+    @classmethod
+    def _pixel_levels(cls, v: list[float] | None) -> list[float] | None:
+        from advscale.evaluate.robust import _check_eps
+
+        return None if v is None else _checked(_check_eps, v)
+
+    @field_validator("attack_kwargs")
+    @classmethod
+    def _known_kwargs(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from advscale.evaluate.robust import _merge_kwargs
+
+        _checked(_merge_kwargs, [], v)
+        return v
+
+
+def _checked(check: Any, *args: Any) -> Any:
+    """``check(*args)`` with its UserError turned into the ValueError pydantic reports."""
+    try:
+        return check(*args)
+    except UserError as e:
+        raise ValueError(str(e)) from None
 
 
 class SweepConfig(BaseModel):
@@ -62,7 +113,7 @@ class SweepConfig(BaseModel):
     values: list[Any] = Field(min_length=1)
     variants: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"run": {}})
     set: dict[str, Any] = Field(default_factory=dict)
-    eval: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_EVAL))
+    eval: SweepEval = Field(default_factory=SweepEval)
     out: str | None = None
     name: str | None = None
     source: str | None = Field(
@@ -90,19 +141,25 @@ def load_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None) ->
     try:
         cfg = SweepConfig.model_validate({**raw, "source": str(p)})
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(map(str, err['loc'])) or 'file'}: {err['msg']}" for err in e.errors()
-        )
-        raise UserError(
-            f"{p}: invalid sweep file: {problems} (allowed keys: {', '.join(_allowed())})"
-        ) from None
+        problems = "; ".join(_problem(err) for err in e.errors())
+        raise UserError(f"{p}: invalid sweep file: {problems}") from None
     if out is not None:
         cfg.out = str(out)
     return cfg
 
 
-def _allowed() -> list[str]:
-    return [k for k in SweepConfig.model_fields if k != "source"]
+def _problem(err: Any) -> str:
+    """One validation error as ``key: what is wrong``, listing the allowed keys for an unknown one."""
+    loc = ".".join(map(str, err["loc"])) or "file"
+    if err["type"] == "extra_forbidden":
+        section = SweepEval if err["loc"][:1] == ("eval",) else SweepConfig
+        return f"{loc}: unknown key; allowed: {', '.join(_allowed(section))}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {msg} (got {err.get('input')!r})"
+
+
+def _allowed(section: type[BaseModel]) -> list[str]:
+    return [k for k in section.model_fields if k != "source"]
 
 
 def _base_raw(cfg: SweepConfig) -> dict[str, Any]:
@@ -204,11 +261,6 @@ def plan(cfg: SweepConfig) -> list[tuple[str, Any, Any, Path]]:
         )
     base = _base_raw(cfg)
     check_field(cfg.field, base)
-    unknown = sorted(set(cfg.eval) - set(EVAL_KEYS))
-    if unknown:
-        raise UserError(
-            f"sweep eval: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(EVAL_KEYS)}"
-        )
     out = Path(cfg.out)
     points = []
     for variant, changes in cfg.variants.items():
@@ -252,35 +304,42 @@ def _records_of(
     return out
 
 
+# The ``data:`` keys that decide a run's validation set (``advscale.train.data.build_val``).
+VAL_KEYS = (
+    "name",
+    "data_dir",
+    "val_dir",
+    "val_split",
+    "classes",
+    "image_size",
+    "channels",
+    "num_classes",
+    "mean",
+    "std",
+)
+
+
 def _eval_settings(cfg: SweepConfig, train_cfg: Any) -> dict[str, Any]:
-    """The evaluation of one point, with defaults filled in (what a rerun compares)."""
-    settings = {
-        "attacks": list(DEFAULT_EVAL["attacks"]),
-        "eps": train_cfg.eval_eps(),
-        "n": 1000,
-        "batch_size": 500,
-        "attack_kwargs": {},
-        "seed": 0,
-        **cfg.eval,
-    }
-    settings["eps"] = [float(e) for e in settings["eps"]]
-    data = train_cfg.data
-    settings["data"] = {
-        "name": data.name,
-        "split": data.val_split,
-        "data_dir": data.data_dir,
-        "classes": data.classes,
-        "image_size": data.image_size,
-        "channels": data.channels,
-    }
+    """The evaluation of one point, defaults filled in (what a rerun compares).
+
+    ``data`` describes the run's whole validation split (``evaluate`` then draws ``n``
+    class-stratified examples with ``seed``, the same images for every point); webdataset
+    validation shards are read only as far as the first ``n`` examples.
+    """
+    settings = cfg.eval.model_dump(mode="json")
+    settings["eps"] = [float(e) for e in (cfg.eval.eps or train_cfg.eval_eps())]
+    data = train_cfg.data.model_dump(mode="json", include=set(VAL_KEYS))
+    n_val = cfg.eval.n if data["name"] == "webdataset" else None
+    settings["data"] = {**data, "n_val": n_val}
     return settings
 
 
 def _evaluate_point(run_dir: Path, settings: dict[str, Any], device: str) -> Results:
     """Attack the point's trained model as ``settings`` say; reuse ``sweep_eval.json`` when it matches."""
-    from advscale.data import load_dataset
     from advscale.evaluate import evaluate
     from advscale.models import load_model
+    from advscale.train.config import DataConfig
+    from advscale.train.data import build_val
 
     path = run_dir / "sweep_eval.json"
     if path.exists():
@@ -290,12 +349,7 @@ def _evaluate_point(run_dir: Path, settings: dict[str, Any], device: str) -> Res
             done = None
         if done is not None and done.complete and done.config.get("sweep_eval") == settings:
             return done
-    d = settings["data"]
-    data = load_dataset(
-        d["name"], d["split"], d["data_dir"], image_size=d["image_size"], channels=d["channels"]
-    )
-    if d["classes"]:
-        data = data.filter_classes(d["classes"])
+    data = build_val(DataConfig.model_validate(settings["data"]))
     model = load_model(run_dir / "model", device=resolve_device(device))
     report = evaluate(
         model,
@@ -334,7 +388,7 @@ def run_sweep(cfg: SweepConfig, *, log: Any = None) -> Results:
         complete=False,
     )
     failed = 0
-    warnings: list[str] = []
+    warnings: list[dict[str, Any]] = []
     for i, (variant, value, train_cfg, run_dir) in enumerate(points, 1):
         tag = f"[{i}/{len(points)}] {variant}, {cfg.field}={value}"
         try:
@@ -348,7 +402,10 @@ def run_sweep(cfg: SweepConfig, *, log: Any = None) -> Results:
             ev = _evaluate_point(run_dir, _eval_settings(cfg, train_cfg), train_cfg.device)
             res.records += _records_of(ev, variant, cfg.field, value, run_dir)
             warnings += [
-                f"{variant}, {cfg.field}={value}: [{w.get('check')}] {w.get('message')}"
+                {
+                    "check": w.get("check"),
+                    "message": f"{variant}, {cfg.field}={value}: {w.get('message')}",
+                }
                 for w in ev.summary.get("warnings") or []
             ]
         except Exception as e:  # noqa: BLE001 - a failed point is recorded, the sweep goes on
@@ -413,7 +470,7 @@ def _finished(run_dir: Path, config: dict[str, Any]) -> Results | None:
     return done
 
 
-def _summary(res: Results, total: int, warnings: list[str]) -> dict[str, Any]:
+def _summary(res: Results, total: int, warnings: list[dict[str, Any]]) -> dict[str, Any]:
     done = {(r["variant"], repr(r["value"])) for r in res.records if r.get("status") == "done"}
     failed = [r for r in res.records if r.get("status") == "failed"]
     return {
@@ -446,6 +503,7 @@ def format_sweep(res: Results) -> str:
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     """``advscale sweep --config sweep.yaml [--out DIR]``: exit status 1 when a point failed."""
+    from advscale.evaluate import format_warnings
     from advscale.report import write_markdown_report
 
     cfg = load_sweep(args.config, args.out)
@@ -453,6 +511,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     out = Path(cfg.out)  # type: ignore[arg-type]
     report = write_markdown_report([out], out / "report.md", title=f"Sweep over {cfg.field}")
     print(format_sweep(res))
+    if res.summary["warnings"]:
+        # Gradient-masking warnings, each naming its point: those accuracies may be overstated.
+        print(format_warnings(res.summary["warnings"]), file=sys.stderr)
     print(f"wrote {out / 'results.json'} and {report}")
     if not res.complete:
         print(
@@ -466,6 +527,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 __all__ = [
     "SweepConfig",
+    "SweepEval",
     "check_field",
     "format_sweep",
     "load_sweep",

@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import random
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,15 +24,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # Created with the mode a plain open() gives (0666 less the umask, applied by the kernel).
+    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         write(tmp_path)
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
-        # mkstemp creates the file private (0600); give it the mode a plain open() would.
-        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -43,12 +41,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         if tmp_path.exists():
             tmp_path.unlink()
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -94,6 +86,12 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+def set_submodule(model: torch.nn.Module, name: str, module: torch.nn.Module) -> None:
+    """Put ``module`` in place of ``model``'s submodule ``name`` (dotted, as in named_modules)."""
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent), attr, module)
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:

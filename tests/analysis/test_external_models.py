@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -168,7 +169,15 @@ def test_timm_name_with_local_weights_file_loads_and_keeps_its_normalization(tmp
         )
         assert torch.allclose(model(x), expected, atol=1e-4)
     assert model.mean == pytest.approx(list(src.pretrained_cfg["mean"]), abs=1e-6)
+    # A 10-class checkpoint for a 5-class network: the message names the file and both shapes
+    # of each mismatched key (advscale.models.checkpoint.check_state_dict).
+    weights = tmp_path / "r18.safetensors"
     with pytest.raises(
-        UserError, match="outputs 10 classes but num_classes=5|size mismatch|mismatched"
+        UserError,
+        match=re.escape(f"{weights} (for timm:resnet18) does not match the architecture:\n")
+        + r"\s*mismatched keys \(2\): "
+        + re.escape("fc.bias: checkpoint (10,) vs model (5,), ")
+        + re.escape("fc.weight: checkpoint (10, 512) vs model (5, 512)")
+        + "$",
     ):
-        load_external_model(f"timm:resnet18@{tmp_path / 'r18.safetensors'}", num_classes=5)
+        load_external_model(f"timm:resnet18@{weights}", num_classes=5)

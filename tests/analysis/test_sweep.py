@@ -40,9 +40,33 @@ def _write(tmp_path, data_dir=None, **changes):
     return path
 
 
-def test_sweep_records_a_failed_point_and_reuses_finished_ones(fmnist_dir, tmp_path, capsys):
+@pytest.fixture
+def evaluations(monkeypatch):
+    """The ε of every sweep evaluation (``advscale.evaluate.evaluate`` with the sweep's attacks,
+    not the training runs' own fgsm/pgd check), each report given a gradient-masking warning
+    (as a model that masks gradients would get)."""
+    import advscale.evaluate
+
+    calls = []
+    real = advscale.evaluate.evaluate
+
+    def counted(*args, **kwargs):
+        report = real(*args, **kwargs)
+        if kwargs["attacks"] == ["step_ll", "iter_ll"]:
+            calls.append(kwargs["eps"])
+            report.warnings.append({"check": "fake_check", "message": "loss does not rise"})
+        return report
+
+    monkeypatch.setattr(advscale.evaluate, "evaluate", counted)
+    return calls
+
+
+def test_sweep_records_a_failed_point_and_reuses_finished_ones(
+    fmnist_dir, tmp_path, capsys, evaluations
+):
     path = _write(tmp_path, fmnist_dir)
     assert main(["sweep", "--config", str(path)]) == 1  # one point failed
+    assert evaluations == [[8.0]]  # the broken point fails before its evaluation
     out = tmp_path / "sweep"
     first = json.loads((out / "results.json").read_text())
     assert first["kind"] == "sweep" and first["complete"] is False
@@ -55,11 +79,22 @@ def test_sweep_records_a_failed_point_and_reuses_finished_ones(fmnist_dir, tmp_p
         assert r["ratio"] == pytest.approx(r["accuracy"] / r["clean_accuracy"])
     (failed,) = [r for r in first["records"] if r["status"] == "failed"]
     assert failed["variant"] == "broken" and "no_such_net" in failed["error"]
-    assert "1 point(s) failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "1 point(s) failed" in err
+    # Gradient-masking warnings are printed as advscale eval prints them, naming the point.
+    assert "warning [fake_check]: baseline, model.kwargs.width=0.25: loss does not rise" in err
+    assert first["summary"]["warnings"] == [
+        {
+            "check": "fake_check",
+            "message": "baseline, model.kwargs.width=0.25: loss does not rise",
+        }
+    ]
     report = (out / "report.md").read_text()
     assert "Failed: variant broken" in report and (out / "report_capacity_sweep.png").exists()
     point = out / "baseline" / "width_0.25" / "results.json"
     stamp = point.stat().st_mtime_ns
+    evaluated = out / "baseline" / "width_0.25" / "sweep_eval.json"
+    eval_stamp, eval_bytes = evaluated.stat().st_mtime_ns, evaluated.read_bytes()
 
     # Rerun: the finished point is not trained again, the failed one is retried.
     assert main(["sweep", "--config", str(path)]) == 1
@@ -67,6 +102,9 @@ def test_sweep_records_a_failed_point_and_reuses_finished_ones(fmnist_dir, tmp_p
     assert "baseline, model.kwargs.width=0.25: finished earlier, reused" in err
     assert "broken, model.kwargs.width=0.25: FAILED" in err
     assert point.stat().st_mtime_ns == stamp
+    # ... nor attacked again: its evaluation is reused as it was.
+    assert evaluations == [[8.0]]
+    assert evaluated.stat().st_mtime_ns == eval_stamp and evaluated.read_bytes() == eval_bytes
     second = json.loads((out / "results.json").read_text())
     assert [r for r in second["records"] if r["status"] == "done"] == done
 
@@ -76,6 +114,9 @@ def test_sweep_records_a_failed_point_and_reuses_finished_ones(fmnist_dir, tmp_p
     )
     assert main(["sweep", "--config", str(path)]) == 1
     assert point.stat().st_mtime_ns == stamp
+    assert evaluations == [[8.0], [4.0, 16.0]]
+    assert evaluated.stat().st_mtime_ns != eval_stamp and evaluated.read_bytes() != eval_bytes
+    assert json.loads(evaluated.read_text())["config"]["sweep_eval"]["eps"] == [4.0, 16.0]
     third = json.loads((out / "results.json").read_text())
     assert {r["eps"] for r in third["records"] if r["status"] == "done"} == {4.0, 16.0}
 
@@ -89,5 +130,63 @@ def test_sweep_over_a_field_that_does_not_exist_names_it(tmp_path):
         plan(load_sweep(_write(tmp_path, field="recipe.epz")))
     with pytest.raises(UserError, match=r"invalid sweep file: valuez"):
         load_sweep(_write(tmp_path, valuez=[1]))
-    with pytest.raises(UserError, match=r"sweep eval: unknown key\(s\) epz; allowed: attacks, eps"):
-        plan(load_sweep(_write(tmp_path, eval={"epz": [8]})))
+    with pytest.raises(
+        UserError,
+        match=r"sweep.yaml: invalid sweep file: eval.epz: unknown key; allowed: attacks, eps",
+    ):
+        load_sweep(_write(tmp_path, eval={"epz": [8]}))
+
+
+@pytest.mark.parametrize(
+    ("eval_section", "message"),
+    [
+        ({"n": 0}, r"eval\.n: Input should be greater than or equal to 1 \(got 0\)"),
+        ({"batch_size": 0}, r"eval\.batch_size: Input should be greater than or equal to 1"),
+        ({"eps": "eight"}, r"eval\.eps: Input should be a valid list \(got 'eight'\)"),
+        ({"eps": [0.03]}, r"eval\.eps: eps \[0\.03\] look like \[0, 1\] units"),
+        ({"attacks": ["pgdd"]}, r"eval\.attacks: unknown attack\(s\) 'pgdd'; allowed: .*pgd,"),
+        ({"attack_kwargs": {"pgdd": {}}}, r"eval\.attack_kwargs: .*unknown attack\(s\) 'pgdd'"),
+        ({"seed": "x"}, r"eval\.seed: Input should be a valid integer"),
+    ],
+)
+def test_bad_eval_values_are_refused_before_any_point_trains(
+    tmp_path, capsys, eval_section, message
+):
+    path = _write(tmp_path, eval=eval_section)
+    with pytest.raises(UserError, match=rf"{path}: invalid sweep file: {message}"):
+        load_sweep(path)
+    assert main(["sweep", "--config", str(path)]) == 2
+    assert "invalid sweep file" in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()  # nothing trained, nothing written
+
+
+def test_eval_defaults_and_a_single_eps():
+    from advscale.sweep import SweepConfig
+
+    cfg = SweepConfig.model_validate({"field": "epochs", "values": [1]})
+    assert cfg.eval.attacks == ["step_ll", "iter_ll"] and cfg.eval.eps is None
+    assert (cfg.eval.n, cfg.eval.batch_size, cfg.eval.seed) == (1000, 500, 0)
+    one = SweepConfig.model_validate({"field": "epochs", "values": [1], "eval": {"eps": 8}})
+    assert one.eval.eps == [8.0]
+
+
+def test_sweep_evaluates_a_point_trained_on_webdataset_shards(fmnist, tmp_path):
+    from advscale.train.webdataset import write_shards
+
+    write_shards(fmnist("train", n=256), tmp_path / "train", shard_size=128)
+    write_shards(fmnist("test", n=64), tmp_path / "val", shard_size=32)
+    data = {"name": "webdataset", "data_dir": str(tmp_path / "train"), "n_val": 64}
+    path = _write(
+        tmp_path,
+        base={**BASE, "data": {**data, "val_dir": str(tmp_path / "val")}},
+        variants={"baseline": {"recipe.name": "clean"}},
+        eval={"attacks": ["step_ll", "iter_ll"], "eps": [8], "n": 48},
+    )
+    assert main(["sweep", "--config", str(path)]) == 0
+    res = json.loads((tmp_path / "sweep" / "results.json").read_text())
+    assert res["complete"] and {r["attack"] for r in res["records"]} >= {"step_ll", "iter_ll"}
+    ev = json.loads(
+        (tmp_path / "sweep" / "baseline" / "width_0.25" / "sweep_eval.json").read_text()
+    )
+    assert ev["summary"]["n"] == 48
+    assert ev["config"]["sweep_eval"]["data"]["name"] == "webdataset"

@@ -14,6 +14,8 @@ from advscale.errors import UserError
 from advscale.evaluate import transfer_matrix as tm_module
 from advscale.evaluate.transfer_matrix import transfer_matrix
 from advscale.models import build_classifier, save_model
+from advscale.models.checkpoint import checkpoint_name
+from advscale.report.content import _model_label
 
 
 class AlwaysClassZero(nn.Module):
@@ -44,11 +46,15 @@ def test_transfer_rates_match_an_independent_fgsm_and_examples_are_generated_onc
 
     # One generation per source (4), with full iterations, reused for the 4 targets.
     assert len(calls) == 4 and all(early is False for _, _, early in calls)
-    # Each source is attacked through its batch-norm-folded copy: the same function.
+    # Each source with batch norm is attacked through its folded copy: the same function. The
+    # constant model has nothing to fold (nor convolutions to lay out): it is used as it is.
     x, y = test.tensors()
     with torch.no_grad():
-        for (_, used, _), source in zip(calls, models.values(), strict=True):
-            assert used is not source and torch.allclose(used(x), source(x), atol=1e-4)
+        for (_, used, _), (name, source) in zip(calls, models.items(), strict=True):
+            assert (used is source) == (name == "zero")
+            assert torch.allclose(used(x), source(x), atol=1e-4)
+    assert res.config["fused"] == {"a": True, "a_copy": True, "b": True, "zero": False}
+    assert res.config["folded_batchnorm"] == {"a": 5, "a_copy": 5, "b": 5, "zero": 0}
     assert res.kind == "transfer_matrix" and res.complete and len(res.records) == 16
 
     def rec(s, t):
@@ -124,6 +130,31 @@ def test_transfer_matrix_command_writes_results_heatmaps_and_a_report(
         "transfer_iter_ll_eps4.png",
         "transfer_iter_ll_eps16.png",
     }
+    assert saved["config"]["fused"] == {"m0": True, "m1": True}
     assert "fgsm ε=16/255: transfer rate %" in capsys.readouterr().out
     assert main(["report", str(out), "--out", str(tmp_path / "r.html")]) == 0
     assert "Transferability: tm" in (tmp_path / "r.md").read_text()
+
+    # --no-fuse attacks the models as loaded.
+    plain = tmp_path / "plain"
+    small = ["--attacks", "fgsm", "--eps", "8", "--n", "20", "--out", str(plain), "--no-fuse"]
+    assert main([*argv, *small]) == 0  # (later flags win)
+    saved = json.loads((plain / "results.json").read_text())
+    assert saved["config"]["fused"] == {"m0": False, "m1": False}
+    assert saved["config"]["folded_batchnorm"] == {"m0": 0, "m1": 0}
+    assert len(saved["records"]) == 4
+
+
+def test_checkpoint_short_names_agree_between_transfer_matrix_and_report():
+    specs = ["runs/a/baseline/model", "runs/a/kurakin/model.safetensors", "zoo/resnet18.pt"]
+    assert tm_module._model_names(specs) == ["baseline", "kurakin", "resnet18"]
+    assert [_model_label(s) for s in specs] == ["baseline", "kurakin", "resnet18"]
+    assert [checkpoint_name(s) for s in specs] == ["baseline", "kurakin", "resnet18"]
+    # Parent directories are added only as far as needed to tell the checkpoints apart; a
+    # directory that names no model ("checkpoints") does not replace the file name.
+    assert tm_module._model_names(["runs/a/model", "runs/b/model"]) == ["a", "b"]
+    assert tm_module._model_names(["x/checkpoints/best", "x/model", "y/checkpoints/best"]) == [
+        "x/checkpoints/best",
+        "x",
+        "y/checkpoints/best",
+    ]

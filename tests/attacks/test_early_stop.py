@@ -7,25 +7,22 @@ example without spending passes on bookkeeping.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 import torch
+from torch import nn
 
-from advscale.attacks import APGD, ATTACKS, FGSM, PGD, Attack, GradientAttack, build_attack
-
-FAST = {
-    "pgd": {"steps": 5},
-    "pgd_l2": {"steps": 5},
-    "apgd": {"steps": 8},
-    "apgd_ce": {"steps": 8},
-    "apgd_dlr": {"steps": 8},
-    "apgd_t": {"steps": 4, "n_targets": 2},
-    "square": {"n_queries": 40},
-}
+from advscale.attacks import APGD, ATTACKS, FGSM, ONE_STEP, PGD, GradientAttack
+from advscale.train.config import RecipeConfig
+from advscale.train.recipes import build_recipe
 
 
-def make(name, model, **kwargs) -> Attack:
-    eps = 8 / 255 if ATTACKS[name].norm == "linf" else 1.0
-    return build_attack(name, model, eps, **{**FAST.get(name, {}), "seed": 0, **kwargs})
+@pytest.fixture
+def fast_budget() -> dict[str, int]:
+    """Budgets of ``make_attack`` (conftest.py) here: PGD-5, APGD-8, Square-40."""
+    return {"pgd": 5, "apgd": 8, "square": 40}
 
 
 def predictions(model, x):
@@ -35,20 +32,27 @@ def predictions(model, x):
 
 @pytest.mark.parametrize("early_stop", [True, False])
 @pytest.mark.parametrize("name", sorted(ATTACKS))
-def test_fooled_agrees_with_the_returned_images(name, early_stop, trained):
+def test_fooled_agrees_with_the_returned_images(name, early_stop, trained, make_attack):
     x, y = trained.x[:32], trained.y[:32]
-    result = make(name, trained.model, early_stop=early_stop).run(x, y)
+    result = make_attack(name, trained.model, early_stop=early_stop).run(x, y)
     misclassified = predictions(trained.model, result.x_adv) != y
     assert torch.equal(result.fooled, misclassified)
-    if name not in ("random_sign", "fgsm", "fgsm_pred", "step_ll", "step_rnd", "fgm_l2"):
+    if name not in ONE_STEP:
         assert bool(result.fooled.any()), "the attack should break some examples at ε = 8"
 
 
-def counting(model):
-    """Wrap ``model`` so that ``seen[0]`` counts the images passed forward."""
+@contextmanager
+def counting(module: nn.Module) -> Iterator[list[int]]:
+    """Count in ``seen[0]`` the images passed forward through ``module`` inside the block; the
+    hook is removed on leaving it (the model is the session's, shared by other tests)."""
     seen = [0]
-    model.register_forward_pre_hook(lambda m, args: seen.__setitem__(0, seen[0] + len(args[0])))
-    return seen
+    handle = module.register_forward_pre_hook(
+        lambda m, args: seen.__setitem__(0, seen[0] + len(args[0]))
+    )
+    try:
+        yield seen
+    finally:
+        handle.remove()
 
 
 def test_early_stop_counts_any_fooling_iterate(trained):
@@ -85,8 +89,8 @@ def test_restarts_without_early_stop_keep_the_highest_loss(trained):
 
 def test_perturb_is_the_final_iterate_without_bookkeeping(trained):
     x, y = trained.x[:32], trained.y[:32]
-    seen = counting(trained.model.net)
-    x_adv = PGD(trained.model, 8 / 255, steps=3, seed=0).perturb(x, y)
+    with counting(trained.model.net) as seen:
+        x_adv = PGD(trained.model, 8 / 255, steps=3, seed=0).perturb(x, y)
     assert seen[0] == 3 * len(x), "perturb() spends exactly one forward per step"
     full = PGD(trained.model, 8 / 255, steps=3, seed=0, early_stop=False).run(x, y)
     assert torch.equal(x_adv, full.x_adv)
@@ -106,13 +110,17 @@ def test_apgd_perturb_and_early_stop(trained):
     x, y = trained.x[:32], trained.y[:32]
     x_adv = APGD(trained.model, 8 / 255, steps=5, seed=0).perturb(x, y)
     assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6
+    # perturb() is run() without early stopping (Attack.perturb: early_stop=False; APGD has
+    # no final check to skip), so the same seed gives the same images.
+    full = APGD(trained.model, 8 / 255, steps=5, seed=0, early_stop=False).run(x, y)
+    assert torch.equal(x_adv, full.x_adv)
+    # Without early stopping every example takes the start gradient and one per step.
+    assert full.backward == full.forward == 6 * len(x)
     early = APGD(trained.model, 8 / 255, steps=5, seed=0).run(x, y)
-    assert early.backward < 6 * len(x)
+    assert early.backward < full.backward
 
 
 def test_training_generates_with_perturb(trained, monkeypatch):
-    recipes = pytest.importorskip("advscale.train.recipes")
-    config = pytest.importorskip("advscale.train.config")
     calls = []
     original = GradientAttack.perturb
 
@@ -123,7 +131,7 @@ def test_training_generates_with_perturb(trained, monkeypatch):
     monkeypatch.setattr(GradientAttack, "perturb", spy)
     x, y = trained.x[:16], trained.y[:16]
     for name in ("pgd", "fgsm", "kurakin"):
-        recipe = recipes.build_recipe(config.RecipeConfig(name=name, eps=8))
+        recipe = build_recipe(RecipeConfig(name=name, eps=8))
         batch = recipe.make(trained.model, x, y, 10**6)
         assert not torch.equal(batch.inputs, x)
     assert calls == ["PGD", "FGSM", "StepLL"]

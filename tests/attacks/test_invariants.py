@@ -13,7 +13,6 @@ import torch
 
 from advscale.attacks import (
     ATTACKS,
-    Attack,
     IterBasic,
     IterLL,
     build_attack,
@@ -21,25 +20,9 @@ from advscale.attacks import (
     lp_norm,
 )
 
-# Small budgets keep each attack to a fraction of a second; the defaults are tested elsewhere.
-FAST = {
-    "pgd": {"steps": 4},
-    "pgd_l2": {"steps": 4},
-    "apgd": {"steps": 6},
-    "apgd_ce": {"steps": 6},
-    "apgd_dlr": {"steps": 6},
-    "apgd_t": {"steps": 4, "n_targets": 2},
-    "square": {"n_queries": 30},
-}
+# make_attack (conftest.py) builds each attack with fast_budget: PGD-4, APGD-6, Square-30.
 NAMES = sorted(ATTACKS)
 TARGETED = [n for n in NAMES if n != "random_sign"]
-
-
-def make(name: str, model, eps=None, **kwargs) -> Attack:
-    cls_norm = ATTACKS[name].norm
-    default = 8 / 255 if cls_norm == "linf" else 1.0
-    kw = {**FAST.get(name, {}), "seed": 0, **kwargs}
-    return build_attack(name, model, default if eps is None else eps, **kw)
 
 
 @pytest.fixture
@@ -64,9 +47,9 @@ def check_feasible(x, x_adv, eps, norm):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_output_is_a_valid_image_in_the_ball(name, model, batch):
+def test_output_is_a_valid_image_in_the_ball(name, model, batch, make_attack):
     x, y = batch
-    attack = make(name, model)
+    attack = make_attack(name, model)
     result = attack.run(x, y)
     check_feasible(x, result.x_adv, attack.eps, attack.norm)
     assert result.fooled.dtype == torch.bool and result.fooled.shape == y.shape
@@ -75,35 +58,35 @@ def test_output_is_a_valid_image_in_the_ball(name, model, batch):
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("training", [True, False])
-def test_model_mode_is_restored(name, training, model, batch):
+def test_model_mode_is_restored(name, training, model, batch, make_attack):
     x, y = batch
     model.train(training)
     seen: list[bool] = []
     model.net.register_forward_pre_hook(lambda m, _: seen.append(m.training))
-    make(name, model).run(x, y)
+    make_attack(name, model).run(x, y)
     assert model.training is training
     assert all(m.training is training for m in model.modules())
     assert seen and not any(seen), "the attack must run the model in eval mode"
 
 
 @pytest.mark.parametrize("name", ["fgsm", "pgd", "apgd", "square"])
-def test_keep_mode_attacks_in_the_callers_mode(name, model, batch):
+def test_keep_mode_attacks_in_the_callers_mode(name, model, batch, make_attack):
     x, y = batch
     model.train()
     seen: list[bool] = []
     model.net.register_forward_pre_hook(lambda m, _: seen.append(m.training))
-    make(name, model, mode="keep").perturb(x, y)
+    make_attack(name, model, mode="keep").perturb(x, y)
     assert seen and all(seen) and model.training
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_parameter_grads_are_untouched(name, model, batch):
+def test_parameter_grads_are_untouched(name, model, batch, make_attack):
     x, y = batch
     params = list(model.parameters())
     for i, p in enumerate(params):  # half with a gradient, half without
         p.grad = torch.randn_like(p) if i % 2 == 0 else None
     before = [None if p.grad is None else p.grad.clone() for p in params]
-    attack = make(name, model)
+    attack = make_attack(name, model)
     attack.run(x, y)
     attack.perturb(x, y)
     for p, g in zip(params, before, strict=True):
@@ -114,12 +97,12 @@ def test_parameter_grads_are_untouched(name, model, batch):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_per_example_eps_is_honoured(name, model, batch):
+def test_per_example_eps_is_honoured(name, model, batch, make_attack):
     x, y = batch
     top = 8 / 255 if ATTACKS[name].norm == "linf" else 1.0
     eps = torch.linspace(0, top, len(x))
     eps[1::4] = 0.0
-    attack = make(name, model)
+    attack = make_attack(name, model)
     for x_adv in (attack.run(x, y, eps).x_adv, attack.perturb(x, y, eps)):
         check_feasible(x, x_adv, eps, attack.norm)
         assert torch.equal(x_adv[eps == 0], x[eps == 0]), "ε_i = 0 must give the clean image"
@@ -127,13 +110,13 @@ def test_per_example_eps_is_honoured(name, model, batch):
 
 
 @pytest.mark.parametrize("name", TARGETED)
-def test_targeted_attacks_reach_the_target(name, trained):
+def test_targeted_attacks_reach_the_target(name, trained, make_attack):
     x, y = trained.x[:64], trained.y[:64]
     target = (y + 1 + torch.randint(0, 9, y.shape)) % 10  # a random class other than the true one
     # Large budgets: one-step attacks reach a given class far less often than they misclassify.
     eps = 32 / 255 if ATTACKS[name].norm == "linf" else 4.0
     kwargs = {"n_queries": 100} if name == "square" else {}
-    result = make(name, trained.model, eps, **kwargs).run(x, y, target=target)
+    result = make_attack(name, trained.model, eps, **kwargs).run(x, y, target=target)
     with torch.no_grad():
         clean_hits = float((trained.model(x).argmax(1) == target).float().mean())
         pred = trained.model(result.x_adv).argmax(1)
@@ -145,10 +128,10 @@ def test_targeted_attacks_reach_the_target(name, trained):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_dtype_and_device_are_kept(name, trained):
+def test_dtype_and_device_are_kept(name, trained, make_attack):
     model = copy.deepcopy(trained.model).double()
     x, y = trained.x[:6].double(), trained.y[:6]
-    result = make(name, model).run(x, y)
+    result = make_attack(name, model).run(x, y)
     assert result.x_adv.dtype == torch.float64 and result.x_adv.device == x.device
     assert result.fooled.device == x.device
 
@@ -170,15 +153,15 @@ def test_iterative_defaults_follow_paper_a(trained, batch):
         )
 
 
-def test_bad_arguments_are_named(trained, batch):
+def test_bad_arguments_are_named(trained, batch, make_attack):
     x, y = batch
     with pytest.raises(ValueError, match="unknown attack 'pgdd'.*Did you mean pgd"):
         build_attack("pgdd", trained.model)
     with pytest.raises(ValueError, match=r"inputs must be in \[0, 1\]"):
-        make("fgsm", trained.model).run(x * 2 - 0.5, y)
+        make_attack("fgsm", trained.model).run(x * 2 - 0.5, y)
     with pytest.raises(ValueError, match="per-example eps has 3 values for a batch of 16"):
-        make("fgsm", trained.model).run(x, y, torch.ones(3) / 255)
+        make_attack("fgsm", trained.model).run(x, y, torch.ones(3) / 255)
     with pytest.raises(ValueError, match="eps must be >= 0"):
-        make("pgd", trained.model, -1 / 255).run(x, y)
+        make_attack("pgd", trained.model, -1 / 255).run(x, y)
     with pytest.raises(ValueError, match="norm 'linf' only"):
         build_attack("square", trained.model, norm="l2")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from advscale.errors import UserError
 from advscale.evaluate import WORST_CASE, evaluate, format_table, preset_attacks
@@ -146,6 +147,20 @@ def test_tensor_pair_input_and_bad_arguments(tiny_model, test_set):
         evaluate(tiny_model, test_set, attacks=["fgsm"], eps=[8], n=0, progress=False)
     with pytest.raises(UserError, match="outputs 10 classes"):
         evaluate(tiny_model, (x[:4], y[:4] + 10), attacks=["fgsm"], eps=[8], progress=False)
+
+
+def test_config_says_whether_a_fused_copy_was_attacked():
+    # fuse_for_eval returns a TorchScript model as it is, batch norm and all: not "fused".
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 3))
+    scripted = torch.jit.script(net.eval())
+    x, y = torch.rand(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    kw = dict(attacks=["fgsm"], eps=[8], progress=False, checks=False)
+    r = evaluate(scripted, (x, y), **kw)
+    assert r.config["fused"] is False and r.config["folded_batchnorm"] == 0
+    # The same network as a plain module is attacked through its folded copy.
+    r = evaluate(net, (x, y), **kw)
+    assert r.config["fused"] is True and r.config["folded_batchnorm"] == 1
 
 
 def test_strong_preset_is_apgd_ce_then_apgd_t_then_square_when_registered():

@@ -65,13 +65,19 @@ def test_pgd_on_the_fused_copy_breaks_the_same_examples(trained, batch):
 def test_evaluate_reports_the_same_robustness_fused_or_not(trained, fmnist):
     test = fmnist("test", n=150, seed=1)
     kw = dict(attacks=["fgsm", "pgd"], eps=[4, 8], progress=False, seed=0, checks=False)
-    fast, plain = evaluate(trained, test, **kw), evaluate(trained, test, fuse=False, **kw)
+    # A model in train mode is evaluated (and copied) in eval mode and left in train mode.
+    trained.train()
+    try:
+        fast, plain = evaluate(trained, test, **kw), evaluate(trained, test, fuse=False, **kw)
+        assert all(m.training for m in trained.modules())
+    finally:
+        trained.eval()
     assert fast.config["fused"] and fast.config["folded_batchnorm"] == 5
     assert not plain.config["fused"] and plain.config["folded_batchnorm"] == 0
     for r_fast, r_plain in zip(fast.records, plain.records, strict=True):
         assert r_fast["attack"] == r_plain["attack"] and r_fast["eps"] == r_plain["eps"]
         assert abs(r_fast["accuracy"] - r_plain["accuracy"]) <= 1 / 150 + 1e-9
-    assert trained.training is False and all(p.requires_grad for p in trained.parameters())
+    assert all(p.requires_grad for p in trained.parameters())
     # An attack that keeps the model's mode gets the model itself: a folded copy is eval-only.
     keep = evaluate(
         trained,
@@ -166,6 +172,64 @@ def test_untraceable_models_fold_plain_sequentials_and_wrong_folds_fall_back():
     assert fused.folded == 0 and isinstance(fused.bn, nn.BatchNorm1d)  # the check caught it
     with torch.no_grad():
         assert torch.allclose(fused(x), seq(x))
+
+
+class SharedOutput(nn.Module):
+    """The conv's output feeds its batch norm and a skip connection: folding would change the skip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.bn = nn.BatchNorm2d(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv(x)
+        return (self.bn(h) + h).mean((2, 3))
+
+
+class ConvTwice(nn.Module):
+    """One conv called twice, batch norm after the second call only: folding would change the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.bn = nn.BatchNorm2d(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn(self.conv(self.conv(x))).mean((2, 3))
+
+
+@pytest.mark.parametrize("make", [SharedOutput, ConvTwice])
+def test_a_conv_whose_output_is_shared_or_that_is_called_twice_is_not_folded(make):
+    model = _randomize_bn(make())
+    x = torch.rand(8, 1, 28, 28)
+    # No example: the folding rules alone must leave the pair, not the check that the copy
+    # computes the same function. (Channels-last forces a copy to look at.)
+    fused = fuse_for_eval(model, channels_last=True)
+    assert fused is not model and fused.folded == 0 and isinstance(fused.bn, nn.BatchNorm2d)
+    with torch.no_grad():
+        assert _close(fused(x), model(x))
+    # Nothing to fold and no channels-last (as on GPU): the model itself, not a copy.
+    assert fuse_for_eval(model, example=x, channels_last=False) is model
+
+
+def test_a_model_with_nothing_to_do_is_returned_as_it_is():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 26 * 26, 3))
+    x = torch.rand(4, 1, 28, 28)
+    same = fuse_for_eval(model, example=x, channels_last=False)
+    assert same is model and not hasattr(model, "folded")
+    assert all(p.requires_grad for p in model.parameters())  # not frozen in place either
+
+
+def test_torchscript_models_are_returned_unchanged():
+    net = _randomize_bn(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten()))
+    scripted = torch.jit.script(net)
+    x = torch.rand(4, 1, 28, 28)
+    assert fuse_for_eval(scripted, example=x) is scripted
+    assert not hasattr(scripted, "folded")
+    # A model holding a TorchScript module too: its forward cannot be traced or copied safely.
+    holder = nn.Sequential(scripted, nn.Linear(2 * 26 * 26, 3))
+    assert fuse_for_eval(holder, example=x) is holder and not hasattr(holder, "folded")
 
 
 def test_submodule_modes_are_restored_exactly(batch):

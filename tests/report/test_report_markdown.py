@@ -119,3 +119,78 @@ def test_one_results_file_with_several_models_shows_each(tmp_path):
     assert "| fgsm | 50.0% |" in text
     assert "> **Warning:** demo/fgsm: label leaking detected." in text
     assert "> **Warning:** demo/baseline: [zero_gradients] m" in text
+
+
+def _train_run(root, name: str, pgd: float):
+    """A finished training run directory as ``advscale train`` writes it: per-epoch records
+    and its end-of-training check (``type: eval`` records)."""
+    from advscale.results import Results
+
+    res = Results("train", config={"name": name, "recipe": {"name": "pgd", "eps": 8}})
+    res.add(epoch=1, loss=0.9, train_accuracy=0.6, test_accuracy=0.7)
+    for attack, acc in (("fgsm", pgd + 0.1), ("pgd", pgd)):
+        res.add(type="eval", attack=attack, eps=8.0, clean_accuracy=0.8, accuracy=acc, n=100)
+    res.save(root / name / "results.json")
+    return root / name
+
+
+def test_an_unrelated_evaluation_keeps_a_training_runs_numbers(run_dirs, tmp_path):
+    train_dir = _train_run(tmp_path / "runs", "pgd-run", 0.37)
+    # The baseline evaluation attacked runs/demo/models/baseline, not this run's model.
+    text = write_markdown_report([train_dir, run_dirs["baseline"]], tmp_path / "r.md").read_text()
+    assert "*pgd-run: accuracy under attack*" in text
+    assert "| pgd | 37.0% |" in text
+    assert "*baseline: accuracy under attack*" in text
+    assert "| pgd | 20.0% | 10.0% | 5.0% |" in text
+    assert "left out" not in text
+
+
+def test_an_evaluation_of_a_training_runs_model_replaces_its_check_with_a_note(tmp_path):
+    from advscale.results import Results, load_results
+
+    train_dir = _train_run(tmp_path / "runs", "pgd-run", 0.37)
+    other_dir = _train_run(tmp_path / "runs", "other-run", 0.11)
+    for key, value in (("train_run", str(train_dir)), ("model", str(train_dir / "model"))):
+        ev = Results("eval", config={"name": "eval", key: value})
+        ev.add(attack="pgd", eps=8.0, clean_accuracy=0.8, accuracy=0.29)
+        ev.save(tmp_path / "eval" / "results.json")
+        text = write_markdown_report(
+            [train_dir, other_dir, tmp_path / "eval"], tmp_path / "r.md"
+        ).read_text()
+        robust = text.split("## Robust accuracy")[1].split("\n## ")[0]
+        assert "pgd-run: accuracy under attack" not in robust and "37.0%" not in robust
+        assert "| pgd | 29.0% |" in robust
+        # The note says what was left out and where to find it.
+        assert (
+            "pgd-run: its end-of-training robustness check (2 records) is left out of this "
+            f"section because eval evaluates the same model; those numbers stay in "
+            f"{train_dir / 'results.json'}."
+        ) in robust
+        # The other training run, which nothing evaluated again, keeps its numbers.
+        assert "other-run: accuracy under attack" in robust and "| pgd | 11.0% |" in robust
+        assert "other-run: its end-of-training" not in robust
+        # Nothing is lost from the run itself.
+        assert len(load_results(train_dir).records) == 3
+
+
+def test_demo_layout_hides_the_training_time_check(tmp_path):
+    """As ``advscale demo`` reports: in-memory evaluations naming their training runs."""
+    from advscale.results import Results
+
+    runs = []
+    trained = []
+    for name, acc in (("baseline", 0.05), ("fgsm", 0.2)):
+        train_dir = _train_run(tmp_path / "train", name, 0.9)
+        ev = Results("eval", config={"model": name, "train_run": str(train_dir)})
+        ev.add(attack="pgd", eps=8.0, clean_accuracy=0.8, accuracy=acc)
+        runs.append((name, ev))
+        trained.append((f"{name} (training)", train_dir))
+    text = write_markdown_report(runs + trained, tmp_path / "r.md").read_text()
+    robust = text.split("## Robust accuracy")[1].split("\n## ")[0]
+    assert (
+        "*baseline: accuracy under attack*" in robust and "*fgsm: accuracy under attack*" in robust
+    )
+    assert "(training): accuracy under attack" not in robust and "90.0%" not in robust
+    for name in ("baseline", "fgsm"):
+        assert f"{name} (training): its end-of-training robustness check" in robust
+        assert f"because {name} evaluates the same model" in robust

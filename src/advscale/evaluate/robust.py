@@ -36,6 +36,8 @@ from advscale.utils import environment_info, resolve_device
 
 WORST_CASE = "worst_case"
 APGD_NAMES = ("apgd", "apgd_ce", "apgd_dlr", "apgd_t")
+#: Images a batch-norm-folded copy is checked on before it is attacked.
+FUSE_EXAMPLES = 64
 
 # Settings used unless ``attack_kwargs`` says otherwise. The one-step and iterative attacks of
 # paper A keep their own defaults (α = 1/255, min(ε+4, 1.25ε) iterations); PGD is the usual
@@ -169,7 +171,9 @@ def evaluate(
         fuse: attack a frozen copy of the model with batch norm folded into the layer before
             it (:func:`advscale.models.fuse_for_eval`): the same function up to float
             rounding, checked on the data before use, and faster to attack. Off when an
-            attack is asked to keep the model's mode (``"mode": "keep"``).
+            attack is asked to keep the model's mode (``"mode": "keep"``). The config's
+            ``fused`` says whether a copy was used (a TorchScript model, or one with nothing
+            to fold, is attacked as it is) and ``folded_batchnorm`` how many layers it folded.
 
     Returns:
         An :class:`EvalReport`. Records hold ``attack``, ``eps``, ``eps_unit``, ``accuracy``,
@@ -194,12 +198,9 @@ def evaluate(
     dev = _pick_device(model, device)
     model.to(dev)
 
-    fuse = fuse and all(kw.get("mode", "eval") == "eval" for kw in kwargs_for.values())
-    if fuse:
-        example = _to_device(images[:64], labels[:64], dev)[0]
-        with torch.no_grad(), model_mode(model, "eval"):
-            _logits(model, example)  # a clear error first if the model cannot take the images
-        model = fuse_for_eval(model, example=example)
+    (used,) = _models_to_attack([model], images, kwargs_for, dev, fuse=fuse)
+    fused = used is not model  # fuse_for_eval returns TorchScript models, say, unchanged
+    model = used
     clean_correct, clean_top5_mask, num_classes = _clean_pass(
         model, images, labels, batch_size, dev
     )
@@ -314,8 +315,8 @@ def evaluate(
         "batch_size": batch_size,
         "cascade": cascade,
         "seed": seed,
-        "fused": fuse,
-        "folded_batchnorm": int(getattr(model, "folded", 0)) if fuse else 0,
+        "fused": fused,
+        "folded_batchnorm": int(getattr(model, "folded", 0)) if fused else 0,
         "attack_kwargs": {a: dict(kwargs_for[a]) for a in attacks},
     }
     return EvalReport(
@@ -398,6 +399,32 @@ def _run_attack(
         bar.update(len(idx))
     bar.update(n - int(which.sum()))
     return _AttackRun(correct, top5, which.clone(), seconds, forward, backward)
+
+
+def _models_to_attack(
+    models: Sequence[nn.Module],
+    images: Tensor,
+    kwargs_for: dict[str, dict[str, Any]],
+    dev: torch.device,
+    *,
+    fuse: bool,
+) -> list[nn.Module]:
+    """What to attack for each model: its :func:`~advscale.models.fuse_for_eval` copy, checked
+    on the first :data:`FUSE_EXAMPLES` images, or the model itself.
+
+    Copies are made only with ``fuse`` and when every attack runs the model in eval mode (a
+    folded copy is eval-only: ``"mode": "keep"`` gets the model itself); ``fuse_for_eval`` may
+    still return a model unchanged, so ``used is not model`` says whether a copy is used.
+    """
+    if not (fuse and all(kw.get("mode", "eval") == "eval" for kw in kwargs_for.values())):
+        return list(models)
+    example = to_float(images[:FUSE_EXAMPLES].to(dev))
+    used = []
+    for m in models:
+        with torch.no_grad(), model_mode(m, "eval"):
+            _logits(m, example)  # a clear error first if the model cannot take the images
+        used.append(fuse_for_eval(m, example=example))
+    return used
 
 
 # -- input handling ----------------------------------------------------------------------------

@@ -29,8 +29,14 @@ from torch import Tensor, nn
 from advscale.attacks import build_attack, model_mode
 from advscale.data import ImageDataset, to_float
 from advscale.errors import UserError
-from advscale.evaluate.robust import DEFAULT_ATTACK_KWARGS, _as_tensors, _check_attacks, _check_eps
-from advscale.models.fuse import fuse_for_eval
+from advscale.evaluate.robust import (
+    DEFAULT_ATTACK_KWARGS,
+    _as_tensors,
+    _check_attacks,
+    _check_eps,
+    _models_to_attack,
+)
+from advscale.models.checkpoint import checkpoint_name
 from advscale.results import EPS_UNIT, Results
 from advscale.utils import environment_info, resolve_device
 
@@ -128,6 +134,8 @@ def transfer_matrix(
         on_source_done: called with the partial Results (complete=False) after each source.
         fuse: attack and check frozen copies with batch norm folded, as ``evaluate`` does
             (:func:`advscale.models.fuse_for_eval`); off when an attack keeps the model's mode.
+            The config's ``fused`` and ``folded_batchnorm`` say, per model, whether a copy was
+            used and how many batch norm layers it folded.
 
     Returns:
         ``Results(kind="transfer_matrix")``: one record per (source, target, attack, ε) with
@@ -159,10 +167,12 @@ def transfer_matrix(
     k = _num_classes(models, to_float(images[:2].to(dev)))
     if int(labels.max()) >= k:
         raise UserError(f"labels go up to {int(labels.max())} but the models output {k} classes")
-    fuse = fuse and all(kw.get("mode", "eval") == "eval" for kw in kwargs_for.values())
-    if fuse:
-        example = to_float(images[:64].to(dev))
-        models = {name: fuse_for_eval(m, example=example) for name, m in models.items()}
+    used = _models_to_attack(list(models.values()), images, kwargs_for, dev, fuse=fuse)
+    fused = {name: u is not m for (name, m), u in zip(models.items(), used, strict=True)}
+    models = dict(zip(models, used, strict=True))
+    folded = {
+        name: int(getattr(m, "folded", 0)) if fused[name] else 0 for name, m in models.items()
+    }
 
     clean_wrong = {name: _wrong(m, images, labels, batch_size, dev) for name, m in models.items()}
     res = Results(
@@ -177,7 +187,8 @@ def transfer_matrix(
             "batch_size": batch_size,
             "seed": seed,
             "early_stop": False,
-            "fused": fuse,
+            "fused": fused,
+            "folded_batchnorm": folded,
             "attack_kwargs": kwargs_for,
         },
         environment=environment_info(dev),
@@ -300,22 +311,11 @@ def _model_names(specs: Sequence[str]) -> list[str]:
     """Short unique names: the fewest trailing path parts that tell the checkpoints apart.
 
     ``runs/a/baseline/model`` and ``runs/a/kurakin/model`` become "baseline" and "kurakin"
-    (a generic file name such as ``model`` is dropped when its directory names it).
+    (:func:`advscale.models.checkpoint.checkpoint_name`).
     """
-    from advscale.report.content import GENERIC_NAMES
-
-    parts = []
-    for s in specs:
-        p = (
-            list(Path(str(s)).with_suffix("").parts)
-            if Path(str(s)).suffix in (".safetensors", ".json")
-            else list(Path(str(s)).parts)
-        )
-        if len(p) > 1 and p[-1] in GENERIC_NAMES:
-            p = p[:-1]
-        parts.append(p or [str(s)])
-    for k in range(1, max(len(p) for p in parts) + 1):
-        names = ["/".join(p[-k:]) for p in parts]
+    depth = max(len(Path(str(s)).parts) for s in specs)
+    for k in range(1, depth + 1):
+        names = [checkpoint_name(str(s), parts=k) for s in specs]
         if len(set(names)) == len(names):
             return names
     return [str(s) for s in specs]
@@ -362,6 +362,7 @@ def run_transfer_matrix_command(args: argparse.Namespace) -> int:
         device=device,
         progress=True,
         on_source_done=save,
+        fuse=not args.no_fuse,
     )
     save(res)
     for path in write_heatmaps(res, out_dir):

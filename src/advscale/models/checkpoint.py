@@ -17,6 +17,12 @@ from advscale.utils import atomic_write, atomic_write_json
 
 FORMAT = "advscale.checkpoint"
 FORMAT_VERSION = 1
+#: File names that say nothing about the model; its directory names it instead.
+GENERIC_NAMES = ("model", "best", "last", "weights", "checkpoint", "final")
+#: Directories that hold checkpoints without naming them (``runs/x/checkpoints/best``).
+GENERIC_DIRS = ("checkpoints", "models")
+#: Suffixes of TorchScript files (:func:`advscale.models.external.load_external_model`).
+TORCHSCRIPT_SUFFIXES = (".ts", ".pt", ".pth", ".torchscript", ".jit")
 
 
 class CheckpointError(UserError):
@@ -29,6 +35,34 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     if p.suffix in {".safetensors", ".json"}:
         p = p.with_suffix("")
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def checkpoint_name(path: str | os.PathLike, parts: int = 1) -> str:
+    """A model's short name from its checkpoint path: the last ``parts`` parts that name it.
+
+    The extension (``.safetensors``, ``.json`` or a TorchScript suffix) is dropped, and so is a
+    generic file name (``model``, ``best``...) when its directory names the model, that is, is
+    not itself generic (``checkpoints``, ``models``...). Other specs (``timm:resnet18``) keep
+    their last path parts as they are.
+
+    Example:
+        >>> checkpoint_name("runs/a/baseline/model")
+        'baseline'
+        >>> checkpoint_name("runs/a/baseline/model.safetensors", parts=2)
+        'a/baseline'
+        >>> checkpoint_name("zoo/resnet18.pt")
+        'resnet18'
+        >>> checkpoint_name("runs/a/checkpoints/best")
+        'best'
+    """
+    p = Path(path)
+    if p.suffix in (".safetensors", ".json", *TORCHSCRIPT_SUFFIXES):
+        p = p.with_suffix("")
+    names = list(p.parts[1:] if p.anchor else p.parts)
+    generic_dir = GENERIC_NAMES + GENERIC_DIRS
+    if len(names) > 1 and names[-1] in GENERIC_NAMES and names[-2] not in generic_dir:
+        names.pop()
+    return "/".join(names[-max(parts, 1) :]) or str(path)
 
 
 def save_model(model: Classifier, path: str | os.PathLike, **meta: Any) -> Path:

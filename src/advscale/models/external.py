@@ -48,10 +48,12 @@ from advscale.models.checkpoint import (
     checkpoint_paths,
     load_model,
 )
+from advscale.models.checkpoint import (
+    TORCHSCRIPT_SUFFIXES as TORCHSCRIPT_SUFFIXES,
+)
 from advscale.models.wrapper import Classifier
 
 SPEC_KEYS = ("model", "weights", "num_classes", "input_size", "mean", "std", "classes", "trust")
-TORCHSCRIPT_SUFFIXES = (".ts", ".pt", ".pth", ".torchscript", ".jit")
 
 
 class ExternalModelError(UserError):

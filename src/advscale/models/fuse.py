@@ -4,8 +4,9 @@ Evaluating robustness runs the model forward and backward (to the input) many ti
 weights fixed and batch norm in eval mode. In that setting batch norm is an affine map that
 can be folded into the convolution or linear layer before it, the parameters need no
 gradient, and on CPU the channels-last layout runs convolutions faster. :func:`fuse_for_eval`
-applies all three to a copy; the copy computes the same function as the model in eval mode up
-to float rounding, and is checked to do so on example inputs before it is used.
+applies all three to a copy, made only when there is something to fold or lay out; the copy
+computes the same function as the model in eval mode up to float rounding, and is checked to
+do so on example inputs before it is used.
 
     >>> fast = fuse_for_eval(model, example=x[:64])  # doctest: +SKIP
     >>> fast.folded  # doctest: +SKIP
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor, fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from advscale.utils import eval_mode
+from advscale.utils import eval_mode, set_submodule
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ def fuse_for_eval(
     example: Tensor | None = None,
     channels_last: bool | None = None,
 ) -> nn.Module:
-    """A copy of ``model`` in eval mode, batch norm folded, parameters frozen.
+    """A copy of ``model`` in eval mode, batch norm folded, parameters frozen (or the model
+    itself, when there is nothing to fold or lay out channels-last).
 
     The model itself is not changed. Batch norm layers whose input is a convolution or linear
     layer used nowhere else are folded into it. The pairs are found by tracing the model with
@@ -60,22 +62,32 @@ def fuse_for_eval(
 
     Returns:
         The copy, with attributes ``folded`` (number of batch norm layers folded) and
-        ``channels_last`` (whether its weights are stored so). Models holding
-        TorchScript modules, or members that cannot be deep-copied, are returned unchanged,
-        without ``folded``.
+        ``channels_last`` (whether its weights are stored so). The model itself is returned
+        unchanged, without ``folded``, when it holds TorchScript modules or members that
+        cannot be deep-copied, and when there is nothing to do: no batch norm to fold and no
+        channels-last layout to use (a model without batch norm on GPU, say). The foldable
+        pairs are found on the model itself (tracing does not change it), so such a model is
+        not copied at all. Frozen parameters alone are not worth a copy of the whole model:
+        every attack and check here takes gradients with ``torch.autograd.grad`` with respect
+        to the input only, which never computes or accumulates parameter gradients; freezing
+        merely spares autograd the activations kept for weight gradients.
     """
     if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+        return model
+    with eval_mode(model):  # the pairs of the eval-mode forward, which the copy runs
+        pairs = _foldable_pairs(model)
+    if channels_last is None:
+        p = next(iter(model.parameters()), None)
+        channels_last = p is None or p.device.type == "cpu"
+    channels_last = channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if not pairs and not channels_last:
         return model
     try:
         fused = _frozen_copy(model)
     except Exception as e:  # a member that cannot be deep-copied: use the model itself
         log.info("cannot copy %s (%s); evaluating it as it is", type(model).__name__, e)
         return model
-    folded = _fold_batchnorm(fused)
-    if channels_last is None:
-        p = next(iter(model.parameters()), None)
-        channels_last = p is None or p.device.type == "cpu"
-    channels_last = channels_last and any(isinstance(m, nn.Conv2d) for m in fused.modules())
+    folded = _fold_batchnorm(fused, pairs)
     if channels_last:
         fused.to(memory_format=torch.channels_last)
     if example is not None and (folded or channels_last):
@@ -97,24 +109,24 @@ def _frozen_copy(model: nn.Module) -> nn.Module:
     return frozen.requires_grad_(False)
 
 
-def _fold_batchnorm(model: nn.Module) -> int:
+def _fold_batchnorm(model: nn.Module, pairs: list[tuple[str, str]]) -> int:
     """Fold eval-mode batch norm into the layer before it, in place; the number folded.
 
-    The pairs are found on a ``torch.fx`` trace of the model (or, when it cannot be traced, as
-    neighbours in a plain ``nn.Sequential``), but the model's own forward is kept: the layer is
-    replaced by its fused version and the batch norm by an identity, so custom autograd
-    functions, hooks and attributes survive.
+    ``pairs`` (layer, batch norm) come from :func:`_foldable_pairs`, on the model or on the
+    original it was copied from, but the model's own forward is kept: the layer is replaced
+    by its fused version and the batch norm by an identity, so custom autograd functions,
+    hooks and attributes survive.
     """
     done = 0
-    for layer_name, bn_name in _foldable_pairs(model):
+    for layer_name, bn_name in pairs:
         layer, bn = model.get_submodule(layer_name), model.get_submodule(bn_name)
         if isinstance(layer, nn.Linear):
             new = fuse_linear_bn_eval(layer, bn)
         else:
             new = fuse_conv_bn_eval(layer, bn)
         new.requires_grad_(False)
-        model.set_submodule(layer_name, new)
-        model.set_submodule(bn_name, nn.Identity())
+        set_submodule(model, layer_name, new)
+        set_submodule(model, bn_name, nn.Identity())
         done += 1
     return done
 
@@ -134,6 +146,10 @@ def _foldable(layer: nn.Module, bn: nn.Module) -> bool:
 
 
 def _foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """(layer, batch norm) submodule names to fold, found on a ``torch.fx`` trace of the model
+    (or, when it cannot be traced, as neighbours in a plain ``nn.Sequential``); the model is
+    not changed. A pair is left out when the layer's output also feeds something else, or
+    when either module is called more than once or registered under two names."""
     names: dict[int, list[str]] = {}
     for name, m in model.named_modules(remove_duplicate=False):
         names.setdefault(id(m), []).append(name)

@@ -103,25 +103,11 @@ def _results_files(path: Path) -> list[Path]:
     return found
 
 
-# File names that say nothing about the model; its directory names it instead.
-GENERIC_NAMES = ("model", "best", "last", "weights", "checkpoint", "final")
-
-
 def _model_label(spec: str) -> str:
-    """``runs/baseline/model`` -> "baseline/model"; ``runs/models/hardened.safetensors`` -> "hardened"."""
-    p = Path(spec)
-    name = (
-        p.with_suffix("").name
-        if p.suffix in (".safetensors", ".json", ".pt", ".pth", ".ts")
-        else p.name
-    )
-    if (
-        name in GENERIC_NAMES
-        and p.parent.name
-        and p.parent.name not in GENERIC_NAMES + ("checkpoints",)
-    ):
-        return f"{p.parent.name}/{name}"
-    return name or spec
+    """``runs/baseline/model`` -> "baseline"; ``runs/models/hardened.safetensors`` -> "hardened"."""
+    from advscale.models.checkpoint import checkpoint_name  # (imports torch: only when needed)
+
+    return checkpoint_name(spec)
 
 
 def _default_label(results: Results, source: Path | None) -> str:
@@ -781,17 +767,78 @@ def _provenance(runs: Sequence[Run]) -> Section:
     return Section("Configuration and environment", blocks)
 
 
+TRAIN_KINDS = ("train", "finetune")
+EVAL_KINDS = ("eval", "demo")
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return a.expanduser().resolve() == b.expanduser().resolve()
+
+
+def _evaluates(evaluation: Run, training: Run) -> bool:
+    """Whether ``evaluation`` names ``training`` as the run whose model it attacked: its config's
+    ``train_run`` (a run directory or its results file, or a list of them, as the demo writes
+    it), or a ``model``/``checkpoint`` saved in that run's directory."""
+    if training.source == "(in memory)":
+        return False
+    results_file = Path(training.source)
+    cfg = evaluation.results.config if isinstance(evaluation.results.config, dict) else {}
+    named = cfg.get("train_run")
+    for p in named if isinstance(named, list) else [named]:
+        if (
+            isinstance(p, str)
+            and p
+            and (_same_path(Path(p), results_file.parent) or _same_path(Path(p), results_file))
+        ):
+            return True
+    for key in ("model", "checkpoint"):
+        p = cfg.get(key)
+        if isinstance(p, str) and p and _same_path(Path(p).parent, results_file.parent):
+            return True
+    return False
+
+
+def _without_rechecked(
+    items: list[tuple[Run, dict[str, Any]]], runs: Sequence[Run]
+) -> tuple[list[tuple[Run, dict[str, Any]]], list[Block]]:
+    """Robust records without the end-of-training check of training runs that an evaluation in
+    the report attacks again (that evaluation is the robustness to show; the small check would
+    only crowd its plots), and a note per training run saying what was left out and where it is.
+    """
+    evaluations = list(
+        {run.label: run for run, _ in items if run.results.kind in EVAL_KINDS}.values()
+    )
+    notes: list[Block] = []
+    hidden: set[str] = set()
+    for run in runs:
+        if run.results.kind not in TRAIN_KINDS:
+            continue
+        by = [ev.shown for ev in evaluations if _evaluates(ev, run)]
+        count = sum(1 for r, _ in items if r.label == run.label)
+        if not by or not count:
+            continue
+        hidden.add(run.label)
+        notes.append(
+            Text(
+                f"{run.shown}: its end-of-training robustness check ({count} records) is left out "
+                f"of this section because {', '.join(by)} evaluates the same model; those numbers "
+                f"stay in {run.source}.",
+                "note",
+            )
+        )
+    return [(run, r) for run, r in items if run.label not in hidden], notes
+
+
 def build_sections(runs: Sequence[Run]) -> list[Section]:
     """The sections of a report on ``runs``; sections with nothing to show are left out."""
     make_plot = _Plots()
     parts = _by_section(runs)
     sections: list[Section | None] = [_overview(runs)]
-    robust = parts["robust"]
-    if any(run.results.kind in ("eval", "demo") for run, _ in robust):
-        # A dedicated evaluation is the robustness to show; the small end-of-training check of
-        # training runs would only crowd its plots (it stays in those runs' results files).
-        robust = [(run, r) for run, r in robust if run.results.kind not in ("train", "finetune")]
-    sections.append(_robust(robust, make_plot))
+    robust, notes = _without_rechecked(parts["robust"], runs)
+    robust_section = _robust(robust, make_plot)
+    if robust_section is not None:
+        robust_section.blocks[:0] = notes
+    sections.append(robust_section)
     sections.append(_leak(parts["label_leak"], runs))
     sections.append(_masking(parts["masking"], runs))
     sections += _training(parts["train"], parts["event"], runs, make_plot)

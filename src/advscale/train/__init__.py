@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from advscale.train.config import (
@@ -34,6 +33,7 @@ from advscale.train.config import (
     load_config,
     validate_config,
 )
+from advscale.train.distributed import process_rank
 from advscale.train.guards import CatastrophicOverfitGuard, NonFiniteLossError
 from advscale.train.loop import Trainer, lr_factor, train
 from advscale.train.recipes import (
@@ -75,7 +75,7 @@ def print_summary(summary: dict, keys: tuple[str, ...], wrote: Path | None = Non
 
     Under ``torchrun`` only rank 0 prints: every process holds the same summary.
     """
-    if int(os.environ.get("RANK", "0")) != 0:
+    if process_rank() != 0:
         return
     print(json.dumps({k: summary.get(k) for k in keys if k in summary}, indent=2))
     for ev in summary.get("events", []):

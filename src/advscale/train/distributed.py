@@ -33,6 +33,11 @@ class DistInfo:
         return self.world_size > 1
 
 
+def process_rank() -> int:
+    """This process's global rank as ``torchrun`` sets it (``RANK``); 0 outside ``torchrun``."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group that ``torchrun`` describes (RANK, WORLD_SIZE, LOCAL_RANK).
 
@@ -40,7 +45,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     nccl for CUDA devices and gloo otherwise; each process takes GPU ``LOCAL_RANK``.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = process_rank()
     local = int(os.environ.get("LOCAL_RANK", str(rank)))
     dev = resolve_device(device)
     if dev.type == "cuda":

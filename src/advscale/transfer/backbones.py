@@ -36,6 +36,7 @@ from advscale.models import (
     load_state_dict_file,
     register_model,
 )
+from advscale.utils import set_submodule
 
 # The statistics timm and torchvision ImageNet models are trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -230,9 +231,7 @@ def replace_linear(net: nn.Module, name: str, num_classes: int) -> nn.Linear:
     old = net.get_submodule(name)
     new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
     new.to(device=old.weight.device, dtype=old.weight.dtype)
-    parent_name, _, attr = name.rpartition(".")
-    parent = net.get_submodule(parent_name) if parent_name else net
-    setattr(parent, attr, new)
+    set_submodule(net, name, new)
     return new
 
 

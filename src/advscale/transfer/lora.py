@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from advscale.errors import UserError
-from advscale.utils import atomic_write
+from advscale.utils import atomic_write, set_submodule
 
 ADAPTABLE = (nn.Linear, nn.Conv2d)
 
@@ -172,9 +172,7 @@ def add_lora(
     if not chosen:
         raise LoRAError("no Linear or Conv2d layer to adapt outside the classification head")
     for name in chosen:
-        parent_name, _, attr = name.rpartition(".")
-        parent = net.get_submodule(parent_name) if parent_name else net
-        setattr(parent, attr, LoRALayer(getattr(parent, attr), rank, alpha))
+        set_submodule(net, name, LoRALayer(net.get_submodule(name), rank, alpha))
     return chosen
 
 
@@ -207,9 +205,7 @@ def strip_lora(model: nn.Module) -> nn.Module:
     """
     for name, layer in list(lora_layers(model).items()):
         layer.merge()
-        parent_name, _, attr = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, layer.base)
+        set_submodule(model, name, layer.base)
     return model
 
 
