@@ -20,7 +20,6 @@ model is more accurate on FGSM examples than on clean ones (label leaking).
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
@@ -235,9 +234,3 @@ def _summary_text(results: Results, out: Path, html: Path) -> str:
         lines.append(f"  {name:18s} {clean:6.1f} " + " ".join(accs) + leak)
     lines.append(f"[demo] wrote {out / 'results.json'}, {out / 'report.md'}, {html}")
     return "\n".join(lines)
-
-
-def run_demo_command(args: argparse.Namespace) -> int:
-    """``advscale demo [--out DIR] [--data-dir D] [--quick] [--device DEV]``."""
-    run_demo(args.out, args.data_dir, quick=args.quick, device=args.device)
-    return 0

@@ -22,15 +22,13 @@ least ``attack`` (name), ``eps`` (pixel levels on the 0-255 scale, so 8 means 8/
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from advscale.errors import UserError
-from advscale.utils import atomic_write_json, environment_info
+from advscale.utils import atomic_write_json, environment_info, read_structured
 
 SCHEMA = "advscale.results"
 SCHEMA_VERSION = 1
@@ -87,16 +85,14 @@ class Results:
 
 
 def load_results(path: str | os.PathLike) -> Results:
-    """Read and validate a results file written by any advscale command."""
+    """Read and validate a results file written by any advscale command.
+
+    A file written before results carried ``kind`` gets it from :func:`infer_kind`.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ResultsError(f"{path}: no such results file") from None
-    except json.JSONDecodeError as e:
-        raise ResultsError(f"{path}: not valid JSON ({e})") from None
+    raw = read_structured(path, "results file", error=ResultsError, fmt="json")
     if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
         raise ResultsError(f'{path}: not an advscale results file (expected "schema": "{SCHEMA}")')
     version = raw.get("version")
@@ -105,11 +101,10 @@ def load_results(path: str | os.PathLike) -> Results:
             f"{path}: results schema version {version!r} is newer than this advscale reads "
             f"({SCHEMA_VERSION}); upgrade advscale"
         )
-    for key in ("kind", "records"):
-        if key not in raw:
-            raise ResultsError(f"{path}: missing key {key!r}")
+    if "records" not in raw:
+        raise ResultsError(f"{path}: missing key 'records'")
     return Results(
-        kind=raw["kind"],
+        kind=raw.get("kind") or infer_kind(raw),
         records=list(raw["records"]),
         config=raw.get("config", {}),
         summary=raw.get("summary", {}),
@@ -120,18 +115,77 @@ def load_results(path: str | os.PathLike) -> Results:
     )
 
 
-def records_table(records: Iterable[dict[str, Any]], columns: list[str]) -> list[list[str]]:
-    """Rows of formatted cells for ``columns`` (floats in [0, 1] named like accuracies as %)."""
-    rows = []
-    for r in records:
-        row = []
-        for c in columns:
-            v = r.get(c, "")
-            if isinstance(v, float):
-                row.append(
-                    f"{100 * v:.1f}" if ("acc" in c or c in {"ratio", "rate"}) else f"{v:.3g}"
-                )
-            else:
-                row.append(str(v))
-        rows.append(row)
-    return rows
+def infer_kind(raw: dict[str, Any]) -> str:
+    """The ``kind`` of a results file written without one, from the command named in its config
+    (every command records it) or, failing that, from its records."""
+    config = raw.get("config") or {}
+    command = str(config.get("command") or "").replace("-", "_")
+    if command in KINDS:
+        return command
+    records = [r for r in raw.get("records") or [] if isinstance(r, dict)]
+    if any("source" in r and "target" in r for r in records):
+        return "transfer_matrix"
+    if any("variant" in r for r in records):
+        return "sweep"
+    if any("method" in r and "mode" in r for r in records):
+        return "compare"
+    if "finetune" in config:
+        return "finetune"
+    if any("epoch" in r or r.get("type") for r in records):
+        return "train"
+    return "eval"
+
+
+# What a record measures, where one results file holds several kinds of record.
+RECORD_KINDS = (
+    "robust",  # accuracy under one attack at one ε
+    "label_leak",  # clean vs one-step accuracy of a model trained on one-step examples
+    "masking",  # one gradient-masking check
+    "event",  # something that happened in training (catastrophic overfitting, a NaN loss)
+    "epoch",  # per-epoch training metrics
+    "compare",  # one (method, mode, ε) point of a compare run
+    "transfer",  # one (source, target, attack, ε) cell of a transfer matrix
+    "capacity",  # one point of a sweep
+    "other",
+)
+RECORD_KIND_KEY = "record"
+
+
+def record_kind(kind: str, record: dict[str, Any]) -> str:
+    """What ``record`` of a results file of ``kind`` measures: one of :data:`RECORD_KINDS`.
+
+    A record's explicit ``"record"`` field wins; records written without one are classified
+    here, once, from the file's kind and the record's fields.
+    """
+    explicit = record.get(RECORD_KIND_KEY)
+    if explicit in RECORD_KINDS:
+        return explicit
+    if kind == "sweep":
+        return "capacity"
+    if kind == "transfer_matrix":
+        return "transfer"
+    if "event" in record or record.get("type") == "event":
+        return "event"
+    if "epoch" in record and "attack" not in record:
+        return "epoch"
+    if kind == "compare" or ("method" in record and "seconds" in record):
+        return "compare"
+    if (
+        record.get("check") == "label_leak"
+        or record.get("kind") == "label_leak"
+        or any(k.startswith("label_leak") or k in ("leaked", "leak") for k in record)
+    ):
+        return "label_leak"
+    if record.get("kind") in ("masking", "masking_check") or (
+        "check" in record and ("passed" in record or "ok" in record or "warning" in record)
+    ):
+        return "masking"
+    if "attack" in record and _is_number(record.get("eps")) and _is_number(record.get("accuracy")):
+        return "robust"
+    if "epoch" in record:
+        return "epoch"
+    return "other"
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -482,56 +481,11 @@ def _summary(res: Results, total: int, warnings: list[dict[str, Any]]) -> dict[s
     }
 
 
-def format_sweep(res: Results) -> str:
-    """A plain-text table: variant, value, attack, ε, clean %, adversarial %, ratio."""
-    lines = [
-        f"{'variant':<12} {'value':>7} {'attack':<12} {'eps':>7} {'clean %':>8} {'adv %':>7} {'ratio':>6}"
-    ]
-    for r in res.records:
-        if r.get("status") != "done":
-            lines.append(
-                f"{r['variant']:<12} {r['value']!s:>7} {r.get('status')}: {r.get('error', '')}"
-            )
-            continue
-        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
-        lines.append(
-            f"{r['variant']:<12} {r['value']!s:>7} {r['attack']:<12} {r['eps']:>5g}/255 "
-            f"{100 * r['clean_accuracy']:>8.1f} {100 * r['accuracy']:>7.1f} {ratio:>6}"
-        )
-    return "\n".join(lines)
-
-
-def run_sweep_command(args: argparse.Namespace) -> int:
-    """``advscale sweep --config sweep.yaml [--out DIR]``: exit status 1 when a point failed."""
-    from advscale.evaluate import format_warnings
-    from advscale.report import write_markdown_report
-
-    cfg = load_sweep(args.config, args.out)
-    res = run_sweep(cfg)
-    out = Path(cfg.out)  # type: ignore[arg-type]
-    report = write_markdown_report([out], out / "report.md", title=f"Sweep over {cfg.field}")
-    print(format_sweep(res))
-    if res.summary["warnings"]:
-        # Gradient-masking warnings, each naming its point: those accuracies may be overstated.
-        print(format_warnings(res.summary["warnings"]), file=sys.stderr)
-    print(f"wrote {out / 'results.json'} and {report}")
-    if not res.complete:
-        print(
-            f"{res.summary['failed']} point(s) failed; rerun the same command to retry them "
-            "(finished points are reused)",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
-
-
 __all__ = [
     "SweepConfig",
     "SweepEval",
     "check_field",
-    "format_sweep",
     "load_sweep",
     "plan",
     "run_sweep",
-    "run_sweep_command",
 ]

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from advscale.errors import UserError
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Write ``path`` so that it is either the old file or the complete new one, never half.
@@ -58,6 +60,43 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(
         path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
     )
+
+
+def read_structured(
+    path: str | os.PathLike,
+    what: str,
+    *,
+    error: type[Exception] | None = None,
+    fmt: str | None = None,
+) -> Any:
+    """The parsed content of the JSON or YAML file ``path``; a missing file or a parse error
+    becomes one ``error`` (default :class:`advscale.errors.UserError`) naming the file.
+
+    ``what`` names the file in the error ("sweep file", "results file"). ``fmt`` is "json" or
+    "yaml"; by default a ``.json`` suffix means JSON and anything else YAML. An empty YAML file
+    reads as None.
+
+    Example:
+        >>> read_structured("configs/pgd.yaml", "config file")["recipe"]  # doctest: +SKIP
+    """
+    error = error or UserError
+    path = Path(path)
+    fmt = fmt or ("json" if path.suffix.lower() == ".json" else "yaml")
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, IsADirectoryError):
+        raise error(f"{path}: no such {what}") from None
+    if fmt == "json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise error(f"{path}: not valid JSON ({e})") from None
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise error(f"{path}: not valid YAML ({e})") from None
 
 
 def _json_default(obj: Any) -> Any:

@@ -12,7 +12,7 @@ from advscale.results import Results
 def _eval(model: str, robust: float, warnings: list[str]) -> Results:
     res = Results(
         "eval",
-        config={"model": f"runs/demo/models/{model}", "n": 200},
+        config={"model": f"runs/demo/models/{model}", "name": model, "n": 200},
         summary={"warnings": warnings},
     )
     res.add(attack="clean", eps=0, accuracy=0.9)

@@ -1,15 +1,16 @@
 """Evaluation: robust accuracy over attacks × ε, gradient-masking checks, label leaking.
 
 Example:
-    >>> from advscale.evaluate import evaluate, format_table
+    >>> from advscale.evaluate import evaluate
+    >>> from advscale.report.text import format_table
     >>> report = evaluate(model, test, attacks=["fgsm", "pgd"], eps=[2, 4, 8], n=1000)  # doctest: +SKIP
     >>> print(format_table(report.records))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import argparse
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -24,10 +25,9 @@ from advscale.evaluate.robust import (
     WORST_CASE,
     EvalReport,
     evaluate,
-    format_table,
-    format_warnings,
     preset_attacks,
 )
+from advscale.results import Results
 
 __all__ = [
     "DEFAULT_ATTACK_KWARGS",
@@ -35,13 +35,11 @@ __all__ = [
     "WORST_CASE",
     "EvalReport",
     "evaluate",
-    "format_table",
-    "format_warnings",
     "label_leak",
     "leak_flag",
     "load_any_model",
     "preset_attacks",
-    "run_eval_command",
+    "evaluate_spec",
 ]
 
 
@@ -62,19 +60,46 @@ def load_any_model(spec: str | os.PathLike, device: str | torch.device = "cpu") 
     return load_external_model(spec, device=device)
 
 
-def run_eval_command(args: argparse.Namespace) -> int:
-    """``advscale eval``: load model and data, evaluate, print the table and warnings, save."""
+def evaluate_spec(
+    model: str,
+    *,
+    data: str = "fashion-mnist",
+    split: str = "test",
+    data_dir: str | os.PathLike | None = None,
+    n: int | None = 1000,
+    attacks: Sequence[str] = ("fgsm", "step_ll", "iter_basic", "iter_ll", "pgd", "apgd"),
+    eps: Sequence[float] = (2, 4, 8, 16),
+    batch_size: int = 500,
+    cascade: bool = False,
+    preset: str = "custom",
+    apgd_steps: int | None = None,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    check_unbounded: bool = True,
+    fuse: bool = True,
+    progress: bool = True,
+) -> Results:
+    """Load the model named by ``model`` (see :func:`load_any_model`) and ``n`` examples of
+    ``data``/``split``, evaluate, and return the ``eval`` results (not saved).
+
+    ``preset`` other than "custom" replaces ``attacks`` and turns the cascade on; ``apgd_steps``
+    sets the iterations of every APGD attack.
+
+    Raises:
+        UserError: bad ``n``, ``batch_size`` or ``apgd_steps``, unknown attack, unreadable model
+            or data, a model whose classes do not match the data.
+    """
     from advscale.data import load_dataset
+    from advscale.models.checkpoint import checkpoint_name
+    from advscale.models.external import check_classes, data_options
     from advscale.utils import resolve_device
 
-    if args.n is not None and args.n <= 0:
-        raise UserError(f"--n must be a positive number of examples, got {args.n}")
-    if args.batch_size <= 0:
-        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
-    cascade = bool(args.cascade)
-    attacks = list(args.attacks)
+    if n is not None and n <= 0:
+        raise UserError(f"n must be a positive number of examples, got {n}")
+    if batch_size <= 0:
+        raise UserError(f"batch_size must be positive, got {batch_size}")
+    attacks = list(attacks)
     warnings: list[dict[str, Any]] = []
-    preset = getattr(args, "preset", "custom") or "custom"
     if preset != "custom":
         attacks, missing = preset_attacks(preset)
         cascade = True
@@ -89,55 +114,39 @@ def run_eval_command(args: argparse.Namespace) -> int:
                 }
             )
     attack_kwargs: dict[str, dict[str, Any]] = {}
-    apgd_steps = getattr(args, "apgd_steps", None)
     if apgd_steps is not None:
         if apgd_steps < 1:
-            raise UserError(f"--apgd-steps must be >= 1, got {apgd_steps}")
+            raise UserError(f"apgd_steps must be >= 1, got {apgd_steps}")
         attack_kwargs.update({a: {"steps": apgd_steps} for a in APGD_NAMES})
 
-    device = resolve_device(args.device)
-    model = load_any_model(args.model, device)
-    from advscale.models.external import check_classes, data_options
-
-    data = load_dataset(
-        args.data, args.split, args.data_dir, **data_options(model, args.data)
-    ).take(args.n)
-
-    check_classes(model, data.classes, str(args.model), f"{args.data} ({args.split})")
+    dev = resolve_device(device)
+    net = load_any_model(model, dev)
+    dataset = load_dataset(data, split, data_dir, **data_options(net, data)).take(n)
+    check_classes(net, dataset.classes, str(model), f"{data} ({split})")
     report = evaluate(
-        model,
-        data,
+        net,
+        dataset,
         attacks=attacks,
-        eps=args.eps,
-        batch_size=args.batch_size,
+        eps=eps,
+        batch_size=batch_size,
         cascade=cascade,
         attack_kwargs=attack_kwargs,
-        device=device,
-        seed=args.seed,
-        progress=True,
-        check_unbounded=not getattr(args, "no_unbounded_check", False),
-        fuse=not getattr(args, "no_fuse", False),
+        device=dev,
+        seed=seed,
+        progress=progress,
+        check_unbounded=check_unbounded,
+        fuse=fuse,
     )
     report.warnings[:0] = warnings
-    results = report.to_results(
+    return report.to_results(
         {
             "command": "eval",
-            "model": str(args.model),
-            "data": args.data,
-            "split": args.split,
-            "data_dir": str(args.data_dir) if args.data_dir else None,
+            "model": str(model),
+            # The name reports show the model under: reports read it, they do not parse paths.
+            "name": checkpoint_name(str(model)),
+            "data": data,
+            "split": split,
+            "data_dir": str(data_dir) if data_dir else None,
             "preset": preset,
         }
     )
-    print(
-        f"{args.model} on {args.data}/{args.split}, n={report.n}, clean accuracy "
-        f"{100 * report.clean_accuracy:.1f}%" + ("" if not cascade else ", cascade")
-    )
-    print(format_table(report.records))
-    if report.warnings:
-        print(format_warnings(report.warnings))
-    else:
-        print(f"gradient-masking checks passed: {', '.join(report.checks)}")
-    path = results.save(args.out)
-    print(f"wrote {path}")
-    return 0

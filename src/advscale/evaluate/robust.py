@@ -10,7 +10,7 @@
 
 Example:
     >>> report = evaluate(model, test.take(1000), attacks=["fgsm", "pgd"], eps=[2, 4, 8])  # doctest: +SKIP
-    >>> print(format_table(report.records))  # doctest: +SKIP
+    >>> print(advscale.report.text.format_table(report.records))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -587,55 +587,3 @@ def _mean(mask: Tensor) -> float:
 
 def _ratio(adv: float, clean: float) -> float | None:
     return adv / clean if clean > 0 else None
-
-
-# -- terminal output ---------------------------------------------------------------------------
-def format_table(records: Sequence[dict[str, Any]]) -> str:
-    """A fixed-width table of eval records: attack, ε, clean %, adversarial %, top-5 %, ratio,
-    final % (one-step attacks), seconds, forward and backward passes."""
-    head = [
-        "attack",
-        "eps",
-        "clean %",
-        "adv %",
-        "top-5 %",
-        "ratio",
-        "final %",
-        "seconds",
-        "fwd",
-        "bwd",
-    ]
-
-    def pct(v: float | None) -> str:
-        return "-" if v is None else f"{100 * v:.1f}"
-
-    rows = [
-        [
-            str(r["attack"]),
-            f"{r['eps']:g}/255",
-            pct(r.get("clean_accuracy")),
-            pct(r.get("accuracy")),
-            pct(r.get("top5")),
-            "-" if r.get("ratio") is None else f"{r['ratio']:.3f}",
-            pct(r.get("accuracy_final")),
-            f"{r.get('seconds', 0.0):.2f}",
-            f"{r.get('forward', 0):,}",
-            f"{r.get('backward', 0):,}",
-        ]
-        for r in records
-    ]
-    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(head)]
-
-    def line(cells: list[str]) -> str:
-        # Attack names read left-aligned, numbers right-aligned.
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    return "\n".join([line(head), "  ".join("-" * w for w in widths), *map(line, rows)])
-
-
-def format_warnings(warnings: Sequence[dict[str, Any]]) -> str:
-    """One ``warning [check]: message`` line per warning (empty string when there are none)."""
-    return "\n".join(f"warning [{w['check']}]: {w['message']}" for w in warnings)

@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 import time
 import zlib
@@ -264,49 +264,6 @@ def _summary(records: list[dict[str, Any]], generation: dict[str, float]) -> dic
     return {"mean_transfer_rate": mean, "generation_seconds": generation}
 
 
-def write_heatmaps(results: Results, out_dir: str | Path) -> list[Path]:
-    """One PNG heatmap of transfer rates per attack and ε: ``transfer_<attack>_eps<ε>.png``."""
-    from advscale.report.plots import eps_label, figure_png, heatmap
-    from advscale.utils import atomic_write_bytes
-
-    out_dir = Path(out_dir)
-    models = list(
-        results.config.get("models") or dict.fromkeys(r["source"] for r in results.records)
-    )
-    paths = []
-    keys = dict.fromkeys((r["attack"], r["eps"]) for r in results.records)
-    for attack, e in keys:
-        cell = {
-            (r["source"], r["target"]): r["transfer_rate"]
-            for r in results.select(attack=attack, eps=e)
-        }
-        values = [[cell.get((s, t)) for t in models] for s in models]
-        fig = heatmap(values, models, models, f"transfer rate, {attack}, ε={eps_label(e)}")
-        paths.append(
-            atomic_write_bytes(out_dir / f"transfer_{attack}_eps{e:g}.png", figure_png(fig))
-        )
-    return paths
-
-
-def format_matrix(results: Results) -> str:
-    """Plain-text matrices of transfer rates (%), one per attack and ε."""
-    models = list(results.config.get("models") or [])
-    lines = []
-    for attack, e in dict.fromkeys((r["attack"], r["eps"]) for r in results.records):
-        cell = {(r["source"], r["target"]): r for r in results.select(attack=attack, eps=e)}
-        width = max([len(m) for m in models] + [8])
-        lines.append(f"{attack} ε={e:g}/255: transfer rate % (rows: source, columns: target)")
-        lines.append(" " * width + "".join(f"  {t:>{width}}" for t in models))
-        for s in models:
-            cells = []
-            for t in models:
-                rate = cell.get((s, t), {}).get("transfer_rate")
-                cells.append(f"  {'-' if rate is None else f'{100 * rate:.1f}':>{width}}")
-            lines.append(f"{s:<{width}}" + "".join(cells))
-        lines.append("")
-    return "\n".join(lines)
-
-
 def _model_names(specs: Sequence[str]) -> list[str]:
     """Short unique names: the fewest trailing path parts that tell the checkpoints apart.
 
@@ -321,55 +278,69 @@ def _model_names(specs: Sequence[str]) -> list[str]:
     return [str(s) for s in specs]
 
 
-def run_transfer_matrix_command(args: argparse.Namespace) -> int:
-    """``advscale transfer-matrix``: results.json and one heatmap per attack and ε in ``--out``."""
+def transfer_matrix_from_specs(
+    specs: Sequence[str],
+    attacks: Sequence[str],
+    eps: Sequence[float],
+    *,
+    data: str = "fashion-mnist",
+    data_dir: str | os.PathLike | None = None,
+    n: int | None = 1000,
+    device: str | torch.device = "auto",
+    fuse: bool = True,
+    save_to: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Results:
+    """The transfer matrix of the models named by ``specs`` (checkpoints or any form
+    :func:`advscale.evaluate.load_any_model` reads) on ``n`` test examples of ``data``.
+
+    Models are named by the fewest trailing path parts that tell them apart. With ``save_to``
+    the results file is written there after every source model (and at the end), so an
+    interrupted run keeps what it measured.
+
+    Raises:
+        UserError: fewer than two models, bad ``n``, unreadable models or data.
+    """
     from advscale.data import load_dataset
     from advscale.evaluate import load_any_model
-
-    if len(args.models) < 2:
-        raise UserError("--models needs at least two models (comma-separated) to measure transfer")
-    if args.n is not None and args.n <= 0:
-        raise UserError(f"--n must be a positive number of examples, got {args.n}")
-    device = resolve_device(args.device)
-    names = _model_names(args.models)
-    models = {
-        name: load_any_model(spec, device) for name, spec in zip(names, args.models, strict=True)
-    }
-    data = load_dataset(args.data, "test", args.data_dir)
     from advscale.models.external import check_classes
 
+    if len(specs) < 2:
+        raise UserError("--models needs at least two models (comma-separated) to measure transfer")
+    if n is not None and n <= 0:
+        raise UserError(f"--n must be a positive number of examples, got {n}")
+    dev = resolve_device(device)
+    names = _model_names(specs)
+    models = {name: load_any_model(spec, dev) for name, spec in zip(names, specs, strict=True)}
+    dataset = load_dataset(data, "test", data_dir)
     for name, model in models.items():
-        check_classes(model, data.classes, name, f"{args.data} (test)")
-    out_dir = Path(args.out)
+        check_classes(model, dataset.classes, name, f"{data} (test)")
     extra = {
         "command": "transfer-matrix",
-        "model_specs": dict(zip(names, map(str, args.models), strict=True)),
-        "data": args.data,
-        "data_dir": str(args.data_dir) if args.data_dir else None,
+        "model_specs": dict(zip(names, map(str, specs), strict=True)),
+        "data": data,
+        "data_dir": str(data_dir) if data_dir else None,
         "split": "test",
     }
 
     def save(partial: Results) -> None:
         partial.config.update(extra)
-        partial.save(out_dir / "results.json")
+        if save_to is not None:
+            partial.save(save_to)
 
     res = transfer_matrix(
         models,
-        data,
-        args.attacks,
-        args.eps,
-        n=args.n,
-        device=device,
-        progress=True,
+        dataset,
+        attacks,
+        eps,
+        n=n,
+        device=dev,
+        progress=progress,
         on_source_done=save,
-        fuse=not args.no_fuse,
+        fuse=fuse,
     )
     save(res)
-    for path in write_heatmaps(res, out_dir):
-        print(path)
-    print(format_matrix(res))
-    print(f"wrote {out_dir / 'results.json'}")
-    return 0
+    return res
 
 
-__all__ = ["format_matrix", "run_transfer_matrix_command", "transfer_matrix", "write_heatmaps"]
+__all__ = ["transfer_matrix", "transfer_matrix_from_specs"]

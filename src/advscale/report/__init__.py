@@ -7,21 +7,10 @@ Example:
 
 from __future__ import annotations
 
-import argparse
-
 from advscale.report.content import Run, Section, build_sections, collect_runs
 from advscale.report.html import render_html, write_html_report
 from advscale.report.markdown import render_markdown, write_markdown_report
 from advscale.report.plots import figure_png, png_data_uri
-
-
-def run_report_command(args: argparse.Namespace) -> int:
-    """``advscale report RUN_DIR [RUN_DIR ...] --out report.html``: HTML plus Markdown beside it."""
-    out = write_html_report(args.runs, args.out)
-    print(out)
-    print(out.with_suffix(".md"))
-    return 0
-
 
 __all__ = [
     "Run",
@@ -32,7 +21,6 @@ __all__ = [
     "png_data_uri",
     "render_html",
     "render_markdown",
-    "run_report_command",
     "write_html_report",
     "write_markdown_report",
 ]

@@ -103,19 +103,13 @@ def _results_files(path: Path) -> list[Path]:
     return found
 
 
-def _model_label(spec: str) -> str:
-    """``runs/baseline/model`` -> "baseline"; ``runs/models/hardened.safetensors`` -> "hardened"."""
-    from advscale.models.checkpoint import checkpoint_name  # (imports torch: only when needed)
-
-    return checkpoint_name(spec)
-
-
 def _default_label(results: Results, source: Path | None) -> str:
     cfg = results.config or {}
+    # The name a command gave its run or model (eval writes the checkpoint's short name).
     for key in ("name", "model"):
         v = cfg.get(key)
         if isinstance(v, str) and v.strip():
-            return _model_label(v) if key == "model" else v
+            return v
     if source is not None:
         return source.parent.name if source.name == "results.json" else source.stem
     return results.kind
@@ -342,7 +336,7 @@ def _model_name(run: Run, r: dict[str, Any], multi: bool, several_runs: bool) ->
     m = r.get("model")
     if not (multi and isinstance(m, str) and m):
         return run.shown
-    name = _model_label(m)
+    name = m
     if several_runs:
         return f"{run.shown}/{name}"
     return name if run.results.complete else f"{name} (incomplete)"

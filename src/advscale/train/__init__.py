@@ -12,10 +12,6 @@ with several processes: ``torchrun --nproc_per_node 2 -m advscale train ...``.
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
 from advscale.train.config import (
     RECIPES,
     ConfigError,
@@ -33,7 +29,6 @@ from advscale.train.config import (
     load_config,
     validate_config,
 )
-from advscale.train.distributed import process_rank
 from advscale.train.guards import CatastrophicOverfitGuard, NonFiniteLossError
 from advscale.train.loop import Trainer, lr_factor, train
 from advscale.train.recipes import (
@@ -48,44 +43,7 @@ from advscale.train.recipes import (
     signed_gradient_step,
 )
 
-
-def run_train_command(args: argparse.Namespace) -> int:
-    """``advscale train --config C --out D [--resume] [--force] [--set K=V ...]``."""
-    cfg = load_config(args.config, list(args.set or []))
-    summary = train(cfg, args.out, resume=args.resume, force=args.force)
-    keys = (
-        "recipe",
-        "eps",
-        "epochs",
-        "steps",
-        "clean_accuracy",
-        "fgsm_accuracy",
-        "pgd_accuracy",
-        "time_per_epoch_s",
-        "images_per_s",
-        "stop_reason",
-    )
-    print_summary(summary, keys, wrote=Path(args.out) / "results.json")
-    return 0
-
-
-def print_summary(summary: dict, keys: tuple[str, ...], wrote: Path | None = None) -> None:
-    """Print the ``keys`` of a run summary as JSON, its events (catastrophic overfitting...) and
-    the results file ``wrote``.
-
-    Under ``torchrun`` only rank 0 prints: every process holds the same summary.
-    """
-    if process_rank() != 0:
-        return
-    print(json.dumps({k: summary.get(k) for k in keys if k in summary}, indent=2))
-    for ev in summary.get("events", []):
-        print(f"event: {ev.get('event')} at step {ev.get('step')}: {ev.get('reason', '')}")
-    if wrote is not None:
-        print(f"wrote {wrote}")
-
-
 __all__ = [
-    "print_summary",
     "NFGSM",
     "RECIPES",
     "RSFGSM",
@@ -112,7 +70,6 @@ __all__ = [
     "config_to_dict",
     "load_config",
     "lr_factor",
-    "run_train_command",
     "signed_gradient_step",
     "train",
     "validate_config",

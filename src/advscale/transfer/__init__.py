@@ -17,7 +17,6 @@ from advscale.transfer.compare import (
     CompareConfig,
     compare,
     load_compare_config,
-    run_compare_command,
 )
 from advscale.transfer.finetune import (
     FinetuneConfig,
@@ -25,7 +24,6 @@ from advscale.transfer.finetune import (
     finetune,
     load_finetune_config,
     reinitialize,
-    run_finetune_command,
 )
 from advscale.transfer.lora import (
     LoRAError,
@@ -52,13 +50,11 @@ __all__ = [
     "CompareConfig",
     "compare",
     "load_compare_config",
-    "run_compare_command",
     "FinetuneConfig",
     "FinetuneTrainer",
     "finetune",
     "load_finetune_config",
     "reinitialize",
-    "run_finetune_command",
     "MODES",
     "Backbone",
     "BackboneConfig",

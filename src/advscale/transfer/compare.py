@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import traceback
@@ -31,7 +30,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from advscale.errors import UserError
 from advscale.results import EPS_UNIT, Results
 from advscale.train import config_to_dict, load_config, validate_config
 from advscale.transfer.finetune import FinetuneConfig, finetune
@@ -261,110 +259,6 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-# -- output ------------------------------------------------------------------------------------
-def _pct(v: Any) -> str:
-    return f"{100 * v:.1f}" if isinstance(v, (int, float)) else "-"
-
-
-def markdown_table(records: list[dict[str, Any]], summary: dict[str, Any]) -> str:
-    """The records and the FGSM-vs-PGD pairs as Markdown."""
-    lines = [
-        "| method | mode | ε | clean % | PGD % | APGD % | robust % | train s | × cheapest | CO events | trainable params | status |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in sorted(records, key=lambda r: (r["mode"], r["eps"], r["method"])):
-        lines.append(
-            f"| {r['method']} | {r['mode']} | {r['eps']:g} | {_pct(r.get('clean_accuracy'))} | "
-            f"{_pct(r.get('pgd_accuracy'))} | {_pct(r.get('apgd_accuracy'))} | {_pct(r.get('robust_accuracy'))} | "
-            f"{r['wall_time_s']:.1f} | {r.get('time_ratio', 0):.2f} | {r.get('co_events', 0)} | "
-            f"{r.get('trainable_params', 0):,} | done |"
-            if r.get("status") == "done"
-            else f"| {r['method']} | {r['mode']} | {r['eps']:g} | - | - | - | - | - | - | - | - | failed: "
-            f"{str(r.get('error', '')).splitlines()[0][:80]} |"
-        )
-    if summary.get("pairs"):
-        lines += [
-            "",
-            "Gap = PGD fine-tuning minus fast fine-tuning, in accuracy points (positive: PGD is more robust).",
-            "",
-            "| fast | mode | ε | robust gap | PGD-acc gap | clean gap | PGD time / fast time | fast CO events |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for p in summary["pairs"]:
-
-            def g(key: str, p: dict[str, Any] = p) -> str:
-                v = p.get(key)
-                return f"{v:+.2f}" if v is not None else "-"
-
-            ratio = f"{p['time_ratio']:.2f}" if p.get("time_ratio") else "-"
-            lines.append(
-                f"| {p['fast']} | {p['mode']} | {p['eps']:g} | {g('robust_accuracy_gap_points')} | "
-                f"{g('pgd_accuracy_gap_points')} | {g('clean_accuracy_gap_points')} | {ratio} | {p['fast_co_events']} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def scatter_plot(records: list[dict[str, Any]], path: Path) -> Path | None:
-    """Robust accuracy against training time, one marker per method, one colour per mode."""
-    done = [
-        r for r in records if r.get("status") == "done" and r.get("robust_accuracy") is not None
-    ]
-    if not done:
-        return None
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    markers = dict(
-        zip(("fgsm", "pgd", "rs_fgsm", "n_fgsm", "kurakin", "clean"), "os^vDx", strict=True)
-    )
-    modes = sorted({r["mode"] for r in done})
-    colours = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(modes)}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    seen: set[tuple[str, str]] = set()
-    for r in done:
-        label = f"{r['method']} / {r['mode']}"
-        ax.scatter(
-            r["wall_time_s"],
-            100 * r["robust_accuracy"],
-            marker=markers.get(r["method"], "o"),
-            color=colours[r["mode"]],
-            s=50,
-            label=None if (r["method"], r["mode"]) in seen else label,
-            edgecolors="black" if r.get("co_events") else "none",
-        )
-        seen.add((r["method"], r["mode"]))
-        ax.annotate(
-            f"ε={r['eps']:g}",
-            (r["wall_time_s"], 100 * r["robust_accuracy"]),
-            fontsize=7,
-            xytext=(4, 3),
-            textcoords="offset points",
-        )
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("training time (s, log scale)")
-    ax.set_ylabel("robust accuracy (%, worst case)")
-    ax.set_title(
-        "Fine-tuning: robust accuracy against training time\n"
-        "(black edge: catastrophic overfitting seen during training)",
-        fontsize=10,
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
-
-
 # -- the command -------------------------------------------------------------------------------
 def _write(out: Path, cfg: CompareConfig, records: list[dict[str, Any]], complete: bool) -> Results:
     recs = [dict(r) for r in records]
@@ -379,7 +273,6 @@ def _write(out: Path, cfg: CompareConfig, records: list[dict[str, Any]], complet
         complete=complete,
     )
     results.save(out / "results.json")
-    atomic_write_text(out / "compare.md", markdown_table(recs, summary))
     return results
 
 
@@ -433,10 +326,7 @@ def compare(
         atomic_write_json(done_file, {"status": status, "config": wanted, "records": recs})
         records += recs
         _write(out, cfg, records, complete=False)
-    results = _write(out, cfg, records, complete=True)
-    if cfg.compare.plot:
-        scatter_plot(results.records, out / "compare.png")
-    return results
+    return _write(out, cfg, records, complete=True)
 
 
 def _same_run(saved: dict[str, Any], wanted: dict[str, Any]) -> bool:
@@ -446,26 +336,3 @@ def _same_run(saved: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return {k: v for k, v in saved.items() if k not in RESUME_FREE} == {
         k: v for k, v in wanted.items() if k not in RESUME_FREE
     }
-
-
-def run_compare_command(args: argparse.Namespace) -> int:
-    """``advscale compare --config C --out D [--force] [--set K=V] [--trust-checkpoint]``.
-
-    ``--resume`` is accepted and is what a rerun does anyway: finished points are kept.
-    """
-    cfg = load_compare_config(args.config, args.set, trust=args.trust_checkpoint)
-    if args.resume and args.force:
-        raise UserError(
-            "--resume and --force contradict each other: --force deletes the finished points"
-        )
-    results = compare(cfg, args.out, force=args.force)
-    print(markdown_table(results.records, results.summary), end="")
-    failed = results.summary.get("failed", 0)
-    print(
-        f"wrote {Path(args.out) / 'results.json'}, compare.md"
-        + (", compare.png" if cfg.compare.plot else "")
-    )
-    if failed:
-        print(f"{failed} point(s) failed; see points/*/error.txt, rerun to retry them")
-        return 1
-    return 0

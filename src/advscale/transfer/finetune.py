@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 from pathlib import Path
@@ -24,7 +23,7 @@ from torch import nn
 
 from advscale.models import read_sidecar, save_model
 from advscale.results import load_results
-from advscale.train import TrainConfig, load_config, print_summary
+from advscale.train import TrainConfig, load_config
 from advscale.train.data import TrainData
 from advscale.train.loop import EpochCallback, Trainer
 from advscale.transfer.backbones import BackboneConfig, build_backbone
@@ -137,25 +136,3 @@ def load_finetune_config(
     if trust:
         overrides.append("backbone.trust=true")
     return load_config(path, overrides, FinetuneConfig)
-
-
-def run_finetune_command(args: argparse.Namespace) -> int:
-    """``advscale finetune --config C --out D [--resume] [--force] [--set K=V] [--trust-checkpoint]``."""
-    cfg = load_finetune_config(args.config, args.set, trust=args.trust_checkpoint)
-    summary = finetune(cfg, args.out, resume=args.resume, force=args.force)
-    keys = (
-        "mode",
-        "recipe",
-        "eps",
-        "epochs",
-        "trainable_params",
-        "total_params",
-        "clean_accuracy",
-        "fgsm_accuracy",
-        "pgd_accuracy",
-        "apgd_accuracy",
-        "time_per_epoch_s",
-        "stop_reason",
-    )
-    print_summary(summary, keys, wrote=Path(args.out) / "results.json")
-    return 0

@@ -1,0 +1,27 @@
+"""``advscale demo``: train baseline and hardened models, attack them, write a report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="train baseline and hardened models, attack them, write a report"
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument(
+        "--quick", action="store_true", help="a much smaller run (seconds), for smoke tests"
+    )
+    p.add_argument("--device", default="auto")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; it prints its progress and summary itself."""
+    from advscale.demo import run_demo
+
+    run_demo(args.out, args.data_dir, quick=args.quick, device=args.device)
+    return 0

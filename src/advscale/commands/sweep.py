@@ -1,0 +1,44 @@
+"""``advscale sweep``: train and evaluate over values of one config field."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep", help="train and evaluate over values of one config field (e.g. width)"
+    )
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument(
+        "--out", type=Path, default=None, help="sweep directory (default: from the config)"
+    )
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sweep, write its Markdown report, print the table; exit status 1 when a point
+    failed."""
+    from advscale.report import write_markdown_report
+    from advscale.report.text import format_sweep, format_warnings
+    from advscale.sweep import load_sweep, run_sweep
+
+    cfg = load_sweep(args.config, args.out)
+    res = run_sweep(cfg)
+    out = Path(cfg.out)  # type: ignore[arg-type]
+    report = write_markdown_report([out], out / "report.md", title=f"Sweep over {cfg.field}")
+    print(format_sweep(res))
+    if res.summary["warnings"]:
+        # Gradient-masking warnings, each naming its point: those accuracies may be overstated.
+        print(format_warnings(res.summary["warnings"]), file=sys.stderr)
+    print(f"wrote {out / 'results.json'} and {report}")
+    if not res.complete:
+        print(
+            f"{res.summary['failed']} point(s) failed; rerun the same command to retry them "
+            "(finished points are reused)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
