@@ -180,12 +180,13 @@ def record_kind(kind: str, record: dict[str, Any]) -> str:
         "check" in record and ("passed" in record or "ok" in record or "warning" in record)
     ):
         return "masking"
-    if "attack" in record and _is_number(record.get("eps")) and _is_number(record.get("accuracy")):
+    if "attack" in record and is_number(record.get("eps")) and is_number(record.get("accuracy")):
         return "robust"
     if "epoch" in record:
         return "epoch"
     return "other"
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A real number (an int or float, not a bool)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)

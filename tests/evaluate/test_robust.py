@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from advscale.errors import UserError
-from advscale.evaluate import WORST_CASE, evaluate, format_table, preset_attacks
+from advscale.evaluate import WORST_CASE, evaluate, preset_attacks
+from advscale.report.text import format_table
 from advscale.results import load_results
 
 EPS = [2.0, 8.0, 16.0]

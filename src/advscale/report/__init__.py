@@ -7,10 +7,12 @@ Example:
 
 from __future__ import annotations
 
-from advscale.report.content import Run, Section, build_sections, collect_runs
+from advscale.report.blocks import Section
 from advscale.report.html import render_html, write_html_report
 from advscale.report.markdown import render_markdown, write_markdown_report
 from advscale.report.plots import figure_png, png_data_uri
+from advscale.report.runs import Run, collect_runs
+from advscale.report.sections import build_sections
 
 __all__ = [
     "Run",

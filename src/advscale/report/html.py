@@ -16,18 +16,11 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from advscale.report.content import (
-    Code,
-    Plot,
-    RunInput,
-    Section,
-    Table,
-    Text,
-    build_sections,
-    collect_runs,
-)
+from advscale.report.blocks import Code, Plot, Section, Table, Text
 from advscale.report.markdown import write_markdown
 from advscale.report.plots import png_data_uri
+from advscale.report.runs import RunInput, collect_runs
+from advscale.report.sections import build_sections
 from advscale.utils import atomic_write_text
 
 CSS = """

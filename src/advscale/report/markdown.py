@@ -10,16 +10,9 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from advscale.report.content import (
-    Code,
-    Plot,
-    RunInput,
-    Section,
-    Table,
-    Text,
-    build_sections,
-    collect_runs,
-)
+from advscale.report.blocks import Code, Plot, Section, Table, Text
+from advscale.report.runs import RunInput, collect_runs
+from advscale.report.sections import build_sections
 from advscale.utils import atomic_write_bytes, atomic_write_text
 
 

@@ -1,0 +1,131 @@
+"""Runs of a report: results files (or in-memory results) loaded, named and their records
+sorted by what they measure (:func:`advscale.results.record_kind`)."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from advscale.errors import UserError
+from advscale.results import Results, ResultsError, load_results, record_kind
+
+
+@dataclass
+class Run:
+    """One results file in a report, with the name it is shown under."""
+
+    label: str
+    source: str
+    results: Results
+
+    @property
+    def shown(self) -> str:
+        """The label, marked when the run did not finish."""
+        return self.label if self.results.complete else f"{self.label} (incomplete)"
+
+
+RunInput = Results | str | os.PathLike | tuple[str, Results | str | os.PathLike]
+
+
+def _results_files(path: Path) -> list[Path]:
+    """``path`` itself, its results.json, or (for a directory of runs) every results.json below it."""
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise ResultsError(f"{path}: no such run directory or results file")
+    if (path / "results.json").is_file():
+        return [path / "results.json"]
+    found = sorted(path.rglob("results.json"))
+    if not found:
+        raise ResultsError(f"{path}: no results.json in this directory or below it")
+    return found
+
+
+def _default_label(results: Results, source: Path | None) -> str:
+    cfg = results.config or {}
+    # The name a command gave its run or model (eval writes the checkpoint's short name).
+    for key in ("name", "model"):
+        v = cfg.get(key)
+        if isinstance(v, str) and v.strip():
+            return v
+    if source is not None:
+        return source.parent.name if source.name == "results.json" else source.stem
+    return results.kind
+
+
+def collect_runs(items: Iterable[RunInput]) -> list[Run]:
+    """Load and name every run; labels are made unique. Raises ResultsError naming a bad file."""
+    runs: list[Run] = []
+    for item in items:
+        name: str | None = None
+        if isinstance(item, tuple):
+            name, item = item
+        if isinstance(item, Results):
+            runs.append(Run(name or _default_label(item, None), "(in memory)", item))
+            continue
+        files = _results_files(Path(item))
+        for f in files:
+            try:
+                res = load_results(f)
+            except ResultsError as e:
+                if str(f) in str(e):
+                    raise
+                raise ResultsError(f"{f}: {e}") from None
+            label = name if (name and len(files) == 1) else _default_label(res, f)
+            runs.append(Run(label, str(f), res))
+    if not runs:
+        raise UserError(
+            "no results to report on: give run directories or results.json files written by advscale"
+        )
+    seen: dict[str, int] = defaultdict(int)
+    for run in runs:
+        seen[run.label] += 1
+        if seen[run.label] > 1:
+            run.label = f"{run.label} ({seen[run.label]})"
+    return runs
+
+
+def classify(run: Run, r: dict[str, Any]) -> str:
+    """The kind of record ``r`` of ``run`` (:data:`advscale.results.RECORD_KINDS`)."""
+    return record_kind(run.results.kind, r)
+
+
+def by_section(runs: Sequence[Run]) -> dict[str, list[tuple[Run, dict[str, Any]]]]:
+    out: dict[str, list[tuple[Run, dict[str, Any]]]] = defaultdict(list)
+    for run in runs:
+        for r in run.results.records:
+            if isinstance(r, dict):
+                out[classify(run, r)].append((run, r))
+            else:
+                out["other"].append((run, {"value": r}))
+    return out
+
+
+def group_by_run(
+    items: list[tuple[Run, dict[str, Any]]],
+) -> list[tuple[Run, list[dict[str, Any]]]]:
+    """Records grouped by run, runs in order of first appearance."""
+    groups: dict[str, tuple[Run, list[dict[str, Any]]]] = {}
+    for run, r in items:
+        groups.setdefault(run.label, (run, []))[1].append(r)
+    return list(groups.values())
+
+
+def summaries(run: Run) -> list[tuple[str, dict[str, Any]]]:
+    """The run's summary, and the per-model summaries nested in it (as the demo writes them)."""
+    s = run.results.summary if isinstance(run.results.summary, dict) else {}
+    nested = [
+        (f"{run.shown}/{k}", v)
+        for k, v in s.items()
+        if isinstance(v, dict) and ("warnings" in v or "label_leak" in v)
+    ]
+    return [(run.shown, s), *nested]
+
+
+TRAIN_KINDS = ("train", "finetune")
+
+EVAL_KINDS = ("eval", "demo")
