@@ -29,6 +29,7 @@ from advscale.evaluate import evaluate
 from advscale.evaluate.label_leak import label_leak
 from advscale.models import load_model, save_model
 from advscale.report import write_html_report
+from advscale.report.text import format_demo_summary
 from advscale.results import EPS_UNIT, Results
 from advscale.train import TrainConfig, train, validate_config
 from advscale.utils import resolve_device
@@ -205,32 +206,14 @@ def run_demo(
     results.save(out / "results.json")
     runs: list[Any] = [*eval_results, *[(f"{n} (training)", out / "train" / n) for n in MODELS]]
     html = write_html_report(runs, out / "report.html", title="advscale demo: Fashion-MNIST")
-    _say(_summary_text(results, out, html), progress)
+    _say(
+        format_demo_summary(results)
+        + f"\n[demo] wrote {out / 'results.json'}, {out / 'report.md'}, {html}",
+        progress,
+    )
     return results
 
 
 def _say(text: str, progress: bool) -> None:
     if progress:
         print(text, flush=True)
-
-
-def _summary_text(results: Results, out: Path, html: Path) -> str:
-    lines = [
-        f"\n[demo] done in {results.summary['seconds']:.0f} s. Top-1 accuracy (%) at eps 8/255:"
-    ]
-    head = f"  {'model':18s} {'clean':>6s} " + " ".join(f"{a:>10s}" for a in ATTACKS)
-    lines.append(head)
-    for name in MODELS:
-        accs = []
-        for a in ATTACKS:
-            rec = [
-                r
-                for r in results.records
-                if r.get("model") == name and r.get("attack") == a and r.get("eps") == 8.0
-            ]
-            accs.append(f"{100 * rec[0]['accuracy']:10.1f}" if rec else f"{'-':>10s}")
-        clean = 100 * results.summary[name]["clean_accuracy"]
-        leak = "  <- label leaking" if results.summary[name]["label_leak"] else ""
-        lines.append(f"  {name:18s} {clean:6.1f} " + " ".join(accs) + leak)
-    lines.append(f"[demo] wrote {out / 'results.json'}, {out / 'report.md'}, {html}")
-    return "\n".join(lines)

@@ -14,9 +14,15 @@ A results file is JSON::
       "summary": {...}             # kind-specific roll-up (optional)
     }
 
-Robust-accuracy records (``kind`` eval and wherever accuracy under attack is measured) carry at
-least ``attack`` (name), ``eps`` (pixel levels on the 0-255 scale, so 8 means 8/255) and
-``accuracy`` (top-1, 0-1). ``eps_unit`` is always ``"1/255"``.
+Every record says what it measures in ``"record"`` (one of :data:`RECORD_KINDS`: robust,
+label_leak, masking, event, epoch, compare, transfer, capacity, other); ``save`` fills it in with
+:func:`record_kind` where the producer did not, and files written before records carried it get
+it from the same function when read. A file written without ``kind`` gets it from
+:func:`infer_kind`.
+
+Robust-accuracy records (``"record": "robust"``) carry at least ``attack`` (name), ``eps`` (pixel
+levels on the 0-255 scale, so 8 means 8/255) and ``accuracy`` (top-1, 0-1). ``eps_unit`` is
+always ``"1/255"``.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ class Results:
             "complete": self.complete,
             "environment": self.environment,
             "config": self.config,
-            "records": self.records,
+            "records": [_with_record_kind(self.kind, r) for r in self.records],
             "summary": self.summary,
         }
 
@@ -185,6 +191,13 @@ def record_kind(kind: str, record: dict[str, Any]) -> str:
     if "epoch" in record:
         return "epoch"
     return "other"
+
+
+def _with_record_kind(kind: str, record: Any) -> Any:
+    """``record`` as a results file stores it: with its explicit ``"record"`` kind."""
+    if not isinstance(record, dict) or RECORD_KIND_KEY in record:
+        return record
+    return {**record, RECORD_KIND_KEY: record_kind(kind, record)}
 
 
 def is_number(v: Any) -> bool:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advscale.report import plots
+from advscale.results import RECORD_KIND_KEY
 
 
 @dataclass
@@ -90,8 +91,9 @@ def _scalar_keys(
     records: Sequence[dict[str, Any]], first: Sequence[str] = (), skip: Iterable[str] = ()
 ) -> list[str]:
     """Columns for a table: ``first`` (those present), then every other key in order of appearance."""
-    # ε is shown as "8/255", so its unit column says nothing more.
-    skip = set(skip) | {"eps_unit"}
+    # ε is shown as "8/255", so its unit column says nothing more; a record's kind is what put
+    # it in its section.
+    skip = set(skip) | {"eps_unit", RECORD_KIND_KEY}
     present: dict[str, None] = {}
     for r in records:
         for k in r:

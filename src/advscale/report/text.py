@@ -143,7 +143,32 @@ def format_summary(summary: dict[str, Any], keys: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def format_demo_summary(results: Results, eps: float = 8.0) -> str:
+    """The demo's closing lines: its time, then top-1 accuracy (%) of every model clean and
+    under every attack at ``eps`` (pixel levels), label leaking marked."""
+    attacks = list(results.config.get("attacks") or [])
+    lines = [
+        f"\n[demo] done in {results.summary['seconds']:.0f} s. "
+        f"Top-1 accuracy (%) at eps {eps:g}/255:"
+    ]
+    lines.append(f"  {'model':18s} {'clean':>6s} " + " ".join(f"{a:>10s}" for a in attacks))
+    for name in results.config.get("models") or {}:
+        accs = []
+        for a in attacks:
+            rec = [
+                r
+                for r in results.records
+                if r.get("model") == name and r.get("attack") == a and r.get("eps") == eps
+            ]
+            accs.append(f"{100 * rec[0]['accuracy']:10.1f}" if rec else f"{'-':>10s}")
+        clean = 100 * results.summary[name]["clean_accuracy"]
+        leak = "  <- label leaking" if results.summary[name]["label_leak"] else ""
+        lines.append(f"  {name:18s} {clean:6.1f} " + " ".join(accs) + leak)
+    return "\n".join(lines)
+
+
 __all__ = [
+    "format_demo_summary",
     "compare_markdown",
     "format_matrix",
     "format_summary",

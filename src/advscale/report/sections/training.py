@@ -9,7 +9,7 @@ from typing import Any
 from advscale.report import plots
 from advscale.report.blocks import Block, Plots, Section, Table, Text, fmt, records_table
 from advscale.report.runs import Run
-from advscale.results import is_number
+from advscale.results import RECORD_KIND_KEY, is_number
 
 
 def _events_of(run: Run, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -60,7 +60,9 @@ def build(
                 e.get("message")
                 or e.get("reason")
                 or ", ".join(
-                    f"{k}={fmt(k, v)}" for k, v in e.items() if k not in ("event", "type", "epoch")
+                    f"{k}={fmt(k, v)}"
+                    for k, v in e.items()
+                    if k not in ("event", "type", "epoch", RECORD_KIND_KEY)
                 )
             )
             blocks.append(Text(f"{what}{where}: {detail}", "warning"))
