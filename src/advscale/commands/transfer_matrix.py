@@ -30,10 +30,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """results.json and one heatmap per attack and ε in ``--out``; the matrices printed."""
+    from advscale.errors import UserError
     from advscale.evaluate.transfer_matrix import transfer_matrix_from_specs
     from advscale.report.files import write_heatmaps
     from advscale.report.text import format_matrix
 
+    if len(args.models) < 2:
+        raise UserError("--models needs at least two models (comma-separated) to measure transfer")
     positive_n(args.n)
     out_dir = Path(args.out)
     res = transfer_matrix_from_specs(

@@ -306,9 +306,9 @@ def transfer_matrix_from_specs(
     from advscale.models.external import check_classes
 
     if len(specs) < 2:
-        raise UserError("--models needs at least two models (comma-separated) to measure transfer")
+        raise UserError(f"at least two models are needed to measure transfer, got {list(specs)}")
     if n is not None and n <= 0:
-        raise UserError(f"--n must be a positive number of examples, got {n}")
+        raise UserError(f"n must be a positive number of examples, got {n}")
     dev = resolve_device(device)
     names = _model_names(specs)
     models = {name: load_any_model(spec, dev) for name, spec in zip(names, specs, strict=True)}
