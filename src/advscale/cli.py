@@ -74,6 +74,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         help="advscale checkpoint (path without extension, or .safetensors/.json), a TorchScript "
         "file, timm:NAME@WEIGHTS, package.module:factory@WEIGHTS or a .yaml model spec",
     )
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow a model weights .pt/.pth that needs full unpickling (only for files you trust)",
+    )
     p.add_argument("--data", default="fashion-mnist", help="dataset name")
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--split", default="test")

@@ -9,11 +9,7 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
-
-import torch
-from torch import nn
 
 from advscale.errors import UserError
 from advscale.evaluate.label_leak import label_leak, leak_flag
@@ -39,32 +35,16 @@ __all__ = [
     "format_warnings",
     "label_leak",
     "leak_flag",
-    "load_any_model",
     "preset_attacks",
     "run_eval_command",
 ]
 
 
-def load_any_model(spec: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """The model named by ``spec``, in eval mode on ``device``: every command loads models here.
-
-    ``spec`` is an advscale checkpoint (path with or without ``.safetensors``/``.json``), or
-    any form :func:`advscale.models.external.load_external_model` reads (TorchScript file,
-    ``timm:NAME@WEIGHTS``, ``package.module:factory@WEIGHTS``, a ``.yaml`` model spec).
-    """
-    from advscale.models import load_model
-    from advscale.models.checkpoint import checkpoint_paths
-    from advscale.models.external import load_external_model
-
-    weights, sidecar = checkpoint_paths(spec)
-    if weights.exists() or sidecar.exists():
-        return load_model(spec, device).eval()
-    return load_external_model(spec, device=device)
-
-
 def run_eval_command(args: argparse.Namespace) -> int:
     """``advscale eval``: load model and data, evaluate, print the table and warnings, save."""
-    from advscale.data import load_dataset
+    from advscale.data import check_class_order, load_dataset
+    from advscale.models import load_any_model
+    from advscale.models.loader import data_options, model_classes
     from advscale.utils import resolve_device
 
     if args.n is not None and args.n <= 0:
@@ -96,14 +76,12 @@ def run_eval_command(args: argparse.Namespace) -> int:
         attack_kwargs.update({a: {"steps": apgd_steps} for a in APGD_NAMES})
 
     device = resolve_device(args.device)
-    model = load_any_model(args.model, device)
-    from advscale.models.external import check_classes, data_options
-
+    model = load_any_model(args.model, device, trust=getattr(args, "trust_checkpoint", False))
     data = load_dataset(
         args.data, args.split, args.data_dir, **data_options(model, args.data)
     ).take(args.n)
-
-    check_classes(model, data.classes, str(args.model), f"{args.data} ({args.split})")
+    source = f"{args.data} ({args.split})"
+    class_order = check_class_order(data.classes, model_classes(model), source, str(args.model))
     report = evaluate(
         model,
         data,
@@ -127,12 +105,14 @@ def run_eval_command(args: argparse.Namespace) -> int:
             "split": args.split,
             "data_dir": str(args.data_dir) if args.data_dir else None,
             "preset": preset,
+            "class_order": class_order,
         }
     )
     print(
         f"{args.model} on {args.data}/{args.split}, n={report.n}, clean accuracy "
         f"{100 * report.clean_accuracy:.1f}%" + ("" if not cascade else ", cascade")
     )
+    print(class_order)
     print(format_table(report.records))
     if report.warnings:
         print(format_warnings(report.warnings))

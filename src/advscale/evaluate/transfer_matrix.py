@@ -323,8 +323,8 @@ def _model_names(specs: Sequence[str]) -> list[str]:
 
 def run_transfer_matrix_command(args: argparse.Namespace) -> int:
     """``advscale transfer-matrix``: results.json and one heatmap per attack and ε in ``--out``."""
-    from advscale.data import load_dataset
-    from advscale.evaluate import load_any_model
+    from advscale.data import check_class_order, load_dataset
+    from advscale.models import load_any_model, model_classes
 
     if len(args.models) < 2:
         raise UserError("--models needs at least two models (comma-separated) to measure transfer")
@@ -336,10 +336,8 @@ def run_transfer_matrix_command(args: argparse.Namespace) -> int:
         name: load_any_model(spec, device) for name, spec in zip(names, args.models, strict=True)
     }
     data = load_dataset(args.data, "test", args.data_dir)
-    from advscale.models.external import check_classes
-
     for name, model in models.items():
-        check_classes(model, data.classes, name, f"{args.data} (test)")
+        check_class_order(data.classes, model_classes(model), f"{args.data} (test)", name)
     out_dir = Path(args.out)
     extra = {
         "command": "transfer-matrix",
