@@ -18,7 +18,7 @@ A sweep file::
 
 Each point is an ordinary training run in ``out/<variant>/<field>_<value>/``, then evaluated
 with ``advscale.evaluate.evaluate`` on ``n`` examples of the run's validation set, built as
-training builds it (``advscale.train.data.build_val``; ``sweep_eval.json`` beside it). ``eval:``
+training builds it (``advscale.data.build_val``; ``sweep_eval.json`` beside it). ``eval:``
 is checked when the file is loaded (:class:`SweepEval`), before any point trains. Points run
 one after another. On a rerun a finished training run is reused, an
 interrupted one resumes, and a finished evaluation is reused when ``eval:`` is unchanged (a
@@ -303,7 +303,7 @@ def _records_of(
     return out
 
 
-# The ``data:`` keys that decide a run's validation set (``advscale.train.data.build_val``).
+# The ``data:`` keys that decide a run's validation set (``advscale.data.build_val``).
 VAL_KEYS = (
     "name",
     "data_dir",
@@ -335,10 +335,10 @@ def _eval_settings(cfg: SweepConfig, train_cfg: Any) -> dict[str, Any]:
 
 def _evaluate_point(run_dir: Path, settings: dict[str, Any], device: str) -> Results:
     """Attack the point's trained model as ``settings`` say; reuse ``sweep_eval.json`` when it matches."""
+    from advscale.data import build_val
     from advscale.evaluate import evaluate
     from advscale.models import load_model
     from advscale.train.config import DataConfig
-    from advscale.train.data import build_val
 
     path = run_dir / "sweep_eval.json"
     if path.exists():

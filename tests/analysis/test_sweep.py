@@ -171,7 +171,7 @@ def test_eval_defaults_and_a_single_eps():
 
 
 def test_sweep_evaluates_a_point_trained_on_webdataset_shards(fmnist, tmp_path):
-    from advscale.train.webdataset import write_shards
+    from advscale.data import write_shards
 
     write_shards(fmnist("train", n=256), tmp_path / "train", shard_size=128)
     write_shards(fmnist("test", n=64), tmp_path / "val", shard_size=32)

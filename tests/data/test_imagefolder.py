@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from advscale.data import DataError, dataset_info, load_dataset
+from advscale.data import DataError, check_class_order, dataset_info, load_dataset
 
 COLOURS = {"cat": (200, 30, 30), "dog": (30, 200, 30), "emu": (30, 30, 200)}
 
@@ -133,3 +133,19 @@ def test_dataset_info_of_a_folder(tmp_path):
     }
     assert info["location"] == str(root)
     np.testing.assert_allclose(info["mean"], load_dataset("imagefolder", "train", root).mean)
+
+
+def test_class_order_is_checked_against_the_model_or_said_to_be_unchecked(tmp_path):
+    root = make_folder(tmp_path / "pets", per_class=2)
+    classes = load_dataset("imagefolder", "test", root).classes
+    assert "matches model.ts (3 classes)" in check_class_order(
+        classes, ["cat", "dog", "emu"], "pets", "model.ts"
+    )
+    with pytest.raises(DataError) as e:  # same classes, another order: labels would be wrong
+        check_class_order(classes, ["dog", "cat", "emu"], "pets (test)", "model.ts")
+    msg = str(e.value)
+    assert "class names of model.ts do not match those of pets (test)" in msg
+    assert "0: model 'dog' vs data 'cat'; 1: model 'cat' vs data 'dog'" in msg
+    assert "Model classes: ['dog', 'cat', 'emu']; data classes: ['cat', 'dog', 'emu']" in msg
+    note = check_class_order(classes, None, "pets (test)", "model.ts")
+    assert note.startswith("class order of pets (test) not checked") and "unknown" in note

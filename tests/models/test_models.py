@@ -12,7 +12,6 @@ from advscale.models import (
     create_model,
     list_models,
     load_model,
-    load_state_dict_file,
     save_model,
 )
 
@@ -94,25 +93,6 @@ def test_mismatched_checkpoint_lists_the_keys(tmp_path):
 def test_missing_sidecar_names_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="nothere.json"):
         load_model(tmp_path / "nothere")
-
-
-class _Payload:
-    def __reduce__(self):
-        return (print, ("this must never run",))
-
-
-def test_pickled_objects_are_refused(tmp_path, capsys):
-    path = tmp_path / "evil.pt"
-    torch.save({"weight": torch.zeros(1), "extra": _Payload()}, path)
-    with pytest.raises(CheckpointError, match="refused"):
-        load_state_dict_file(path)
-    assert "this must never run" not in capsys.readouterr().out
-
-
-def test_plain_state_dict_pt_loads(tmp_path):
-    path = tmp_path / "ok.pt"
-    torch.save({"state_dict": {"w": torch.ones(2)}}, path)
-    assert torch.equal(load_state_dict_file(path)["w"], torch.ones(2))
 
 
 def test_save_is_atomic_on_failure(tmp_path, monkeypatch):

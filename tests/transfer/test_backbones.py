@@ -7,18 +7,9 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
-from torch import nn
 
 from advscale.models import CheckpointError, build_classifier, load_model, save_model
-from advscale.transfer import BackboneConfig, BackboneError, build_backbone, read_weights
-from advscale.transfer.backbones import load_backbone_weights
-
-
-class Provenance:
-    """A custom class inside a .pt file: only full unpickling can rebuild it."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
+from advscale.transfer import BackboneConfig, BackboneError, build_backbone
 
 
 @pytest.fixture(scope="module")
@@ -88,42 +79,6 @@ def test_checkpoint_that_does_not_fit_lists_the_keys(pretrained, tmp_path):
         match=r"mismatched keys \(\d+\): net.features.0.weight: checkpoint \(16, 1, 3, 3\) vs model \(32, 1, 3, 3\)",
     ):
         build_backbone(BackboneConfig(kind="own", path=str(tmp_path / "bad")), num_classes=5)
-
-
-def test_weights_file_head_is_ignored_and_body_keys_are_checked(tmp_path):
-    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
-    state = {k: torch.randn_like(v) for k, v in net.state_dict().items()}
-    state["2.weight"] = torch.randn(1000, 8)  # the pretraining head, 1000 classes
-    state["2.bias"] = torch.randn(1000)
-    save_file(state, str(tmp_path / "w.safetensors"))
-    info = load_backbone_weights(
-        net, read_weights(tmp_path / "w.safetensors"), "2", "w.safetensors"
-    )
-    assert info["head_in_file"] and torch.equal(net[0].weight, state["0.weight"])
-    bad = {"0.weight": torch.randn(8, 5), "extra.weight": torch.randn(2)}
-    with pytest.raises(CheckpointError) as e:
-        load_backbone_weights(net, bad, "2", "bad.pt")
-    msg = str(e.value)
-    assert "missing keys (1): 0.bias" in msg and "unexpected keys (1): extra.weight" in msg
-    assert "0.weight: checkpoint (8, 5) vs model (8, 4)" in msg
-
-
-def test_pickled_checkpoint_is_refused_unless_trusted(tmp_path):
-    state = {"fc.weight": torch.randn(3, 4), "fc.bias": torch.randn(3)}
-    path = tmp_path / "backbone.pt"
-    torch.save({"state_dict": state, "provenance": Provenance("somewhere")}, path)
-    with pytest.raises(
-        CheckpointError,
-        match=r"(?s)refused to load.*Unsupported global.*Provenance.*--trust-checkpoint",
-    ):
-        read_weights(path)
-    loaded = read_weights(path, trust=True)
-    assert set(loaded) == set(state) and torch.equal(loaded["fc.weight"], state["fc.weight"])
-    # A plain tensor file needs no trust at all.
-    torch.save(state, tmp_path / "plain.pth")
-    assert torch.equal(read_weights(tmp_path / "plain.pth")["fc.bias"], state["fc.bias"])
-    with pytest.raises(CheckpointError, match="no such weights file"):
-        read_weights(tmp_path / "missing.pt", trust=True)
 
 
 def test_config_errors_name_the_key():

@@ -16,6 +16,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="advscale checkpoint (path without extension, or .safetensors/.json), a TorchScript "
         "file, timm:NAME@WEIGHTS, package.module:factory@WEIGHTS or a .yaml model spec",
     )
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow a model weights .pt/.pth that needs full unpickling (only for files you trust)",
+    )
     p.add_argument("--data", default="fashion-mnist", help="dataset name")
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--split", default="test")
@@ -89,12 +94,14 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         check_unbounded=not args.no_unbounded_check,
         fuse=not args.no_fuse,
+        trust=args.trust_checkpoint,
     )
     s = results.summary
     print(
         f"{args.model} on {args.data}/{args.split}, n={s['n']}, clean accuracy "
         f"{100 * s['clean_accuracy']:.1f}%" + (", cascade" if results.config.get("cascade") else "")
     )
+    print(results.config["class_order"])
     print(format_table(results.records))
     if s["warnings"]:
         print(format_warnings(s["warnings"]))

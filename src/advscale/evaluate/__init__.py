@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
 from advscale.errors import UserError
 from advscale.evaluate.label_leak import label_leak, leak_flag
@@ -37,27 +36,9 @@ __all__ = [
     "evaluate",
     "label_leak",
     "leak_flag",
-    "load_any_model",
     "preset_attacks",
     "evaluate_spec",
 ]
-
-
-def load_any_model(spec: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """The model named by ``spec``, in eval mode on ``device``: every command loads models here.
-
-    ``spec`` is an advscale checkpoint (path with or without ``.safetensors``/``.json``), or
-    any form :func:`advscale.models.external.load_external_model` reads (TorchScript file,
-    ``timm:NAME@WEIGHTS``, ``package.module:factory@WEIGHTS``, a ``.yaml`` model spec).
-    """
-    from advscale.models import load_model
-    from advscale.models.checkpoint import checkpoint_paths
-    from advscale.models.external import load_external_model
-
-    weights, sidecar = checkpoint_paths(spec)
-    if weights.exists() or sidecar.exists():
-        return load_model(spec, device).eval()
-    return load_external_model(spec, device=device)
 
 
 def evaluate_spec(
@@ -78,8 +59,10 @@ def evaluate_spec(
     check_unbounded: bool = True,
     fuse: bool = True,
     progress: bool = True,
+    trust: bool = False,
 ) -> Results:
-    """Load the model named by ``model`` (see :func:`load_any_model`) and ``n`` examples of
+    """Load the model named by ``model`` (see :func:`advscale.models.load_any_model`; ``trust``
+    allows a weights file that needs full unpickling) and ``n`` examples of
     ``data``/``split``, evaluate, and return the ``eval`` results (not saved).
 
     ``preset`` other than "custom" replaces ``attacks`` and turns the cascade on; ``apgd_steps``
@@ -89,9 +72,10 @@ def evaluate_spec(
         UserError: bad ``n``, ``batch_size`` or ``apgd_steps``, unknown attack, unreadable model
             or data, a model whose classes do not match the data.
     """
-    from advscale.data import load_dataset
+    from advscale.data import check_class_order, load_dataset
+    from advscale.models import load_any_model, model_classes
     from advscale.models.checkpoint import checkpoint_name
-    from advscale.models.external import check_classes, data_options
+    from advscale.models.loader import data_options
     from advscale.utils import resolve_device
 
     if n is not None and n <= 0:
@@ -120,9 +104,11 @@ def evaluate_spec(
         attack_kwargs.update({a: {"steps": apgd_steps} for a in APGD_NAMES})
 
     dev = resolve_device(device)
-    net = load_any_model(model, dev)
+    net = load_any_model(model, dev, trust=trust)
     dataset = load_dataset(data, split, data_dir, **data_options(net, data)).take(n)
-    check_classes(net, dataset.classes, str(model), f"{data} ({split})")
+    class_order = check_class_order(
+        dataset.classes, model_classes(net), f"{data} ({split})", str(model)
+    )
     report = evaluate(
         net,
         dataset,
@@ -148,5 +134,6 @@ def evaluate_spec(
             "split": split,
             "data_dir": str(data_dir) if data_dir else None,
             "preset": preset,
+            "class_order": class_order,
         }
     )

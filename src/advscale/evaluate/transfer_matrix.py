@@ -292,7 +292,7 @@ def transfer_matrix_from_specs(
     progress: bool = True,
 ) -> Results:
     """The transfer matrix of the models named by ``specs`` (checkpoints or any form
-    :func:`advscale.evaluate.load_any_model` reads) on ``n`` test examples of ``data``.
+    :func:`advscale.models.load_any_model` reads) on ``n`` test examples of ``data``.
 
     Models are named by the fewest trailing path parts that tell them apart. With ``save_to``
     the results file is written there after every source model (and at the end), so an
@@ -301,9 +301,8 @@ def transfer_matrix_from_specs(
     Raises:
         UserError: fewer than two models, bad ``n``, unreadable models or data.
     """
-    from advscale.data import load_dataset
-    from advscale.evaluate import load_any_model
-    from advscale.models.external import check_classes
+    from advscale.data import check_class_order, load_dataset
+    from advscale.models import load_any_model, model_classes
 
     if len(specs) < 2:
         raise UserError(f"at least two models are needed to measure transfer, got {list(specs)}")
@@ -314,7 +313,7 @@ def transfer_matrix_from_specs(
     models = {name: load_any_model(spec, dev) for name, spec in zip(names, specs, strict=True)}
     dataset = load_dataset(data, "test", data_dir)
     for name, model in models.items():
-        check_classes(model, dataset.classes, name, f"{data} (test)")
+        check_class_order(dataset.classes, model_classes(model), f"{data} (test)", name)
     extra = {
         "command": "transfer-matrix",
         "model_specs": dict(zip(names, map(str, specs), strict=True)),

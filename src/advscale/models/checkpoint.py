@@ -1,4 +1,9 @@
-"""Checkpoints: safetensors weights plus a JSON sidecar; loading never unpickles."""
+"""Checkpoints: safetensors weights plus a JSON sidecar; loading never unpickles.
+
+An advscale checkpoint (:func:`save_model`, :func:`load_model`) rebuilds its architecture by name
+from the sidecar. Any other module is saved as a plain state dict (:func:`save_weights`) and
+loaded back into a module the caller builds (:func:`load_weights`).
+"""
 
 from __future__ import annotations
 
@@ -8,25 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from advscale.errors import UserError
+from advscale.models.weights import CheckpointError, check_state_dict, read_weights
 from advscale.models.wrapper import Classifier, build_classifier
 from advscale.utils import atomic_write, atomic_write_json
 
 FORMAT = "advscale.checkpoint"
 FORMAT_VERSION = 1
+#: Sidecar format of a module that is not a Classifier built by name (weights only).
+STATE_DICT_FORMAT = "advscale.state_dict"
 #: File names that say nothing about the model; its directory names it instead.
 GENERIC_NAMES = ("model", "best", "last", "weights", "checkpoint", "final")
 #: Directories that hold checkpoints without naming them (``runs/x/checkpoints/best``).
 GENERIC_DIRS = ("checkpoints", "models")
-#: Suffixes of TorchScript files (:func:`advscale.models.external.load_external_model`).
+#: Suffixes of TorchScript files (:func:`advscale.models.load_any_model`).
 TORCHSCRIPT_SUFFIXES = (".ts", ".pt", ".pth", ".torchscript", ".jit")
-
-
-class CheckpointError(UserError):
-    """A checkpoint that cannot be loaded; the message names the file and what is wrong."""
 
 
 def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -74,8 +77,7 @@ def save_model(model: Classifier, path: str | os.PathLike, **meta: Any) -> Path:
     if not isinstance(model, Classifier) or model.arch is None:
         raise TypeError("save_model needs an advscale Classifier built by name (build_classifier)")
     weights, sidecar = checkpoint_paths(path)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(weights, lambda p: save_file(state, str(p)))
+    _write_state(model, weights)
     atomic_write_json(
         sidecar,
         {
@@ -90,6 +92,35 @@ def save_model(model: Classifier, path: str | os.PathLike, **meta: Any) -> Path:
         },
     )
     return weights
+
+
+def _write_state(model: nn.Module, weights: Path) -> None:
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write(weights, lambda p: save_file(state, str(p)))
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike, **meta: Any) -> Path:
+    """``path.safetensors`` + ``path.json``; returns the weights path.
+
+    A Classifier built by name becomes an advscale checkpoint (:func:`save_model`); any other
+    module its plain state dict, with a sidecar saying what it is.
+    """
+    if isinstance(model, Classifier) and model.arch is not None:
+        return save_model(model, path, **meta)
+    weights, sidecar = checkpoint_paths(path)
+    _write_state(model, weights)
+    atomic_write_json(
+        sidecar, {"format": STATE_DICT_FORMAT, "module": type(model).__name__, **meta}
+    )
+    return weights
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load the weights saved by :func:`save_weights` at ``path`` into ``model`` (strict)."""
+    weights, _ = checkpoint_paths(path)
+    state = read_weights(weights)
+    check_state_dict(model, state, source=str(weights))
+    model.load_state_dict(state)
 
 
 def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
@@ -117,62 +148,6 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors from a ``.safetensors`` file, or a ``.pt/.pth`` through ``torch.load(weights_only=True)``.
-
-    A ``.pt`` holding a dict with a ``state_dict``/``model`` entry is unwrapped.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such weights file")
-    if path.suffix == ".safetensors":
-        try:
-            return load_file(str(path))
-        except Exception as e:  # safetensors raises its own error types
-            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(
-            f"{path}: refused to load: it is not a plain tensor file that can be read without "
-            f"unpickling arbitrary objects ({type(e).__name__}: {str(e).splitlines()[0]})"
-        ) from None
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected a dict of tensors (a state_dict)")
-    return obj
-
-
-def check_state_dict(
-    model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint"
-) -> None:
-    """Raise CheckpointError listing missing, unexpected and mis-shaped keys, if any."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(state)
-        if tuple(own[k].shape) != tuple(state[k].shape)
-    )
-    if missing or unexpected or mismatched:
-        lines = [f"{source} does not match the architecture:"]
-        for label, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("mismatched", mismatched),
-        ):
-            if keys:
-                shown = ", ".join(keys[:20]) + (
-                    f", ... ({len(keys) - 20} more)" if len(keys) > 20 else ""
-                )
-                lines.append(f"  {label} keys ({len(keys)}): {shown}")
-        raise CheckpointError("\n".join(lines))
-
-
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> Classifier:
     """Load an advscale checkpoint as a ready model in eval mode.
 
@@ -194,7 +169,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> C
         )
     except ValueError as e:
         raise CheckpointError(f"{checkpoint_paths(path)[1]}: {e}") from None
-    state = load_state_dict_file(weights)
+    state = read_weights(weights)
     check_state_dict(model, state, source=str(weights))
     model.load_state_dict(state)
     model.meta = meta  # type: ignore[attr-defined]

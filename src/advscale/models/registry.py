@@ -32,9 +32,6 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     Example:
         >>> net = create_model("small_cnn", num_classes=10, in_channels=1, width=1.0)
     """
-    if name in ("timm", "torchvision") and name not in _MODELS:
-        # Fine-tuned timm/torchvision checkpoints name these; advscale.transfer registers them.
-        import advscale.transfer.backbones  # noqa: F401
     if name not in _MODELS:
         import difflib
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from advscale.models import CheckpointError, Classifier, check_state_dict, save_model
-from advscale.utils import atomic_write, atomic_write_json
+from advscale import models
+from advscale.models import CheckpointError
+from advscale.utils import atomic_write
 
 STATE_FILE = "state.pt"
 WEIGHTS = "model"
@@ -40,33 +40,13 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_weights(model: nn.Module, path: Path, **meta: Any) -> Path:
-    """``path.safetensors`` + ``path.json``: an advscale checkpoint for Classifiers built by name,
-    otherwise the plain state_dict with a sidecar saying what it is."""
-    model = unwrap(model)
-    if isinstance(model, Classifier) and model.arch is not None:
-        return save_model(model, path, **meta)
-    weights, sidecar = (
-        path.with_name(path.name + ".safetensors"),
-        path.with_name(path.name + ".json"),
-    )
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(weights, lambda p: save_file(state, str(p)))
-    atomic_write_json(
-        sidecar, {"format": "advscale.state_dict", "module": type(model).__name__, **meta}
-    )
-    return weights
+    """:func:`advscale.models.save_weights` of the plain module inside any wrapper."""
+    return models.save_weights(unwrap(model), path, **meta)
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
-    """Load ``path.safetensors`` into ``model`` (strict: keys and shapes must match)."""
-    weights = path.with_name(path.name + ".safetensors")
-    try:
-        state = load_file(str(weights))
-    except Exception as e:
-        raise CheckpointError(f"{weights}: not a readable safetensors file ({e})") from None
-    model = unwrap(model)
-    check_state_dict(model, state, source=str(weights))
-    model.load_state_dict(state)
+    """:func:`advscale.models.load_weights` into the plain module inside any wrapper (strict)."""
+    models.load_weights(unwrap(model), path)
 
 
 def rng_state() -> dict[str, Any]:

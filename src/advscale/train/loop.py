@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from advscale.attacks import ONE_STEP
-from advscale.data import BatchLoader, ImageDataset
+from advscale.data import BatchLoader, ImageDataset, ShardLoader
 from advscale.errors import UserError
 from advscale.models import build_classifier
 from advscale.results import Results
@@ -46,7 +46,6 @@ from advscale.train.distributed import (
 from advscale.train.evaluation import clean_accuracy, robust_records
 from advscale.train.guards import CatastrophicOverfitGuard, check_finite
 from advscale.train.recipes import Recipe, build_recipe
-from advscale.train.webdataset import ShardLoader
 from advscale.utils import atomic_write_json, environment_info, seed_everything
 
 RUN_FILES = (
@@ -262,6 +261,7 @@ class Trainer:
                 world_size=d.world_size,
                 shuffle_buffer=cfg.data.shuffle_buffer,
                 image_size=cfg.data.image_size,
+                num_classes=self.data.num_classes,
             )
             n_train = self.loader.num_samples
         else:

@@ -15,32 +15,35 @@ Example:
 
 from __future__ import annotations
 
-import difflib
-import os
-import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from advscale.errors import UserError
 from advscale.models import (
-    CheckpointError,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     Classifier,
-    check_state_dict,
+    ModelBuildError,
+    build_timm,
+    build_torchvision,
     load_model,
-    load_state_dict_file,
-    register_model,
+    load_state,
+    read_weights,
 )
-from advscale.utils import set_submodule
+from advscale.models.builders import (
+    cached_weights,
+    classifier_name,
+    last_linear,
+    load_timm_weights,
+    new_head,
+    pretrained_config,
+    replace_linear,
+)
 
-# The statistics timm and torchvision ImageNet models are trained with.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
 
@@ -130,118 +133,6 @@ class Backbone:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-# -- weights files -------------------------------------------------------------------------------
-def read_weights(path: str | os.PathLike, trust: bool = False) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors``/``.pt``/``.pth`` weights file.
-
-    A ``.pt`` is read with ``torch.load(weights_only=True)``; one that needs full unpickling
-    (custom classes, whole pickled modules) is refused with the reason, unless ``trust`` is set.
-
-    Raises:
-        CheckpointError: missing, unreadable or refused file.
-    """
-    path = Path(path).expanduser()
-    try:
-        return load_state_dict_file(path)
-    except CheckpointError as e:
-        # Only the safe torch.load failing leaves an exception context: the file exists and is a
-        # pickle that needs more than tensors. Missing files and non-dicts fail without one.
-        refused = path.suffix != ".safetensors" and path.exists() and e.__context__ is not None
-        if not refused:
-            raise
-        if not trust:
-            raise CheckpointError(
-                f"{path}: refused to load: it holds objects that only full unpickling can rebuild"
-                f"{_unpickling_reason(e.__context__)}, and unpickling runs code stored in the file. "
-                "Only if you trust where it comes from, pass --trust-checkpoint "
-                "(config: backbone.trust: true)."
-            ) from None
-    return _load_trusted(path)
-
-
-def _unpickling_reason(err: BaseException | None) -> str:
-    """The line of torch's weights-only error that names the object it would not rebuild."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err or ""))
-    for line in text.splitlines():
-        if "Unsupported global" in line or "Unsupported operand" in line:
-            reason = line.strip().removeprefix("WeightsUnpickler error: ").split(". ")[0]
-            return f" ({reason})"
-    return ""
-
-
-def _load_trusted(path: Path) -> dict[str, torch.Tensor]:
-    obj = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(obj, nn.Module):
-        return obj.state_dict()
-    for key in ("state_dict", "model", "model_state_dict", "module"):
-        if isinstance(obj, dict) and key in obj:
-            inner = obj[key]
-            obj = inner.state_dict() if isinstance(inner, nn.Module) else inner
-            break
-    if not isinstance(obj, dict):
-        raise CheckpointError(
-            f"{path}: expected a state_dict or a module, got {type(obj).__name__}"
-        )
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise CheckpointError(f"{path}: holds no tensors")
-    return tensors
-
-
-def _strip_prefixes(state: dict[str, torch.Tensor], own_keys: set[str]) -> dict[str, torch.Tensor]:
-    """Drop wrapper prefixes (DataParallel ``module.``, torch.compile ``_orig_mod.``) when they don't fit."""
-    for prefix in ("module.", "_orig_mod.", "model."):
-        if state and not (set(state) & own_keys) and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
-    return state
-
-
-def load_backbone_weights(
-    net: nn.Module, state: dict[str, torch.Tensor], head: str, source: str
-) -> dict[str, Any]:
-    """Load ``state`` into ``net``, ignoring the classification head (it is replaced anyway).
-
-    Raises:
-        CheckpointError: listing missing, unexpected and mis-shaped keys of the rest.
-    """
-    own = net.state_dict()
-    state = _strip_prefixes(state, set(own))
-    is_head = lambda k: bool(head) and (k == head or k.startswith(head + "."))  # noqa: E731
-    body_state = {k: v for k, v in state.items() if not is_head(k)}
-    # The net's own head tensors stand in for the file's: only the body has to match.
-    full = {**{k: v for k, v in own.items() if is_head(k)}, **body_state}
-    check_state_dict(net, full, source=source)
-    net.load_state_dict(full)
-    return {"loaded_tensors": len(body_state), "head_in_file": any(is_head(k) for k in state)}
-
-
-# -- heads ---------------------------------------------------------------------------------------
-def last_linear(net: nn.Module) -> str:
-    """Name of the last ``nn.Linear`` registered in ``net``: the classification layer."""
-    names = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
-        raise BackboneError(
-            f"{type(net).__name__} has no nn.Linear layer to use as classification head"
-        )
-    return names[-1]
-
-
-def replace_linear(net: nn.Module, name: str, num_classes: int) -> nn.Linear:
-    """Replace the Linear layer ``name`` of ``net`` by a new one with ``num_classes`` outputs."""
-    old = net.get_submodule(name)
-    new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
-    new.to(device=old.weight.device, dtype=old.weight.dtype)
-    set_submodule(net, name, new)
-    return new
-
-
-def _module_name(net: nn.Module, module: nn.Module) -> str:
-    for name, m in net.named_modules():
-        if m is module:
-            return name
-    raise BackboneError(f"classifier module not found in {type(net).__name__}")
-
-
 # -- the three kinds -------------------------------------------------------------------------------
 def build_backbone(
     spec: BackboneConfig, num_classes: int, in_channels: int | None = None
@@ -262,10 +153,11 @@ def build_backbone(
         raise BackboneError(f"the downstream task needs at least 2 classes, got {num_classes}")
     if spec.kind == "own":
         net, meta = _own(spec)
-    elif spec.kind == "timm":
-        net, meta = _timm(spec)
     else:
-        net, meta = _torchvision(spec)
+        try:
+            net, meta = _timm(spec) if spec.kind == "timm" else _torchvision(spec)
+        except ModelBuildError as e:
+            raise BackboneError(f"backbone (kind {spec.kind}, name {spec.name!r}): {e}") from None
 
     backbone_channels = int(meta["in_channels"])
     if in_channels is not None and in_channels not in (1, backbone_channels):
@@ -282,12 +174,11 @@ def build_backbone(
         )
     input_size = spec.input_size if spec.input_size is not None else meta.get("input_size")
 
-    head = meta["head"]
-    if spec.kind == "timm":
-        net.reset_classifier(num_classes)
-        head = _module_name(net, net.get_classifier())
-    else:
+    if spec.kind == "own":
+        head = last_linear(net)
         replace_linear(net, head, num_classes)
+    else:
+        head = new_head(net, num_classes)
     arch_kwargs = dict(meta["arch_kwargs"], num_classes=num_classes)
     # Grey images reach a 3-channel backbone through Normalize: (x - mean) / std broadcasts one
     # channel against three, which is exactly repeating the grey channel before normalizing.
@@ -325,51 +216,36 @@ def _own(spec: BackboneConfig) -> tuple[nn.Module, dict[str, Any]]:
         "std": loaded.std,
         "input_size": meta.get("input_size"),
         "in_channels": int(arch_kwargs.get("in_channels", len(loaded.mean))),
-        "head": last_linear(loaded.net),
         "source": str(spec.path),
     }
 
 
-def _import_timm() -> Any:
-    try:
-        import timm
-    except ImportError as e:
-        raise BackboneError(
-            f"backbone.kind 'timm' needs the timm package (pip install 'advscale[timm]'): {e}"
-        ) from None
-    return timm
+def _pretrained(spec: BackboneConfig) -> tuple[nn.Module, str]:
+    """The timm/torchvision network of ``spec`` with its pretrained body, and where that came from.
+
+    Weights come from ``backbone.weights``, the local cache (``pretrained: cache``) or the hub
+    (``pretrained: hub``); the file's classification head is ignored (it is replaced anyway).
+    """
+    name = str(spec.name)
+    build = build_timm if spec.kind == "timm" else build_torchvision
+    net = build(name, pretrained=spec.pretrained == "hub", **spec.kwargs)
+    if spec.pretrained == "hub":
+        return net, f"hub:{name}"
+    weights = cached_weights(spec.kind, name, net) if spec.pretrained == "cache" else spec.weights
+    if not weights:
+        return net, "random init"
+    state = read_weights(weights, trust=spec.trust)
+    if spec.kind == "timm":
+        load_timm_weights(net, state, str(weights), skip=classifier_name(net))
+    else:
+        load_state(net, state, str(weights), skip=last_linear(net))
+    return net, str(weights)
 
 
 def _timm(spec: BackboneConfig) -> tuple[nn.Module, dict[str, Any]]:
-    timm = _import_timm()
     name = str(spec.name)
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise BackboneError(f"backbone.name: unknown timm model {name!r}{hint}")
-    if spec.pretrained == "hub":
-        net = timm.create_model(name, pretrained=True, **spec.kwargs)
-        source = f"hub:{name}"
-    else:
-        net = timm.create_model(name, pretrained=False, **spec.kwargs)
-        source = "random init"
-        weights = spec.weights
-        if spec.pretrained == "cache":
-            weights = _timm_cached_file(timm, name, net)
-        if weights:
-            head = _module_name(net, net.get_classifier())
-            state = read_weights(weights, trust=spec.trust)
-            try:
-                load_backbone_weights(net, state, head, source=str(weights))
-            except CheckpointError:
-                # Weights in the original repository's layout: timm's own converter for this
-                # architecture maps them, as timm does when it loads pretrained weights.
-                convert = getattr(sys.modules[type(net).__module__], "checkpoint_filter_fn", None)
-                if convert is None:
-                    raise
-                load_backbone_weights(net, convert(state, net), head, source=str(weights))
-            source = str(weights)
-    cfg = dict(getattr(net, "pretrained_cfg", None) or {})
+    net, source = _pretrained(spec)
+    cfg = pretrained_config(net)
     in_chans = int(spec.kwargs.get("in_chans", 3))
     mean = tuple(cfg.get("mean", IMAGENET_MEAN))
     std = tuple(cfg.get("std", IMAGENET_STD))
@@ -385,102 +261,19 @@ def _timm(spec: BackboneConfig) -> tuple[nn.Module, dict[str, Any]]:
         "std": std,
         "input_size": int(img_size) if isinstance(img_size, int) else tuple(img_size),
         "in_channels": in_chans,
-        "head": _module_name(net, net.get_classifier()),
         "source": source,
     }
 
 
-def _timm_cached_file(timm: Any, name: str, net: nn.Module) -> str:
-    """A timm model's pretrained weights from the local Hugging Face cache, never the network."""
-    cfg = dict(getattr(net, "pretrained_cfg", None) or {})
-    repo = cfg.get("hf_hub_id")
-    if not repo:
-        raise BackboneError(
-            f"timm model {name!r} has no Hugging Face weights to look up in the local cache"
-        )
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        raise BackboneError(
-            "pretrained: cache needs huggingface_hub (pip install huggingface_hub)"
-        ) from None
-    repo = repo.split("/", 2)[:2]
-    repo_id = "/".join(repo)
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        found = try_to_load_from_cache(repo_id, filename)
-        if isinstance(found, str) and Path(found).exists():
-            return found
-    raise BackboneError(
-        f"timm model {name!r}: weights of {repo_id} are not in the local Hugging Face cache; put a "
-        "weights file in backbone.weights, or set backbone.pretrained: hub to download them"
-    )
-
-
-def _import_torchvision() -> Any:
-    try:
-        import torchvision.models
-    except Exception as e:  # a torchvision built for another torch fails with RuntimeError too
-        raise BackboneError(
-            f"backbone.kind 'torchvision' needs a torchvision that matches torch {torch.__version__}: "
-            f"{type(e).__name__}: {e}"
-        ) from None
-    return torchvision.models
-
-
 def _torchvision(spec: BackboneConfig) -> tuple[nn.Module, dict[str, Any]]:
-    tvm = _import_torchvision()
     name = str(spec.name)
-    known = tvm.list_models(module=tvm)
-    if name not in known:
-        close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise BackboneError(f"backbone.name: unknown torchvision model {name!r}{hint}")
-    weights = spec.weights
-    if spec.pretrained == "hub":
-        net = tvm.get_model(name, weights="DEFAULT", **spec.kwargs)
-        source = f"hub:{name}"
-    else:
-        net = tvm.get_model(name, weights=None, **spec.kwargs)
-        source = "random init"
-        if spec.pretrained == "cache":
-            url = tvm.get_model_weights(name).DEFAULT.url
-            cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-            if not cached.exists():
-                raise BackboneError(
-                    f"torchvision model {name!r}: {cached} is not in the local torch hub cache; put a "
-                    "weights file in backbone.weights, or set backbone.pretrained: hub to download it"
-                )
-            weights = str(cached)
-    head = last_linear(net)
-    if weights:
-        load_backbone_weights(
-            net, read_weights(weights, trust=spec.trust), head, source=str(weights)
-        )
-        source = str(weights)
-    in_chans = 3
+    net, source = _pretrained(spec)
     return net, {
         "arch": "torchvision",
         "arch_kwargs": {"model_name": name, **spec.kwargs},
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
         "input_size": spec.kwargs.get("image_size", 224),
-        "in_channels": in_chans,
-        "head": head,
+        "in_channels": 3,
         "source": source,
     }
-
-
-# Checkpoints of fine-tuned timm/torchvision models name these as their architecture, so that
-# advscale.models.load_model can rebuild them (without pretrained weights: the file has them all).
-@register_model("timm")
-def _timm_arch(model_name: str, num_classes: int, **kwargs: Any) -> nn.Module:
-    net = _import_timm().create_model(model_name, pretrained=False, **kwargs)
-    net.reset_classifier(num_classes)
-    return net
-
-
-@register_model("torchvision")
-def _torchvision_arch(model_name: str, num_classes: int, **kwargs: Any) -> nn.Module:
-    net = _import_torchvision().get_model(model_name, weights=None, **kwargs)
-    replace_linear(net, last_linear(net), num_classes)
-    return net

@@ -1,9 +1,10 @@
-"""Users' own models: advscale checkpoints, TorchScript files, timm models and Python factories.
+"""Load any model: advscale checkpoints, TorchScript files, timm models and Python factories.
 
-Every form comes back as a :class:`~advscale.models.Classifier` on [0, 1] images (resize and
-normalization inside the model), so every attack, evaluation and report works on it.
+:func:`load_any_model` is the one entry every command loads models through. Every form comes back
+as a :class:`~advscale.models.Classifier` on [0, 1] images (resize and normalization inside the
+model), so every attack, evaluation and report works on it.
 
-Model specs, as given to :func:`load_external_model` or ``advscale eval --model``:
+Model specs, as given to :func:`load_any_model` or ``advscale eval --model``:
 
 - ``runs/x/model`` (or ``.safetensors``/``.json``): an advscale checkpoint.
 - ``model.ts`` / ``model.pt``: a TorchScript file (``torch.jit.save``); the network must take
@@ -12,17 +13,18 @@ Model specs, as given to :func:`load_external_model` or ``advscale eval --model`
 - ``package.module:factory`` with optional ``weights``: ``factory()`` (called with
   ``num_classes`` when it accepts it) builds the network. The module is imported only because
   the spec names it: importing runs its code, so name only code you trust.
-- ``spec.yaml``: a mapping with the arguments of :func:`load_external_model` (``model``,
-  ``weights``, ``num_classes``, ``input_size``, ``mean``, ``std``, ``classes``, ``trust``).
+- ``spec.yaml``: a mapping with the arguments of :func:`load_any_model` (``model``,
+  ``weights``, ``num_classes``, ``input_size``, ``mean``, ``std``, ``classes``). It cannot
+  turn on unpickling: ``trust`` is given only where the model is loaded (``--trust-checkpoint``).
 
 ``SPEC@WEIGHTS`` is a shorthand for ``weights=WEIGHTS``. A JSON sidecar next to a TorchScript or
 weights file (``model.json`` for ``model.ts``) may give ``classes``, ``mean``, ``std`` and
-``input_size``. Class names, when known, are checked against the data's
-(:func:`check_classes`), so an ImageFolder with other classes is an error, not a silent
-mislabelling.
+``input_size``. Class names, when known (:func:`model_classes`), are checked against the data's
+(:func:`advscale.data.check_class_order`), so an ImageFolder with other classes is an error, not a
+silent mislabelling.
 
 Example:
-    >>> model = load_external_model("model.ts", mean=[0.5], std=[0.5], classes=["cat", "dog"])  # doctest: +SKIP
+    >>> model = load_any_model("model.ts", mean=[0.5], std=[0.5], classes=["cat", "dog"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -41,19 +43,17 @@ import torch
 from torch import nn
 
 from advscale.errors import UserError
-from advscale.models.checkpoint import (
-    FORMAT,
-    CheckpointError,
-    check_state_dict,
-    checkpoint_paths,
-    load_model,
+from advscale.models.builders import (
+    ModelBuildError,
+    build_timm,
+    load_timm_weights,
+    pretrained_config,
 )
-from advscale.models.checkpoint import (
-    TORCHSCRIPT_SUFFIXES as TORCHSCRIPT_SUFFIXES,
-)
+from advscale.models.checkpoint import checkpoint_paths, load_model
+from advscale.models.weights import CheckpointError, load_state, read_weights
 from advscale.models.wrapper import Classifier
 
-SPEC_KEYS = ("model", "weights", "num_classes", "input_size", "mean", "std", "classes", "trust")
+SPEC_KEYS = ("model", "weights", "num_classes", "input_size", "mean", "std", "classes")
 
 
 class ExternalModelError(UserError):
@@ -70,12 +70,8 @@ def _is_torchscript(path: Path) -> bool:
 
 def _is_checkpoint(spec: str) -> bool:
     weights, sidecar = checkpoint_paths(spec)
-    if not sidecar.is_file():
-        return False
-    try:
-        return json.loads(sidecar.read_text()).get("format") == FORMAT
-    except (json.JSONDecodeError, OSError):
-        return False
+    # A lone .safetensors file is no checkpoint: without a sidecar it names no architecture.
+    return sidecar.exists() or (weights.exists() and Path(spec).suffix != ".safetensors")
 
 
 def _sidecar(path: Path) -> dict[str, Any]:
@@ -119,30 +115,35 @@ def _split_weights(
     return spec, weights
 
 
-def load_external_model(
+def load_any_model(
     spec: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    *,
+    trust: bool = False,
     weights: str | os.PathLike | None = None,
     num_classes: int | None = None,
     input_size: int | Sequence[int] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-    trust: bool = False,
     classes: Sequence[str] | str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
 ) -> Classifier:
-    """Load a user's model as a Classifier in eval mode (see the module docstring for the specs).
+    """The model named by ``spec`` as a Classifier in eval mode on ``device``.
+
+    See the module docstring for the spec forms.
 
     Args:
-        spec: checkpoint path, TorchScript file, ``timm:NAME``, ``package.module:factory`` or a
+        spec: checkpoint path (with or without ``.safetensors``/``.json``), TorchScript file,
+            ``timm:NAME``, ``package.module:factory`` (each with optional ``@WEIGHTS``) or a
             ``.yaml`` spec file.
+        device: where to put the model.
+        trust: allow a weights file that needs full unpickling (runs code stored in the file).
+            Only the caller decides this; no file can.
         weights: local weights file (``.safetensors``, or ``.pt``/``.pth`` read without
             unpickling code unless ``trust``).
         num_classes: expected number of outputs (checked; passed to timm and factories).
         input_size: the size the network takes; other sizes are resized inside the model.
         mean, std: the normalization the network expects (per channel, on [0, 1] inputs).
-        trust: allow a weights file that needs full unpickling (runs code stored in the file).
         classes: class names in output order (list, or a text file with one per line).
-        device: where to put the model.
 
     Returns:
         The model; ``model.classes`` holds the class names when known (else None) and
@@ -154,7 +155,7 @@ def load_external_model(
     """
     text = os.fspath(spec)
     if text.endswith((".yaml", ".yml")) and Path(text).is_file():
-        return _from_spec_file(Path(text), device)
+        return _from_spec_file(Path(text), device, trust)
     text, weights = _split_weights(text, weights)
     given_classes = _read_classes(classes)
     path = Path(text).expanduser()
@@ -166,6 +167,8 @@ def load_external_model(
                 "do not pass weights, mean or std with it"
             )
         model = load_model(text, device)
+        if num_classes is None and given_classes is None:
+            return model.eval()  # exactly as saved: its sidecar already says everything
         meta = dict(getattr(model, "meta", {}))
         found_classes = given_classes or meta.get("classes")
         _check_outputs(model, text, num_classes, found_classes)
@@ -196,7 +199,11 @@ def load_external_model(
         side = _sidecar(path)
         info = {"kind": "torchscript", "spec": str(path)}
     elif text.startswith("timm:"):
-        net, cfg = _timm(text[5:], num_classes)
+        try:
+            net = build_timm(text[5:], **({"num_classes": num_classes} if num_classes else {}))
+        except ModelBuildError as e:
+            raise ExternalModelError(f"{text}: {e}") from None
+        cfg = pretrained_config(net)
         side = {
             "mean": cfg.get("mean"),
             "std": cfg.get("std"),
@@ -213,7 +220,7 @@ def load_external_model(
         )
 
     if weights is not None:
-        _load_weights(net, Path(weights).expanduser(), trust, text)
+        _load_weights(net, Path(weights).expanduser(), trust, text, timm=info["kind"] == "timm")
         info["weights"] = str(weights)
         side = {**_sidecar(Path(weights)), **{k: v for k, v in side.items() if v is not None}}
     mean = list(mean) if mean is not None else side.get("mean")
@@ -243,7 +250,7 @@ def _finish(
     return model.to(device).eval()
 
 
-def _from_spec_file(path: Path, device: Any) -> Classifier:
+def _from_spec_file(path: Path, device: Any, trust: bool) -> Classifier:
     import yaml
 
     try:
@@ -253,6 +260,12 @@ def _from_spec_file(path: Path, device: Any) -> Classifier:
     if not isinstance(raw, dict) or "model" not in raw:
         raise ExternalModelError(
             f"{path}: a model spec file is a mapping with at least 'model'; keys: {', '.join(SPEC_KEYS)}"
+        )
+    if "trust" in raw:
+        raise ExternalModelError(
+            f"{path}: key 'trust' is not allowed in a model spec file: a file cannot allow "
+            "unpickling its own weights. Pass trust at the call site instead (--trust-checkpoint, "
+            "or load_any_model(..., trust=True)), and only for files you trust."
         )
     unknown = sorted(set(raw) - set(SPEC_KEYS))
     if unknown:
@@ -267,7 +280,7 @@ def _from_spec_file(path: Path, device: Any) -> Classifier:
         if isinstance(v, str) and not Path(v).is_absolute() and (base / v).exists():
             args[key] = str(base / v)
     spec = args.pop("model")
-    return load_external_model(spec, device=device, **args)
+    return load_any_model(spec, device, trust=trust, **args)
 
 
 def _check_outputs(
@@ -312,20 +325,6 @@ def _num_outputs(model: nn.Module, source: str) -> int | None:
     return None
 
 
-def _timm(name: str, num_classes: int | None) -> tuple[nn.Module, dict[str, Any]]:
-    try:
-        import timm
-    except ImportError as e:
-        raise ExternalModelError(
-            f"timm:{name} needs the timm package (pip install 'advscale[timm]'): {e}"
-        ) from None
-    if not timm.is_model(name):
-        raise ExternalModelError(f"timm:{name}: unknown timm model")
-    kwargs = {"num_classes": num_classes} if num_classes else {}
-    net = timm.create_model(name, pretrained=False, **kwargs)
-    return net, dict(getattr(net, "pretrained_cfg", None) or {})
-
-
 def _factory(spec: str, num_classes: int | None) -> nn.Module:
     module_name, _, attr = spec.partition(":")
     if (
@@ -364,20 +363,12 @@ def _factory(spec: str, num_classes: int | None) -> nn.Module:
     return net
 
 
-def _load_weights(net: nn.Module, path: Path, trust: bool, source: str) -> None:
-    from advscale.transfer.backbones import read_weights
-
+def _load_weights(net: nn.Module, path: Path, trust: bool, source: str, timm: bool) -> None:
     state = read_weights(path, trust=trust)
-    own = set(net.state_dict())
-    # Wrappers (DataParallel, torch.compile) prefix every key; strip the prefix when it does not fit.
-    for prefix in ("module.", "_orig_mod.", "model."):
-        if state and not (set(state) & own) and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
     try:
-        check_state_dict(net, state, source=f"{path} (for {source})")
+        (load_timm_weights if timm else load_state)(net, state, f"{path} (for {source})")
     except CheckpointError as e:
         raise ExternalModelError(str(e)) from None
-    net.load_state_dict(state)
 
 
 def data_options(model: nn.Module, dataset: str) -> dict[str, Any]:
@@ -404,45 +395,4 @@ def model_classes(model: nn.Module) -> list[str] | None:
     return list(classes) if classes else None
 
 
-def check_classes(
-    model: nn.Module, data_classes: Sequence[str], model_name: str, data_name: str
-) -> None:
-    """Raise UserError when the model's known class names differ from the data's.
-
-    An ImageFolder's classes are its sorted folder names; a model trained on other classes (or
-    in another order) would be scored against the wrong labels.
-    """
-    mine = model_classes(model)
-    if mine is None:
-        return
-    theirs = list(data_classes)
-    if mine == theirs:
-        return
-    if len(mine) != len(theirs):
-        detail = f"the model has {len(mine)} classes, the data {len(theirs)}"
-    else:
-        diffs = [
-            f"{i}: model {a!r} vs data {b!r}"
-            for i, (a, b) in enumerate(zip(mine, theirs, strict=True))
-            if a != b
-        ]
-        detail = "; ".join(diffs[:5]) + (f"; ... ({len(diffs)} differ)" if len(diffs) > 5 else "")
-    only_model = [c for c in mine if c not in theirs]
-    only_data = [c for c in theirs if c not in mine]
-    extra = ""
-    if only_model or only_data:
-        extra = f". Only in the model: {only_model[:10]}; only in the data: {only_data[:10]}"
-    raise UserError(
-        f"class names of {model_name} do not match those of {data_name} ({detail}){extra}. "
-        "Use data whose class folders match the model's classes, or give the model's classes "
-        "in its sidecar/spec file."
-    )
-
-
-__all__ = [
-    "ExternalModelError",
-    "check_classes",
-    "data_options",
-    "load_external_model",
-    "model_classes",
-]
+__all__ = ["ExternalModelError", "data_options", "load_any_model", "model_classes"]

@@ -1,8 +1,14 @@
 """WebDataset-format tar shards, streamed: data larger than memory without extra dependencies.
 
 A shard is a plain tar file; files sharing a basename form one sample, e.g. ``000123.png`` +
-``000123.cls``. Images: png/jpg/jpeg/ppm/pgm/bmp (decoded with Pillow) or npy (uint8 CHW or
-HWC, loaded without pickle). Labels: cls/label/txt holding an integer.
+``000123.cls``. Images: png/jpg/jpeg/ppm/pgm/bmp (decoded with Pillow, 8 bits per channel) or
+npy (CHW or HWC, loaded without pickle). Labels: cls/label/txt holding an integer.
+
+Images are uint8 in memory. An npy image must be uint8, or floating point with every value in
+[0, 1], which is scaled by 255 and rounded (``round(x * 255)``); any other dtype or range, and
+Pillow images of more than 8 bits per channel, are refused rather than cast (a cast would turn
+[0, 1] floats into black images). A label must lie in ``[0, num_classes)`` (an ignore label such
+as -100 is refused). Every error names the shard file and the sample key.
 
 Each epoch the shard list is shuffled (seed + epoch), shards are dealt to processes round-robin,
 and samples pass through a shuffle buffer. Every process yields the same number of batches (the
@@ -22,9 +28,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from advscale.data import DataError, ImageDataset, to_float
+from advscale.data.base import DataError, ImageDataset, channel_stats, resize_images, to_float
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "ppm", "pgm", "bmp", "npy")
+#: Pillow modes whose channels hold more than 8 bits: converting them would clip silently.
+WIDE_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")
 LABEL_EXTS = ("cls", "label", "txt")
 
 
@@ -54,10 +62,10 @@ def _split_name(name: str) -> tuple[str, str]:
 
 def iter_tar_samples(path: Path) -> Iterator[dict[str, bytes]]:
     """Samples of one shard in file order, as ``{ext: bytes, "__key__": key}``; read as a stream."""
+    key = None
     try:
         with tarfile.open(path, "r|*") as tar:
             current: dict[str, bytes] = {}
-            key = None
             for member in tar:
                 if not member.isfile():
                     continue
@@ -72,7 +80,8 @@ def iter_tar_samples(path: Path) -> Iterator[dict[str, bytes]]:
             if current:
                 yield current
     except (tarfile.TarError, OSError) as e:
-        raise DataError(f"{path}: not a readable tar shard ({e})") from None
+        where = f" (after sample {key!r})" if key is not None else ""
+        raise DataError(f"{path}: not a readable tar shard{where} ({e})") from None
 
 
 def count_samples(path: Path) -> int:
@@ -84,39 +93,84 @@ def count_samples(path: Path) -> int:
         raise DataError(f"{path}: not a readable tar shard ({e})") from None
 
 
-def decode_sample(sample: dict[str, bytes], source: str = "shard") -> tuple[Tensor, int]:
-    """(uint8 image (C, H, W), label) of one sample."""
+def decode_sample(
+    sample: dict[str, bytes], source: str = "shard", num_classes: int | None = None
+) -> tuple[Tensor, int]:
+    """(uint8 image (C, H, W), label) of one sample of shard ``source``.
+
+    Raises:
+        DataError: missing image or label, an undecodable image, an image that is not 8-bit
+            (see the module docstring), a label outside ``[0, num_classes)``; the message names
+            ``source`` and the sample key.
+    """
     key = sample.get("__key__", b"?").decode()
+    where = f"{source}: sample {key!r}"
     img_ext = next((e for e in IMAGE_EXTS if e in sample), None)
     lab_ext = next((e for e in LABEL_EXTS if e in sample), None)
     if img_ext is None or lab_ext is None:
         raise DataError(
-            f"{source}: sample {key!r} has files {sorted(k for k in sample if k != '__key__')}; "
+            f"{where} has files {sorted(k for k in sample if k != '__key__')}; "
             f"needs an image ({', '.join(IMAGE_EXTS)}) and a label ({', '.join(LABEL_EXTS)})"
         )
     try:
         label = int(sample[lab_ext].decode().strip())
-    except ValueError:
-        raise DataError(
-            f"{source}: sample {key!r}: label {sample[lab_ext][:20]!r} is not an integer"
-        ) from None
+    except (ValueError, UnicodeDecodeError):
+        raise DataError(f"{where}: label {sample[lab_ext][:20]!r} is not an integer") from None
+    if label < 0 or (num_classes is not None and label >= num_classes):
+        bound = f"[0, {num_classes})" if num_classes is not None else "0 or more"
+        raise DataError(f"{where}: label {label} is outside the classes ({bound})")
     raw = sample[img_ext]
-    if img_ext == "npy":
-        arr = np.load(io.BytesIO(raw), allow_pickle=False)
-        if arr.ndim == 2:
-            arr = arr[None]
-        elif arr.ndim == 3 and arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3):
-            arr = arr.transpose(2, 0, 1)
-        img = torch.from_numpy(np.ascontiguousarray(arr.astype(np.uint8)))
-    else:
-        from PIL import Image
+    img = _decode_npy(raw, where) if img_ext == "npy" else _decode_picture(raw, img_ext, where)
+    return img, label
 
+
+def _decode_npy(raw: bytes, where: str) -> Tensor:
+    try:
+        arr = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{where}: cannot read the npy image ({e})") from None
+    if arr.ndim == 2:
+        arr = arr[None]
+    elif arr.ndim == 3 and arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3):
+        arr = arr.transpose(2, 0, 1)
+    if arr.ndim != 3:
+        raise DataError(f"{where}: npy image of shape {arr.shape}; expected (C, H, W) or (H, W, C)")
+    return torch.from_numpy(np.ascontiguousarray(_as_uint8(arr, where)))
+
+
+def _as_uint8(arr: np.ndarray, where: str) -> np.ndarray:
+    """uint8 as is; floats in [0, 1] scaled by 255 and rounded; anything else refused."""
+    if arr.dtype == np.uint8:
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if np.isfinite(lo) and np.isfinite(hi) and lo >= 0.0 and hi <= 1.0:
+            return np.rint(arr.astype(np.float64) * 255).astype(np.uint8)
+        raise DataError(
+            f"{where}: npy image of {arr.dtype} with values in [{lo:g}, {hi:g}]; float images "
+            "must lie in [0, 1] (they are scaled by 255), or store uint8 in [0, 255]"
+        )
+    raise DataError(f"{where}: npy image of dtype {arr.dtype}; store uint8, or floats in [0, 1]")
+
+
+def _decode_picture(raw: bytes, ext: str, where: str) -> Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
         with Image.open(io.BytesIO(raw)) as im:
+            if im.mode in WIDE_MODES:
+                raise DataError(
+                    f"{where}: {ext} image in mode {im.mode} (more than 8 bits per channel); "
+                    "store 8-bit images (mode L or RGB), or npy floats in [0, 1]"
+                )
             mode = im.mode if im.mode in ("L", "RGB") else "RGB"
             arr = np.asarray(im.convert(mode))
-        img = torch.from_numpy(arr.copy())
-        img = img[None] if img.ndim == 2 else img.permute(2, 0, 1).contiguous()
-    return img, label
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"{where}: cannot decode the {ext} image ({e})") from None
+    img = torch.from_numpy(arr.copy())
+    return img[None] if img.ndim == 2 else img.permute(2, 0, 1).contiguous()
 
 
 def write_shards(
@@ -157,28 +211,28 @@ def load_shards(
     name: str = "webdataset",
 ) -> ImageDataset:
     """The first ``n`` samples (all when None) of the shards, in memory (validation sets)."""
-    images, labels = [], []
+    images, labels, origins = [], [], []
     for path in list_shards(spec):
         for sample in iter_tar_samples(path):
-            img, lab = decode_sample(sample, str(path))
+            img, lab = decode_sample(sample, str(path), num_classes)
             images.append(img)
             labels.append(lab)
+            origins.append(f"{path}: sample {sample['__key__'].decode()!r}")
             if n is not None and len(images) >= n:
                 break
         if n is not None and len(images) >= n:
             break
     if not images:
         raise DataError(f"{spec}: the shards hold no samples")
-    shapes = {tuple(i.shape) for i in images}
-    if len(shapes) > 1:
+    odd = next((i for i, im in enumerate(images) if im.shape != images[0].shape), None)
+    if odd is not None:
         raise DataError(
-            f"{spec}: images of different shapes {sorted(shapes)[:4]}; set data.image_size"
+            f"{origins[odd]}: image of shape {tuple(images[odd].shape)} differs from "
+            f"{origins[0]} ({tuple(images[0].shape)}); write shards of one image size"
         )
     k = num_classes or (max(labels) + 1)
     x = torch.stack(images)
     if mean is None or std is None:
-        from advscale.data.base import channel_stats
-
         m, s = channel_stats(x)
         mean, std = mean or m, std or s
     return ImageDataset(
@@ -201,6 +255,7 @@ class ShardLoader:
         rank, world_size: this process's share of the shards.
         shuffle_buffer: samples held for shuffling (memory: that many images).
         image_size: resize images to this size.
+        num_classes: labels must lie in ``[0, num_classes)`` (negative labels are always refused).
     """
 
     def __init__(
@@ -214,8 +269,10 @@ class ShardLoader:
         world_size: int = 1,
         shuffle_buffer: int = 1000,
         image_size: int | None = None,
+        num_classes: int | None = None,
     ) -> None:
         self.shards = list(shards)
+        self.num_classes = num_classes
         if world_size > len(self.shards):
             raise DataError(
                 f"{len(self.shards)} shard(s) for {world_size} processes: write at least one shard per process"
@@ -247,12 +304,15 @@ class ShardLoader:
         order = torch.randperm(len(self.shards), generator=g).tolist()
         return [order[r :: self.world_size] for r in range(self.world_size)]
 
-    def _samples(self) -> Iterator[tuple[Tensor, int]]:
+    def _samples(self) -> Iterator[tuple[Tensor, int, str]]:
+        """(image, label, where it came from) in shuffled order."""
         rng = random.Random((self.seed + self.epoch) * 1_000_003 + self.rank)
-        buf: list[tuple[Tensor, int]] = []
+        buf: list[tuple[Tensor, int, str]] = []
         for i in self._assignment()[self.rank]:
+            path = str(self.shards[i])
             for sample in iter_tar_samples(self.shards[i]):
-                buf.append(decode_sample(sample, str(self.shards[i])))
+                img, label = decode_sample(sample, path, self.num_classes)
+                buf.append((img, label, f"{path}: sample {sample['__key__'].decode()!r}"))
                 if len(buf) >= self.shuffle_buffer:
                     j = rng.randrange(len(buf))
                     buf[j], buf[-1] = buf[-1], buf[j]
@@ -264,21 +324,27 @@ class ShardLoader:
         n_batches = len(self)
         imgs: list[Tensor] = []
         labs: list[int] = []
+        origins: list[str] = []
         done = 0
-        for img, lab in self._samples():
+        for img, lab, origin in self._samples():
+            if imgs and img.shape != imgs[0].shape:
+                hint = "" if self.image_size is None else " (data.image_size resizes whole batches)"
+                raise DataError(
+                    f"{origin}: image of shape {tuple(img.shape)} differs from {origins[0]} "
+                    f"({tuple(imgs[0].shape)}); write shards of one image size{hint}"
+                )
             imgs.append(img)
             labs.append(lab)
+            origins.append(origin)
             if len(imgs) == self.batch_size:
                 x = torch.stack(imgs)
                 if self.image_size is not None and tuple(x.shape[-2:]) != (self.image_size,) * 2:
-                    from advscale.data.base import resize_images
-
                     x = resize_images(x, self.image_size)
                 yield (
                     to_float(x.to(self.device)),
                     torch.tensor(labs, dtype=torch.long, device=self.device),
                 )
-                imgs, labs = [], []
+                imgs, labs, origins = [], [], []
                 done += 1
                 if done == n_batches:
                     return

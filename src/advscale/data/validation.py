@@ -1,0 +1,73 @@
+"""The validation split a data description names, in memory: one answer for training and sweeps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from advscale.data.base import DataError, ImageDataset
+from advscale.data.registry import DATASETS, load_dataset
+from advscale.data.webdataset import load_shards
+
+
+class DataSpec(Protocol):
+    """What :func:`build_val` reads of a ``data:`` description (``advscale.train.config.DataConfig``)."""
+
+    name: str
+    data_dir: str | None
+    val_dir: str | None
+    val_split: str
+    n_val: int | None
+    classes: list[int] | None
+    image_size: int | None
+    channels: int | None
+    num_classes: int | None
+    mean: list[float] | None
+    std: list[float] | None
+
+
+def check_dataset_name(name: str) -> None:
+    """Raise DataError naming ``data.name`` when it is neither a dataset nor ``webdataset``."""
+    if name != "webdataset" and name not in DATASETS:
+        raise DataError(
+            f"data.name {name!r} unknown; allowed: {', '.join((*DATASETS, 'webdataset'))}"
+        )
+
+
+def select(
+    ds: ImageDataset, classes: Sequence[int] | None, n: int | None, seed: int
+) -> ImageDataset:
+    """Keep ``classes`` (relabelled 0..k-1) and a class-stratified subset of ``n``, fixed by ``seed``."""
+    if classes is not None:
+        ds = ds.filter_classes(list(classes))
+    return ds.take(n, seed=seed)
+
+
+def build_val(spec: DataSpec, seed: int = 0) -> ImageDataset:
+    """The validation set ``spec`` describes, in memory.
+
+    ``n_val`` examples of ``val_split`` (class-stratified, fixed by ``seed``: the same subset
+    training gives a run with that seed), or for ``name: webdataset`` the first ``n_val``
+    examples of the ``val_dir`` shards.
+
+    Raises:
+        DataError: unknown name, missing ``val_dir``, unreadable data.
+    """
+    check_dataset_name(spec.name)
+    if spec.name == "webdataset":
+        if not spec.val_dir:
+            raise DataError(
+                "data.val_dir is required for data.name: webdataset (validation shards, read into memory)"
+            )
+        if spec.classes is not None:
+            raise DataError(
+                "data.classes is not supported with data.name: webdataset; write shards of the classes wanted"
+            )
+        val = load_shards(
+            spec.val_dir, spec.n_val, num_classes=spec.num_classes, mean=spec.mean, std=spec.std
+        )
+        return val.resize(spec.image_size) if spec.image_size is not None else val
+    ds = load_dataset(
+        spec.name, spec.val_split, spec.data_dir, image_size=spec.image_size, channels=spec.channels
+    )
+    return select(ds, spec.classes, spec.n_val, seed + 1)
