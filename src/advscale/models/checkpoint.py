@@ -7,7 +7,6 @@ loaded back into a module the caller builds (:func:`load_weights`).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from torch import nn
 
 from advscale.models.weights import CheckpointError, check_state_dict, read_weights
 from advscale.models.wrapper import Classifier, build_classifier
-from advscale.utils import atomic_write, atomic_write_json
+from advscale.utils import atomic_write, atomic_write_json, read_structured
 
 FORMAT = "advscale.checkpoint"
 FORMAT_VERSION = 1
@@ -130,13 +129,11 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"{sidecar}: checkpoint sidecar not found (expected next to the .safetensors file)"
         )
-    try:
-        meta = json.loads(sidecar.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{sidecar}: not valid JSON ({e})") from None
-    if meta.get("format") != FORMAT:
+    meta = read_structured(sidecar, "checkpoint sidecar", error=CheckpointError, fmt="json")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(
-            f"{sidecar}: not an advscale checkpoint sidecar (format={meta.get('format')!r})"
+            f"{sidecar}: not an advscale checkpoint sidecar (format="
+            f"{meta.get('format') if isinstance(meta, dict) else None!r})"
         )
     if int(meta.get("version", 0)) > FORMAT_VERSION:
         raise CheckpointError(

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import os
 import sys
 import zipfile
@@ -52,6 +51,7 @@ from advscale.models.builders import (
 from advscale.models.checkpoint import checkpoint_paths, load_model
 from advscale.models.weights import CheckpointError, load_state, read_weights
 from advscale.models.wrapper import Classifier
+from advscale.utils import read_structured
 
 SPEC_KEYS = ("model", "weights", "num_classes", "input_size", "mean", "std", "classes")
 
@@ -79,10 +79,7 @@ def _sidecar(path: Path) -> dict[str, Any]:
     side = path.with_suffix(".json")
     if not side.is_file():
         return {}
-    try:
-        meta = json.loads(side.read_text())
-    except json.JSONDecodeError as e:
-        raise ExternalModelError(f"{side}: not valid JSON ({e})") from None
+    meta = read_structured(side, "model sidecar", error=ExternalModelError, fmt="json")
     if not isinstance(meta, dict):
         raise ExternalModelError(
             f"{side}: expected a JSON object with classes, mean, std, input_size"
@@ -251,12 +248,7 @@ def _finish(
 
 
 def _from_spec_file(path: Path, device: Any, trust: bool) -> Classifier:
-    import yaml
-
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ExternalModelError(f"{path}: not valid YAML ({e})") from None
+    raw = read_structured(path, "model spec file", error=ExternalModelError, fmt="yaml")
     if not isinstance(raw, dict) or "model" not in raw:
         raise ExternalModelError(
             f"{path}: a model spec file is a mapping with at least 'model'; keys: {', '.join(SPEC_KEYS)}"
