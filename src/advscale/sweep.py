@@ -73,32 +73,24 @@ class SweepEval(BaseModel):
     @field_validator("attacks")
     @classmethod
     def _known_attacks(cls, v: list[str]) -> list[str]:
-        from advscale.evaluate.robust import _check_attacks
+        from advscale.evaluate.inputs import check_attacks
 
-        return _checked(_check_attacks, v)
+        return check_attacks(v, None)
 
     @field_validator("eps")
     @classmethod
     def _pixel_levels(cls, v: list[float] | None) -> list[float] | None:
-        from advscale.evaluate.robust import _check_eps
+        from advscale.evaluate.inputs import check_pixel_eps
 
-        return None if v is None else _checked(_check_eps, v)
+        return None if v is None else check_pixel_eps(v, None)
 
     @field_validator("attack_kwargs")
     @classmethod
     def _known_kwargs(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        from advscale.evaluate.robust import _merge_kwargs
+        from advscale.evaluate.inputs import merge_attack_kwargs
 
-        _checked(_merge_kwargs, [], v)
+        merge_attack_kwargs([], v)
         return v
-
-
-def _checked(check: Any, *args: Any) -> Any:
-    """``check(*args)`` with its UserError turned into the ValueError pydantic reports."""
-    try:
-        return check(*args)
-    except UserError as e:
-        raise ValueError(str(e)) from None
 
 
 class SweepConfig(BaseModel):
