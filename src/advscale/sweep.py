@@ -89,7 +89,7 @@ class SweepEval(BaseModel):
     def _known_kwargs(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         from advscale.evaluate.inputs import merge_attack_kwargs
 
-        merge_attack_kwargs([], v)
+        merge_attack_kwargs([], v, source=None)
         return v
 
 

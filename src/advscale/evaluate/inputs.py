@@ -154,7 +154,7 @@ def merge_attack_kwargs(
     overrides: Mapping[str, Mapping[str, Any]] | None,
     *,
     reserved: Sequence[str] = ("eps", "seed"),
-    source: str = "attack_kwargs",
+    source: str | None = "attack_kwargs",
 ) -> dict[str, dict[str, Any]]:
     """Each attack's arguments: :data:`DEFAULT_ATTACK_KWARGS` under the per-attack ``overrides``.
 
@@ -170,18 +170,17 @@ def merge_attack_kwargs(
     unknown = [k for k in overrides if k not in ATTACKS]
     if unknown:
         raise UserError(
-            f"{source} for unknown attack(s) {', '.join(map(repr, unknown))}; "
+            f"{source or 'attack arguments'} for unknown attack(s) {', '.join(map(repr, unknown))}; "
             f"allowed: {', '.join(sorted(ATTACKS))}"
         )
     for name, kw in overrides.items():
+        where = f"{source}[{name!r}]" if source else repr(name)
         if not isinstance(kw, Mapping):
-            raise UserError(
-                f"{source}[{name!r}] must be a mapping of arguments, got {type(kw).__name__}"
-            )
+            raise UserError(f"{where} must be a mapping of arguments, got {type(kw).__name__}")
         taken = [k for k in reserved if k in kw]
         if taken:
             raise UserError(
-                f"{source}[{name!r}]: {', '.join(taken)} cannot be set here; the evaluation sets "
+                f"{where}: {', '.join(taken)} cannot be set here; the evaluation sets "
                 "them (pass eps and seed to it)"
             )
         try:
@@ -191,7 +190,7 @@ def merge_attack_kwargs(
             )
         except Exception as e:  # noqa: BLE001 - whatever the constructor objects to is the user's to fix
             detail = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-            raise UserError(f"{source}[{name!r}]: {detail}") from None
+            raise UserError(f"{where}: {detail}") from None
     return {a: {**DEFAULT_ATTACK_KWARGS.get(a, {}), **overrides.get(a, {})} for a in attacks}
 
 

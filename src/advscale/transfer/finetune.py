@@ -17,7 +17,7 @@ import argparse
 import copy
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 from torch import nn
@@ -35,6 +35,12 @@ from advscale.utils import atomic_write_json
 
 class FinetuneConfig(TrainConfig):
     """A training config with ``backbone:`` and ``finetune:``; ``model:`` is not used."""
+
+    CALL_SITE_ONLY: ClassVar[dict[str, str]] = {
+        "backbone.trust": "it allows unpickling the backbone checkpoint, which runs code stored "
+        "in it; only for a file you trust, pass --trust-checkpoint on the command line (Python: "
+        "load_finetune_config(..., trust=True))"
+    }
 
     backbone: BackboneConfig
     finetune: FinetuneModeConfig = Field(default_factory=FinetuneModeConfig)
@@ -132,11 +138,10 @@ def finetune(
 def load_finetune_config(
     path: str | os.PathLike | None, overrides: list[str] | None = None, trust: bool = False
 ) -> FinetuneConfig:
-    """Read a fine-tuning YAML config with ``--set`` overrides (``trust`` sets ``backbone.trust``)."""
-    overrides = list(overrides or [])
-    if trust:
-        overrides.append("backbone.trust=true")
-    return load_config(path, overrides, FinetuneConfig)
+    """Read a fine-tuning YAML config with ``--set`` overrides; ``trust`` (and nothing in the
+    file or the overrides) sets ``backbone.trust``, which allows unpickling the checkpoint."""
+    call_site = {"backbone.trust": True} if trust else None
+    return load_config(path, overrides, FinetuneConfig, call_site=call_site)
 
 
 def run_finetune_command(args: argparse.Namespace) -> int:
