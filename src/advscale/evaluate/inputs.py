@@ -194,6 +194,21 @@ def merge_attack_kwargs(
     return {a: {**DEFAULT_ATTACK_KWARGS.get(a, {}), **overrides.get(a, {})} for a in attacks}
 
 
+def _attack_names(names: list[str]) -> list[str]:
+    return check_attacks(names, None)
+
+
+def _usable_kwargs(kwargs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    merge_attack_kwargs([], kwargs, source=None)
+    return kwargs
+
+
+#: A config field holding attack names (checked by :func:`check_attacks`).
+AttackNames = Annotated[list[str], AfterValidator(_attack_names)]
+#: A config field holding per-attack arguments (checked by :func:`merge_attack_kwargs`).
+AttackKwargs = Annotated[dict[str, dict[str, Any]], AfterValidator(_usable_kwargs)]
+
+
 def attack_seed(seed: int, attack: str, eps_level: float, scope: str | None = None) -> int:
     """A distinct, stable seed per (``scope``, attack, ε): random starts of different attacks
     (and, with ``scope`` naming the source model, of different models) differ."""
@@ -396,6 +411,8 @@ def models_to_attack(
 
 __all__ = [
     "APGD_NAMES",
+    "AttackKwargs",
+    "AttackNames",
     "DEFAULT_ATTACK_KWARGS",
     "FUSE_EXAMPLES",
     "Classified",

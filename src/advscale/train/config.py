@@ -27,17 +27,11 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
 from advscale.errors import UserError
-from advscale.evaluate.inputs import (
-    PixelEps,
-    PixelEpsList,
-    check_attacks,
-    merge_attack_kwargs,
-)
+from advscale.evaluate.inputs import AttackKwargs, AttackNames, PixelEps, PixelEpsList
 
 RECIPES = ("clean", "kurakin", "pgd", "fgsm", "rs_fgsm", "n_fgsm")
 KURAKIN_METHODS = ("step_ll", "step_rnd", "fgsm", "fgsm_pred")
@@ -171,25 +165,14 @@ class EvalConfig(Section):
     (pgd, apgd, iter_basic...). ``eps`` in pixel levels (default: the recipe's ε).
     """
 
-    attacks: list[str] = Field(default_factory=lambda: ["fgsm", "pgd"])
+    attacks: AttackNames = Field(default_factory=lambda: ["fgsm", "pgd"])
     eps: PixelEpsList | None = None
     n: int = Field(default=1000, ge=1)
     batch_size: int = Field(default=500, ge=1)
-    attack_kwargs: dict[str, dict[str, Any]] = Field(
+    attack_kwargs: AttackKwargs = Field(
         default_factory=lambda: {"pgd": {"steps": 20, "restarts": 1}}
     )
     label_leak: bool | None = Field(default=None, description="default: on for adversarial recipes")
-
-    @field_validator("attacks")
-    @classmethod
-    def _known_attacks(cls, v: list[str]) -> list[str]:
-        return check_attacks(v, None)
-
-    @field_validator("attack_kwargs")
-    @classmethod
-    def _usable_kwargs(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        merge_attack_kwargs([], v, source=None)
-        return v
 
 
 class TrainConfig(Section):
