@@ -364,8 +364,6 @@ def build_recipe(cfg: TrainConfig | RecipeConfig, *, seed: int | None = None) ->
         seed = cfg.seed if isinstance(cfg, TrainConfig) else 0
     if r.name not in RECIPES:
         raise UserError(f"recipe.name {r.name!r} unknown; allowed: {', '.join(RECIPES)}")
-    if not 0 <= r.eps <= 255:
-        raise UserError(f"recipe.eps must be in [0, 255] pixel levels, got {r.eps}")
     eps = r.eps / 255
     common: dict[str, Any] = {"bn_mode": r.bn_mode, "seed": seed}
     if r.name == "clean":
