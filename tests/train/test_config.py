@@ -84,7 +84,7 @@ def test_eval_section_is_checked_at_load_time_from_a_file(tmp_path):
         ("batch_size=true", r"--set 'batch_size=true': batch_size takes an integer, got True"),
         ("epochs=2.5", r"epochs takes an integer, got 2.5"),
         ("recipe.eps=true", r"recipe.eps takes a number, got True"),
-        ("recipe.eps='8'", r"recipe.eps takes a number, got '8' \(str\)"),
+        ("recipe.eps=eight", r"recipe.eps takes a number, got 'eight' \(str\)"),
         ("deterministic=1", r"deterministic takes true or false, got 1"),
         ("guard.enabled=yes_please", r"guard.enabled takes true or false or null"),
     ],
@@ -97,6 +97,9 @@ def test_set_values_are_checked_strictly(override, match):
 def test_set_accepts_an_integer_for_a_float_and_null_for_an_optional():
     cfg = load_config(None, ["recipe.eps=8", "label_smoothing=0", "max_steps=null"])
     assert cfg.recipe.eps == 8.0 and isinstance(cfg.recipe.eps, float) and cfg.max_steps is None
+    # YAML 1.1 reads 1e-4 as text; a number it is, and "8" written as text is a number too.
+    cfg = load_config(None, ["optimizer.lr=1e-4", "schedule.gamma=2E-1", "recipe.eps='8'"])
+    assert cfg.optimizer.lr == 1e-4 and cfg.schedule.gamma == 0.2 and cfg.recipe.eps == 8.0
 
 
 def test_k_larger_than_m_is_refused():

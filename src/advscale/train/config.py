@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -296,12 +297,18 @@ def _check_scalar(cls: type[BaseModel], parts: list[str], value: Any, item: str)
         ) from None
 
 
+# YAML 1.2 floats: PyYAML (YAML 1.1) reads 1e-4 (no dot) as a string.
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _parse_value(text: str) -> Any:
-    """A ``--set`` value parsed as YAML, so ``4``, ``true``, ``[1, 2]`` and ``null`` work."""
+    """A ``--set`` value parsed as YAML, so ``4``, ``true``, ``[1, 2]``, ``null`` and ``1e-4``
+    work."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    return float(value) if isinstance(value, str) and _FLOAT.fullmatch(value) else value
 
 
 def apply_overrides(
