@@ -58,7 +58,8 @@ class BackboneConfig(BaseModel):
     ``std`` override what the backbone declares (e.g. run an ImageNet convnet at 64x64 on CPU;
     a ViT or Swin also needs ``kwargs: {img_size: 64}``, and its position embeddings then no
     longer fit 224-pixel weights).
-    ``trust: true`` (or ``--trust-checkpoint``) allows a ``.pt`` that needs full unpickling.
+    ``trust`` allows a ``.pt`` that needs full unpickling; only ``--trust-checkpoint`` or a
+    Python caller sets it (a config file or ``--set`` that names it is refused).
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
@@ -154,7 +155,7 @@ def read_weights(path: str | os.PathLike, trust: bool = False) -> dict[str, torc
                 f"{path}: refused to load: it holds objects that only full unpickling can rebuild"
                 f"{_unpickling_reason(e.__context__)}, and unpickling runs code stored in the file. "
                 "Only if you trust where it comes from, pass --trust-checkpoint "
-                "(config: backbone.trust: true)."
+                "(Python: trust=True; a config file cannot set it)."
             ) from None
     return _load_trusted(path)
 
