@@ -40,9 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from advscale.errors import UserError
+from advscale.evaluate.inputs import AttackKwargs, AttackNames, PixelEpsList
 from advscale.results import EPS_UNIT, Results, ResultsError, load_results
 from advscale.utils import resolve_device
 
@@ -57,47 +58,12 @@ class SweepEval(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    attacks: list[str] = Field(default_factory=lambda: ["step_ll", "iter_ll"])
-    eps: list[float] | None = None
+    attacks: AttackNames = Field(default_factory=lambda: ["step_ll", "iter_ll"])
+    eps: PixelEpsList | None = None
     n: int = Field(default=1000, ge=1)
     batch_size: int = Field(default=500, ge=1)
-    attack_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    attack_kwargs: AttackKwargs = Field(default_factory=dict)
     seed: int = 0
-
-    @field_validator("eps", mode="before")
-    @classmethod
-    def _one_eps(cls, v: Any) -> Any:
-        return [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
-
-    @field_validator("attacks")
-    @classmethod
-    def _known_attacks(cls, v: list[str]) -> list[str]:
-        from advscale.evaluate.robust import _check_attacks
-
-        return _checked(_check_attacks, v)
-
-    @field_validator("eps")
-    @classmethod
-    def _pixel_levels(cls, v: list[float] | None) -> list[float] | None:
-        from advscale.evaluate.robust import _check_eps
-
-        return None if v is None else _checked(_check_eps, v)
-
-    @field_validator("attack_kwargs")
-    @classmethod
-    def _known_kwargs(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        from advscale.evaluate.robust import _merge_kwargs
-
-        _checked(_merge_kwargs, [], v)
-        return v
-
-
-def _checked(check: Any, *args: Any) -> Any:
-    """``check(*args)`` with its UserError turned into the ValueError pydantic reports."""
-    try:
-        return check(*args)
-    except UserError as e:
-        raise ValueError(str(e)) from None
 
 
 class SweepConfig(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from advscale.cli import main
 from advscale.models import save_model
 from advscale.results import load_results
@@ -62,3 +64,14 @@ def test_eval_command_errors_are_one_clean_line(tiny_model, fmnist_dir, tmp_path
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and expected in err, err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_eval_command_refuses_eps_fractions_and_out_of_range(tmp_path, capsys):
+    base = ["eval", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "r.json")]
+    for eps, expected in [
+        ("0.031", "--eps '0.031': eps [0.031] look like [0, 1] units; ε is in pixel levels"),
+        ("4,300", "--eps '4,300': eps must be pixel levels in [0, 255]"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            main([*base, "--eps", eps])
+        assert e.value.code == 2 and expected in capsys.readouterr().err

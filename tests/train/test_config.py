@@ -42,8 +42,22 @@ def test_unknown_key_names_it_and_lists_the_allowed_ones(tmp_path):
             "recipe.name=madry",
             "recipe.name: got 'madry'; allowed: clean, kurakin, pgd, fgsm, rs_fgsm, n_fgsm",
         ),
-        ("recipe.eps=300", "recipe.eps: .*less than or equal to 255"),
-        ("recipe.eps=-1", "recipe.eps: .*greater than or equal to 0"),
+        ("recipe.eps=300", r"recipe.eps: eps must be pixel levels in \[0, 255\].*got \[300\]"),
+        ("recipe.eps=-1", r"recipe.eps: eps must be pixel levels in \[0, 255\].*got \[-1\]"),
+        ("recipe.eps=0.031", r"recipe.eps: eps \[0.031\] look like \[0, 1\].*pass 8 for 8/255"),
+        ("eval.eps=[0.016, 0.031]", r"eval.eps: eps \[0.016, 0.031\] look like \[0, 1\]"),
+        ("eval.eps=[4, 300]", r"eval.eps: eps must be pixel levels in \[0, 255\].*got \[300\]"),
+        ("eval.attacks=[fgsm, pgdd]", r"eval.attacks: unknown attack\(s\) 'pgdd'; allowed: apgd"),
+        ("eval.attack_kwargs={pgd: {stepz: 5}}", r"eval.attack_kwargs: 'pgd'.*'stepz'"),
+        (
+            "eval.attack_kwargs={pgd: {restarts: 0}}",
+            r"eval.attack_kwargs: 'pgd': restarts must be >= 1",
+        ),
+        ("eval.attack_kwargs={pgd: {eps: 0.1}}", r"eval.attack_kwargs: 'pgd': eps cannot be set"),
+        (
+            "eval.attack_kwargs={pgdd: {steps: 5}}",
+            r"eval.attack_kwargs: .*unknown attack\(s\) 'pgdd'",
+        ),
         ("recipe.lam=-0.5", "recipe.lam: .*greater than or equal to 0"),
         ("optimizer.name=rmsprop", "optimizer.name: got 'rmsprop'; allowed: sgd, adamw"),
         ("amp=fp8", "amp: got 'fp8'; allowed: none, bf16, fp16"),
@@ -52,6 +66,40 @@ def test_unknown_key_names_it_and_lists_the_allowed_ones(tmp_path):
 def test_bad_values_are_refused(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, [override])
+
+
+def test_eval_section_is_checked_at_load_time_from_a_file(tmp_path):
+    # A typo in the evaluation must not wait for the end of training to be found.
+    path = tmp_path / "c.yaml"
+    path.write_text("recipe:\n  name: fgsm\neval:\n  attacks: [fgsm, pgd]\n  eps: 0.031\n")
+    with pytest.raises(ConfigError, match=rf"{path}: invalid training config\n  eval.eps: "):
+        load_config(path)
+    path.write_text("eval:\n  attacks: [fgsm, pgd]\n  eps: 4\n")
+    assert load_config(path).eval_eps() == [4.0]
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("batch_size=true", r"--set 'batch_size=true': batch_size takes an integer, got True"),
+        ("epochs=2.5", r"epochs takes an integer, got 2.5"),
+        ("recipe.eps=true", r"recipe.eps takes a number, got True"),
+        ("recipe.eps=eight", r"recipe.eps takes a number, got 'eight' \(str\)"),
+        ("deterministic=1", r"deterministic takes true or false, got 1"),
+        ("guard.enabled=yes_please", r"guard.enabled takes true or false or null"),
+    ],
+)
+def test_set_values_are_checked_strictly(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])
+
+
+def test_set_accepts_an_integer_for_a_float_and_null_for_an_optional():
+    cfg = load_config(None, ["recipe.eps=8", "label_smoothing=0", "max_steps=null"])
+    assert cfg.recipe.eps == 8.0 and isinstance(cfg.recipe.eps, float) and cfg.max_steps is None
+    # YAML 1.1 reads 1e-4 as text; a number it is, and "8" written as text is a number too.
+    cfg = load_config(None, ["optimizer.lr=1e-4", "schedule.gamma=2E-1", "recipe.eps='8'"])
+    assert cfg.optimizer.lr == 1e-4 and cfg.schedule.gamma == 0.2 and cfg.recipe.eps == 8.0
 
 
 def test_k_larger_than_m_is_refused():
@@ -124,3 +172,25 @@ def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
     assert main(["train", "--config", str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "advscale train: error:" in err and "recipe.k=5" in err and "Traceback" not in err
+
+
+def test_backbone_trust_comes_only_from_the_call_site(tmp_path, capsys):
+    from advscale.transfer import load_finetune_config
+
+    path = tmp_path / "ft.yaml"
+    section = "backbone:\n  kind: own\n  path: runs/base/model\n"
+    # In a file, even "false": a shared config must never be what turns on unpickling.
+    for value in ("true", "false"):
+        path.write_text(f"{section}  trust: {value}\n")
+        with pytest.raises(ConfigError, match=rf"{path}: backbone.trust cannot be set in a config"):
+            load_finetune_config(path)
+    path.write_text(section)
+    with pytest.raises(
+        ConfigError, match="backbone.trust cannot be set with --set.*--trust-checkpoint"
+    ):
+        load_finetune_config(path, ["backbone.trust=true"])
+    assert load_finetune_config(path).backbone.trust is False
+    assert load_finetune_config(path, ["epochs=1"], trust=True).backbone.trust is True
+    args = ["finetune", "--config", str(path), "--out", str(tmp_path / "o")]
+    assert main([*args, "--set", "backbone.trust=true"]) == 2
+    assert "backbone.trust cannot be set with --set" in capsys.readouterr().err

@@ -14,19 +14,19 @@ from typing import Any
 
 
 def eps_list(text: str) -> list[float]:
-    """``--eps 2,4,8``: pixel levels in [0, 255]."""
+    """``--eps 2,4,8``: pixel levels in [0, 255] (checked by the one pixel-level ε rule)."""
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--eps must be comma-separated numbers in pixel levels, got {text!r}"
         ) from None
-    bad = [v for v in values if not 0 <= v <= 255]
-    if bad or not values:
-        raise argparse.ArgumentTypeError(
-            f"--eps values must be in [0, 255] pixel levels, got {text!r}"
-        )
-    return values
+    from advscale.evaluate.inputs import check_pixel_eps
+
+    try:
+        return check_pixel_eps(values, None)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--eps {text!r}: {e}") from None
 
 
 def name_list(text: str) -> list[str]:

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from advscale.data import ImageDataset
+from advscale.evaluate.inputs import Data
 from advscale.evaluate.robust import evaluate
 from advscale.results import EPS_UNIT
 
@@ -44,7 +44,7 @@ def leak_flag(
 
 def label_leak(
     model: nn.Module,
-    data: ImageDataset | tuple[Tensor, Tensor],
+    data: Data,
     eps_list: Sequence[float],
     *,
     margin: float = DEFAULT_LEAK_MARGIN,
@@ -61,7 +61,8 @@ def label_leak(
 
     Args:
         model: classifier on [0, 1] inputs returning logits.
-        data: an ImageDataset or an ``(x, y)`` pair, as for :func:`evaluate`.
+        data: an ImageDataset, an ``(x, y)`` pair or an iterable of batches, as for
+            :func:`evaluate`.
         eps_list: budgets in pixel levels (8 means 8/255), as for :func:`evaluate`.
         margin: FGSM accuracy above FGSM-pred accuracy by more than this is flagged.
         batch_size, device, n, seed, progress: as for :func:`evaluate`.

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
-import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,26 +26,27 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from advscale.attacks import ATTACKS, ONE_STEP, build_attack, model_mode
-from advscale.data import ImageDataset, to_float
 from advscale.errors import UserError
 from advscale.evaluate import masking
-from advscale.models.fuse import fuse_for_eval
+from advscale.evaluate.inputs import (  # noqa: F401 - APGD_NAMES, DEFAULT_ATTACK_KWARGS: public here too
+    APGD_NAMES,
+    DEFAULT_ATTACK_KWARGS,
+    Data,
+    EpsUnit,
+    as_tensors,
+    attack_seed,
+    check_attacks,
+    check_pixel_eps,
+    classify,
+    index_batches,
+    merge_attack_kwargs,
+    models_to_attack,
+    to_device,
+)
 from advscale.results import EPS_UNIT, Results
 from advscale.utils import environment_info, resolve_device
 
 WORST_CASE = "worst_case"
-APGD_NAMES = ("apgd", "apgd_ce", "apgd_dlr", "apgd_t")
-#: Images a batch-norm-folded copy is checked on before it is attacked.
-FUSE_EXAMPLES = 64
-
-# Settings used unless ``attack_kwargs`` says otherwise. The one-step and iterative attacks of
-# paper A keep their own defaults (α = 1/255, min(ε+4, 1.25ε) iterations); PGD is the usual
-# 10 steps of 2.5ε/steps with one random start; APGD runs AutoAttack's 100 iterations.
-DEFAULT_ATTACK_KWARGS: dict[str, dict[str, Any]] = {
-    "pgd": {"steps": 10, "restarts": 1},
-    "pgd_l2": {"steps": 10, "restarts": 1},
-    **{name: {"steps": 100} for name in APGD_NAMES},
-}
 
 # AutoAttack's standard set without FAB: APGD-CE, APGD-T (targeted DLR), then the score-based
 # Square attack, as a cascade over the points still robust. Square joins as soon as it is
@@ -136,10 +136,10 @@ class EvalReport:
 
 def evaluate(
     model: nn.Module,
-    data: ImageDataset | tuple[Tensor, Tensor],
+    data: Data,
     *,
     attacks: Sequence[str],
-    eps: Sequence[float],
+    eps: float | Sequence[float],
     batch_size: int = 500,
     cascade: bool = False,
     attack_kwargs: dict[str, dict[str, Any]] | None = None,
@@ -150,14 +150,18 @@ def evaluate(
     checks: bool = True,
     check_unbounded: bool = False,
     fuse: bool = True,
+    eps_unit: EpsUnit = "1/255",
 ) -> EvalReport:
     """Clean and robust accuracy of ``model`` under each attack at each ε, and the worst case.
 
     Args:
         model: classifier taking [0, 1] images (N, C, H, W) and returning logits.
-        data: an ImageDataset or an ``(x, y)`` pair (x float in [0, 1] or uint8).
+        data: an ImageDataset, an ``(x, y)`` pair (x float in [0, 1] or uint8, NCHW; y integer
+            class indices) or an iterable of such batches, e.g. a DataLoader
+            (:func:`advscale.evaluate.inputs.as_tensors`).
         attacks: attack names from ``advscale.attacks.ATTACKS``, run in this order.
-        eps: budgets in pixel levels on the 0-255 scale (8 means 8/255).
+        eps: budgets in pixel levels on the 0-255 scale (8 means 8/255); values all below one
+            level (0.031) are refused as [0, 1] fractions unless ``eps_unit="1"`` says so.
         batch_size: examples per attack call.
         cascade: run each attack only on the points still robust after the earlier ones at the
             same ε; records then give the accuracy after the attacks so far.
@@ -174,6 +178,8 @@ def evaluate(
             attack is asked to keep the model's mode (``"mode": "keep"``). The config's
             ``fused`` says whether a copy was used (a TorchScript model, or one with nothing
             to fold, is attacked as it is) and ``folded_batchnorm`` how many layers it folded.
+        eps_unit: ``"1/255"`` (pixel levels) or ``"1"`` (``eps`` are [0, 1] fractions);
+            records always hold pixel levels.
 
     Returns:
         An :class:`EvalReport`. Records hold ``attack``, ``eps``, ``eps_unit``, ``accuracy``,
@@ -187,23 +193,23 @@ def evaluate(
         at top-1, so it is no worst case); examples not attacked keep their clean verdict.
 
     Raises:
-        UserError: unknown attack, bad ε, empty data, labels the model cannot output.
+        UserError: unknown attack, bad ε or attack arguments, empty data, NaN pixels, labels
+            the model cannot output, non-finite logits on the clean data.
     """
-    attacks = _check_attacks(attacks)
-    eps_levels = _check_eps(eps)
+    attacks = check_attacks(attacks)
+    eps_levels = check_pixel_eps(eps, "eps", unit=eps_unit)
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
-    kwargs_for = _merge_kwargs(attacks, attack_kwargs)
-    images, labels = _as_tensors(data, n)
+    kwargs_for = merge_attack_kwargs(attacks, attack_kwargs)
+    images, labels = as_tensors(data, n)
     dev = _pick_device(model, device)
     model.to(dev)
 
-    (used,) = _models_to_attack([model], images, kwargs_for, dev, fuse=fuse)
+    (used,) = models_to_attack([model], images, kwargs_for, dev, fuse=fuse)
     fused = used is not model  # fuse_for_eval returns TorchScript models, say, unchanged
     model = used
-    clean_correct, clean_top5_mask, num_classes = _clean_pass(
-        model, images, labels, batch_size, dev
-    )
+    clean = classify(model, images, labels, batch_size, dev)
+    clean_correct, clean_top5_mask, num_classes = clean.correct, clean.top5, clean.num_classes
     n_total = len(labels)
     clean_acc = _mean(clean_correct)
     clean_t5 = _mean(clean_top5_mask) if clean_top5_mask is not None else None
@@ -211,12 +217,12 @@ def evaluate(
     warnings: list[dict[str, Any]] = []
     ran: list[str] = []
     if checks:
-        xb, yb = _to_device(images[:256], labels[:256], dev)
+        xb, yb = to_device(images[:256], labels[:256], dev)
         warnings += masking.check_outputs(model, xb, yb)
         ran += ["probabilities", "zero_gradients"]
         if check_unbounded:
             keep = clean_correct.nonzero().squeeze(1)[:100]
-            xk, yk = _to_device(images[keep.to(images.device)], labels[keep.to(labels.device)], dev)
+            xk, yk = to_device(images[keep.to(images.device)], labels[keep.to(labels.device)], dev)
             warnings += masking.check_unbounded(model, xk, yk, seed=seed)
             ran.append("unbounded")
 
@@ -251,7 +257,7 @@ def evaluate(
                     torch.ones_like(active) if one_step else active,
                     batch_size,
                     dev,
-                    _attack_seed(seed, name, e),
+                    attack_seed(seed, name, e),
                     bar,
                 )
                 robust = active & run.correct
@@ -365,8 +371,8 @@ def _run_attack(
     except ValueError as e:
         raise UserError(str(e)) from None
     seconds, forward, backward = 0.0, 0, 0
-    for idx in _chunks(which.nonzero().squeeze(1), batch_size):
-        x, y = _to_device(images[idx.to(images.device)], labels[idx.to(labels.device)], dev)
+    for idx in index_batches(which.nonzero().squeeze(1), batch_size):
+        x, y = to_device(images[idx.to(images.device)], labels[idx.to(labels.device)], dev)
         _sync(dev)
         t0 = time.perf_counter()
         try:
@@ -401,179 +407,12 @@ def _run_attack(
     return _AttackRun(correct, top5, which.clone(), seconds, forward, backward)
 
 
-def _models_to_attack(
-    models: Sequence[nn.Module],
-    images: Tensor,
-    kwargs_for: dict[str, dict[str, Any]],
-    dev: torch.device,
-    *,
-    fuse: bool,
-) -> list[nn.Module]:
-    """What to attack for each model: its :func:`~advscale.models.fuse_for_eval` copy, checked
-    on the first :data:`FUSE_EXAMPLES` images, or the model itself.
-
-    Copies are made only with ``fuse`` and when every attack runs the model in eval mode (a
-    folded copy is eval-only: ``"mode": "keep"`` gets the model itself); ``fuse_for_eval`` may
-    still return a model unchanged, so ``used is not model`` says whether a copy is used.
-    """
-    if not (fuse and all(kw.get("mode", "eval") == "eval" for kw in kwargs_for.values())):
-        return list(models)
-    example = to_float(images[:FUSE_EXAMPLES].to(dev))
-    used = []
-    for m in models:
-        with torch.no_grad(), model_mode(m, "eval"):
-            _logits(m, example)  # a clear error first if the model cannot take the images
-        used.append(fuse_for_eval(m, example=example))
-    return used
-
-
 # -- input handling ----------------------------------------------------------------------------
-def _check_attacks(attacks: Sequence[str]) -> list[str]:
-    if isinstance(attacks, str):
-        attacks = [attacks]
-    attacks = list(attacks)
-    if not attacks:
-        raise UserError("no attacks given; allowed: " + ", ".join(sorted(ATTACKS)))
-    unknown = [a for a in attacks if a not in ATTACKS]
-    if unknown:
-        raise UserError(
-            f"unknown attack(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(ATTACKS))}"
-        )
-    dup = sorted({a for a in attacks if attacks.count(a) > 1})
-    if dup:
-        raise UserError(f"attack(s) listed twice: {', '.join(dup)}")
-    return attacks
-
-
-def _check_eps(eps: Sequence[float]) -> list[float]:
-    if isinstance(eps, (int, float)):
-        eps = [eps]
-    levels = [float(e) for e in eps]
-    if not levels:
-        raise UserError("no eps given (pixel levels, e.g. 2,4,8,16)")
-    bad = [e for e in levels if not 0 <= e <= 255]
-    if bad:
-        raise UserError(f"eps must be pixel levels in [0, 255] (8 means 8/255), got {bad}")
-    positive = [e for e in levels if e > 0]
-    # Budgets below one pixel level cannot be stored in an 8-bit image; all of them being below
-    # 1 almost surely means [0, 1] units were passed where pixel levels are expected.
-    if positive and max(positive) < 1:
-        raise UserError(
-            f"eps {levels} look like [0, 1] units; evaluate takes pixel levels on the 0-255 scale "
-            "(pass 8 for 8/255)"
-        )
-    return list(dict.fromkeys(levels))
-
-
-def _merge_kwargs(
-    attacks: list[str], overrides: dict[str, dict[str, Any]] | None
-) -> dict[str, dict[str, Any]]:
-    overrides = dict(overrides or {})
-    unknown = [k for k in overrides if k not in ATTACKS]
-    if unknown:
-        raise UserError(
-            f"attack_kwargs for unknown attack(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(ATTACKS))}"
-        )
-    for k, v in overrides.items():
-        if not isinstance(v, dict):
-            raise UserError(
-                f"attack_kwargs[{k!r}] must be a dict of arguments, got {type(v).__name__}"
-            )
-        if "eps" in v or "seed" in v:
-            raise UserError(
-                f"attack_kwargs[{k!r}]: eps and seed are set by evaluate (use eps=, seed=)"
-            )
-    return {a: {**DEFAULT_ATTACK_KWARGS.get(a, {}), **overrides.get(a, {})} for a in attacks}
-
-
-def _as_tensors(data: ImageDataset | tuple[Tensor, Tensor], n: int | None) -> tuple[Tensor, Tensor]:
-    if n is not None and n <= 0:
-        raise UserError(f"n must be a positive number of examples, got {n}")
-    if isinstance(data, ImageDataset):
-        # A fixed subset seed: the same examples whatever the attack seed, so runs compare.
-        data = data.take(n, seed=0)
-        images, labels = data.images, data.labels
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
-        images, labels = data
-        if not isinstance(images, Tensor) or not isinstance(labels, Tensor):
-            raise UserError("data must be an ImageDataset or an (images, labels) pair of tensors")
-        if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels):
-            raise UserError(
-                f"data must be images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}"
-            )
-        if (
-            images.is_floating_point()
-            and len(images)
-            and (float(images.min()) < 0 or float(images.max()) > 1)
-        ):
-            raise UserError(
-                f"float images must be in [0, 1], got range [{float(images.min()):.3g}, {float(images.max()):.3g}]"
-            )
-        labels = labels.long()
-        if n is not None:
-            images, labels = images[:n], labels[:n]
-    else:
-        raise UserError(
-            f"data must be an ImageDataset or an (images, labels) pair, got {type(data).__name__}"
-        )
-    if len(labels) == 0:
-        raise UserError(f"no examples to evaluate: the data is empty or n={n!r} selects none")
-    return images, labels
-
-
 def _pick_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
     if device is not None:
         return resolve_device(device)
     p = next(iter(model.parameters()), None)
     return p.device if p is not None else torch.device("cpu")
-
-
-def _clean_pass(
-    model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, dev: torch.device
-) -> tuple[Tensor, Tensor | None, int]:
-    """Clean top-1 (and top-5 with more than 5 classes) correctness per example, on CPU."""
-    correct, top5 = [], []
-    k = 0
-    with torch.no_grad(), model_mode(model, "eval"):
-        for idx in _chunks(torch.arange(len(labels)), batch_size):
-            x, y = _to_device(images[idx.to(images.device)], labels[idx.to(labels.device)], dev)
-            logits = _logits(model, x)
-            k = logits.shape[1]
-            if int(y.max()) >= k:
-                raise UserError(f"labels go up to {int(y.max())} but the model outputs {k} classes")
-            correct.append((logits.argmax(1) == y).cpu())
-            if k > 5:
-                top5.append((logits.topk(5, dim=1).indices == y[:, None]).any(1).cpu())
-    return torch.cat(correct), (torch.cat(top5) if top5 else None), k
-
-
-def _logits(model: nn.Module, x: Tensor) -> Tensor:
-    """``model(x)``, with a clear error when the model cannot take the images or returns no scores."""
-    try:
-        logits = model(x)
-    except RuntimeError as e:
-        raise UserError(
-            f"the model cannot take the data's images of shape {tuple(x.shape[1:])}: {str(e).splitlines()[0]}"
-        ) from None
-    if logits.ndim != 2:
-        raise UserError(
-            f"the model must return (N, classes) scores, got shape {tuple(logits.shape)}"
-        )
-    return logits
-
-
-def _to_device(images: Tensor, labels: Tensor, dev: torch.device) -> tuple[Tensor, Tensor]:
-    return to_float(images.to(dev)), labels.to(dev)
-
-
-def _chunks(idx: Tensor, size: int) -> Iterator[Tensor]:
-    for i in range(0, len(idx), size):
-        yield idx[i : i + size]
-
-
-def _attack_seed(seed: int, name: str, eps_level: float) -> int:
-    """A distinct, stable seed per (attack, ε), so random starts of different attacks differ."""
-    return (seed * 1_000_003 + zlib.crc32(f"{name}@{eps_level:g}".encode())) % 2**31
 
 
 def _sync(dev: torch.device) -> None:

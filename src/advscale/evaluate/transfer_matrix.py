@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,18 @@ import torch
 from torch import Tensor, nn
 
 from advscale.attacks import build_attack, model_mode
-from advscale.data import ImageDataset, to_float
+from advscale.data import to_float
 from advscale.errors import UserError
-from advscale.evaluate.robust import (
-    DEFAULT_ATTACK_KWARGS,
-    _as_tensors,
-    _check_attacks,
-    _check_eps,
-    _models_to_attack,
+from advscale.evaluate.inputs import (
+    Data,
+    as_tensors,
+    attack_seed,
+    check_attacks,
+    check_pixel_eps,
+    classify,
+    merge_attack_kwargs,
+    models_to_attack,
+    to_device,
 )
 from advscale.models.checkpoint import checkpoint_name
 from advscale.results import EPS_UNIT, Results
@@ -62,17 +65,11 @@ def _num_classes(models: Mapping[str, nn.Module], x: Tensor) -> int:
     return next(iter(counts.values()))
 
 
-@torch.no_grad()
 def _wrong(
-    model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, dev: torch.device
+    model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, dev: torch.device, what: str
 ) -> Tensor:
     """(N,) bool on CPU: ``model`` misclassifies the example (images float in [0, 1] or uint8)."""
-    out = []
-    with model_mode(model, "eval"):
-        for i in range(0, len(labels), batch_size):
-            x = to_float(images[i : i + batch_size].to(dev))
-            out.append((model(x).argmax(1) != labels[i : i + batch_size].to(dev)).cpu())
-    return torch.cat(out)
+    return ~classify(model, images, labels, batch_size, dev, what=what).correct
 
 
 def _generate(
@@ -93,8 +90,8 @@ def _generate(
         raise UserError(str(e)) from None
     out = []
     for i in range(0, len(labels), batch_size):
-        x = to_float(images[i : i + batch_size].to(dev))
-        out.append(atk(x, labels[i : i + batch_size].to(dev)).detach().cpu())
+        x, y = to_device(images[i : i + batch_size], labels[i : i + batch_size], dev)
+        out.append(atk(x, y).detach().cpu())
     return torch.cat(out)
 
 
@@ -105,9 +102,9 @@ def _rate(hits: Tensor, among: Tensor) -> float | None:
 
 def transfer_matrix(
     models: Mapping[str, nn.Module],
-    data: ImageDataset | tuple[Tensor, Tensor],
+    data: Data,
     attacks: Sequence[str],
-    eps: Sequence[float],
+    eps: float | Sequence[float],
     *,
     n: int | None = None,
     batch_size: int = 500,
@@ -122,7 +119,8 @@ def transfer_matrix(
 
     Args:
         models: name -> classifier on [0, 1] inputs returning logits; all with the same classes.
-        data: an ImageDataset (a stratified subset of ``n`` is taken) or an ``(x, y)`` pair.
+        data: an ImageDataset (a stratified subset of ``n`` is taken), an ``(x, y)`` pair or an
+            iterable of such batches, as for ``evaluate``.
         attacks: attack names (``advscale.attacks.ATTACKS``).
         eps: budgets in pixel levels on the 0-255 scale (8 means 8/255), as for ``evaluate``.
         n: number of examples.
@@ -150,31 +148,30 @@ def transfer_matrix(
     """
     if not models:
         raise UserError("transfer_matrix needs at least one model")
-    attacks = _check_attacks(attacks)
-    eps_levels = _check_eps(eps)
+    attacks = check_attacks(attacks)
+    eps_levels = check_pixel_eps(eps)
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     unknown = [a for a in (attack_kwargs or {}) if a not in attacks]
     if unknown:
         raise UserError(f"attack_kwargs for attack(s) not run: {', '.join(unknown)}")
-    kwargs_for = {
-        a: {**DEFAULT_ATTACK_KWARGS.get(a, {}), **(attack_kwargs or {}).get(a, {})} for a in attacks
-    }
-    images, labels = _as_tensors(data, n)
+    # Examples are generated to the last iterate: early_stop is not the caller's to change.
+    kwargs_for = merge_attack_kwargs(attacks, attack_kwargs, reserved=("eps", "seed", "early_stop"))
+    images, labels = as_tensors(data, n)
     dev = resolve_device(device)
     for m in models.values():
         m.to(dev)
     k = _num_classes(models, to_float(images[:2].to(dev)))
-    if int(labels.max()) >= k:
-        raise UserError(f"labels go up to {int(labels.max())} but the models output {k} classes")
-    used = _models_to_attack(list(models.values()), images, kwargs_for, dev, fuse=fuse)
+    used = models_to_attack(list(models.values()), images, kwargs_for, dev, fuse=fuse)
     fused = {name: u is not m for (name, m), u in zip(models.items(), used, strict=True)}
     models = dict(zip(models, used, strict=True))
     folded = {
         name: int(getattr(m, "folded", 0)) if fused[name] else 0 for name, m in models.items()
     }
 
-    clean_wrong = {name: _wrong(m, images, labels, batch_size, dev) for name, m in models.items()}
+    clean_wrong = {
+        name: _wrong(m, images, labels, batch_size, dev, "clean") for name, m in models.items()
+    }
     res = Results(
         "transfer_matrix",
         config={
@@ -202,7 +199,6 @@ def transfer_matrix(
                 if progress:
                     print(f"transfer-matrix: {src} {attack} ε={e:g}/255", file=sys.stderr)
                 t0 = time.perf_counter()
-                atk_seed = (seed * 1_000_003 + zlib.crc32(f"{src}/{attack}@{e:g}".encode())) % 2**31
                 x_adv = _generate(
                     src_model,
                     attack,
@@ -212,16 +208,17 @@ def transfer_matrix(
                     labels,
                     batch_size,
                     dev,
-                    atk_seed,
+                    attack_seed(seed, attack, e, scope=src),
                 )
                 t_src += time.perf_counter() - t0
-                src_adv_wrong = _wrong(src_model, x_adv, labels, batch_size, dev)
+                adv = f"{src}'s {attack} ε={e:g}/255 adversarial"
+                src_adv_wrong = _wrong(src_model, x_adv, labels, batch_size, dev, adv)
                 candidates = ~clean_wrong[src] & src_adv_wrong
                 for tgt, tgt_model in models.items():
                     tgt_wrong = (
                         src_adv_wrong
                         if tgt == src
-                        else _wrong(tgt_model, x_adv, labels, batch_size, dev)
+                        else _wrong(tgt_model, x_adv, labels, batch_size, dev, adv)
                     )
                     res.add(
                         source=src,

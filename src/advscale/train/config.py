@@ -1,7 +1,10 @@
 """Training configuration: typed YAML with ``--set key.sub=value`` overrides.
 
 Every section forbids unknown keys, so a typo is an error that names the key and lists the
-allowed ones. ε values are in pixel levels (8 means 8/255), as everywhere on the command line.
+allowed ones. ε values are in pixel levels (8 means 8/255), as everywhere on the command line;
+a value below one level (0.031) is refused as a [0, 1] fraction. The ``eval:`` section (attack
+names, their arguments, ε) is checked when the config loads, before any training step.
+``--set`` values are YAML scalars checked strictly: ``batch_size=true`` is refused, not read as 1.
 Subclass :class:`TrainConfig` to add sections (fine-tuning adds ``backbone:`` and ``finetune:``)
 and pass the subclass to :func:`load_config`.
 
@@ -12,13 +15,24 @@ Example:
 from __future__ import annotations
 
 import os
+import re
+import types
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from advscale.errors import UserError
+from advscale.evaluate.inputs import AttackKwargs, AttackNames, PixelEps, PixelEpsList
 
 RECIPES = ("clean", "kurakin", "pgd", "fgsm", "rs_fgsm", "n_fgsm")
 KURAKIN_METHODS = ("step_ll", "step_rnd", "fgsm", "fgsm_pred")
@@ -74,7 +88,7 @@ class RecipeConfig(Section):
     """
 
     name: Literal["clean", "kurakin", "pgd", "fgsm", "rs_fgsm", "n_fgsm"] = "clean"
-    eps: float = Field(default=8.0, ge=0, le=255)
+    eps: PixelEps = 8.0
     # kurakin
     k: int | None = Field(
         default=None, ge=0, description="adversarial examples per group (default m/2)"
@@ -152,11 +166,11 @@ class EvalConfig(Section):
     (pgd, apgd, iter_basic...). ``eps`` in pixel levels (default: the recipe's ε).
     """
 
-    attacks: list[str] = Field(default_factory=lambda: ["fgsm", "pgd"])
-    eps: list[float] | None = None
+    attacks: AttackNames = Field(default_factory=lambda: ["fgsm", "pgd"])
+    eps: PixelEpsList | None = None
     n: int = Field(default=1000, ge=1)
     batch_size: int = Field(default=500, ge=1)
-    attack_kwargs: dict[str, dict[str, Any]] = Field(
+    attack_kwargs: AttackKwargs = Field(
         default_factory=lambda: {"pgd": {"steps": 20, "restarts": 1}}
     )
     label_leak: bool | None = Field(default=None, description="default: on for adversarial recipes")
@@ -167,6 +181,10 @@ class TrainConfig(Section):
     ``world_size`` processes sees ``batch_size / (world_size * grad_accum)`` examples per forward,
     so changing processes or accumulation keeps the optimization the same.
     """
+
+    #: Keys a config file or ``--set`` may not hold, with why; only the caller sets them
+    #: (``load_config(call_site=...)``), e.g. from a command-line flag.
+    CALL_SITE_ONLY: ClassVar[dict[str, str]] = {}
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -237,27 +255,70 @@ def _format_validation_error(err: ValidationError, cls: type[BaseModel], source:
 
 
 def _allowed_keys(cls: type[BaseModel], path: list[Any]) -> list[str]:
+    section = _section(cls, path)
+    return sorted(section.model_fields) if section is not None else []
+
+
+def _section(cls: type[BaseModel], path: list[Any]) -> type[BaseModel] | None:
+    """The config section at ``path`` below ``cls`` (None where the path leaves the sections)."""
     for key in path:
         field = cls.model_fields.get(str(key))
         ann = getattr(field, "annotation", None)
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return []
+            return None
         cls = ann
-    return sorted(cls.model_fields)
+    return cls
+
+
+_SCALARS = {bool: "true or false", int: "an integer", float: "a number"}
+
+
+def _check_scalar(cls: type[BaseModel], parts: list[str], value: Any, item: str) -> None:
+    """A ``--set`` value for a bool, int or float field must be one, strictly (pydantic strict
+    mode): YAML reads ``true`` as a bool, which a lax int field would take as 1."""
+    section = _section(cls, parts[:-1])
+    field = section.model_fields.get(parts[-1]) if section is not None else None
+    if field is None:
+        return  # unknown keys and free-form mappings are reported by validation
+    ann = field.annotation
+    kinds = get_args(ann) if get_origin(ann) in (Union, types.UnionType) else (ann,)
+    wanted = [k for k in kinds if k is not type(None)]
+    if not wanted or any(k not in _SCALARS for k in wanted):
+        return
+    try:
+        TypeAdapter(ann).validate_python(value, strict=True)
+    except ValidationError:
+        expected = " or ".join(_SCALARS[k] for k in wanted)
+        if type(None) in kinds:
+            expected += " or null"
+        raise ConfigError(
+            f"--set {item!r}: {'.'.join(parts)} takes {expected}, got {value!r} "
+            f"({type(value).__name__})"
+        ) from None
+
+
+# YAML 1.2 floats: PyYAML (YAML 1.1) reads 1e-4 (no dot) as a string.
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _parse_value(text: str) -> Any:
-    """A ``--set`` value parsed as YAML, so ``4``, ``true``, ``[1, 2]`` and ``null`` work."""
+    """A ``--set`` value parsed as YAML, so ``4``, ``true``, ``[1, 2]``, ``null`` and ``1e-4``
+    work."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    return float(value) if isinstance(value, str) and _FLOAT.fullmatch(value) else value
 
 
 def apply_overrides(
     raw: dict[str, Any], overrides: list[str], cls: type[BaseModel] = TrainConfig
 ) -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides to a raw config dict (in place) and return it."""
+    """Apply ``key.sub=value`` overrides to a raw config dict (in place) and return it.
+
+    Values are parsed as YAML; one for a bool, int or float field of ``cls`` must be of that
+    type (an int is a float), so ``batch_size=true`` is refused naming the key.
+    """
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. recipe.eps=4")
@@ -265,16 +326,23 @@ def apply_overrides(
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
             raise ConfigError(f"--set {item!r}: empty key")
-        node = raw
-        for i, p in enumerate(parts[:-1]):
-            child = node.get(p)
-            if child is None:
-                child = node[p] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a section")
-            node = child
-        node[parts[-1]] = _parse_value(value)
+        parsed = _parse_value(value)
+        _check_scalar(cls, parts, parsed, item)
+        _put(raw, parts, parsed, f"--set {item!r}")
     return raw
+
+
+def _put(raw: dict[str, Any], parts: list[str], value: Any, what: str) -> None:
+    """``raw[parts[0]][parts[1]]... = value``, making missing sections."""
+    node = raw
+    for i, p in enumerate(parts[:-1]):
+        child = node.get(p)
+        if child is None:
+            child = node[p] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{what}: {'.'.join(parts[: i + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
 
 
 def validate_config(raw: dict[str, Any], cls: type[C] = TrainConfig, source: str = "config") -> C:  # type: ignore[assignment]
@@ -289,11 +357,19 @@ def load_config(
     path: str | os.PathLike | None,
     overrides: list[str] | None = None,
     cls: type[C] = TrainConfig,  # type: ignore[assignment]
+    *,
+    call_site: Mapping[str, Any] | None = None,
 ) -> C:
-    """Read a YAML config (or start from defaults with ``path=None``) and apply ``--set`` overrides.
+    """Read a YAML config (or start from defaults with ``path=None``), apply ``--set``
+    overrides, then ``call_site`` values (dotted keys), and validate all of it, the ``eval:``
+    section included, so that nothing is found wrong after training.
+
+    Keys in ``cls.CALL_SITE_ONLY`` (e.g. ``backbone.trust``) are refused in the file and in
+    ``overrides``: only ``call_site`` may set them.
 
     Raises:
-        ConfigError: missing file, bad YAML, unknown key (listing the allowed ones), bad value.
+        ConfigError: missing file, bad YAML, unknown key (listing the allowed ones), bad value,
+            a call-site-only key in the file or an override.
     """
     raw: dict[str, Any] = {}
     source = "config"
@@ -313,8 +389,29 @@ def load_config(
                 f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}"
             )
         raw = loaded
-    apply_overrides(raw, list(overrides or []), cls)
+    overrides = list(overrides or [])
+    _refuse_call_site_only(raw, overrides, cls, source)
+    apply_overrides(raw, overrides, cls)
+    for key, value in (call_site or {}).items():
+        _put(raw, key.split("."), value, f"{source}: {key}")
     return validate_config(raw, cls, source)
+
+
+def _refuse_call_site_only(
+    raw: dict[str, Any], overrides: list[str], cls: type[BaseModel], source: str
+) -> None:
+    for key, why in getattr(cls, "CALL_SITE_ONLY", {}).items():
+        node: Any = raw
+        for p in key.split("."):
+            node = node.get(p, _MISSING) if isinstance(node, dict) else _MISSING
+        if node is not _MISSING:
+            raise ConfigError(f"{source}: {key} cannot be set in a config file: {why}")
+        given = [o for o in overrides if o.split("=", 1)[0].strip() == key]
+        if given:
+            raise ConfigError(f"--set {given[0]!r}: {key} cannot be set with --set: {why}")
+
+
+_MISSING = object()
 
 
 def config_to_dict(cfg: BaseModel) -> dict[str, Any]:

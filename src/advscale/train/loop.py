@@ -183,9 +183,6 @@ class Trainer:
                 f"eval.attacks {cfg.eval.attacks} holds only one-step attacks, which overstate robustness; "
                 "add an iterative one (pgd, apgd, iter_basic, iter_ll)"
             )
-        bad = [e for e in cfg.eval_eps() if not 0 <= e <= 255]
-        if bad:
-            raise UserError(f"eval.eps values must be in [0, 255] pixel levels, got {bad}")
         if cfg.amp == "fp16" and self.dist.device.type != "cuda":
             raise UserError(
                 "amp: fp16 needs a CUDA device (it uses a GradScaler); use amp: bf16 or none on CPU"

@@ -34,6 +34,7 @@ from advscale.attacks import (
     random_start,
 )
 from advscale.errors import UserError
+from advscale.evaluate.inputs import check_pixel_eps
 from advscale.train.config import RECIPES, RecipeConfig, TrainConfig
 
 
@@ -60,8 +61,7 @@ class Recipe:
     adversarial = False
 
     def __init__(self, eps: float = 0.0, *, bn_mode: str = "eval", seed: int = 0) -> None:
-        if not 0 <= eps <= 1:
-            raise UserError(f"recipe.eps must be in [0, 255] pixel levels, got {eps * 255:g}")
+        check_pixel_eps(eps, "recipe eps", unit="1")
         if bn_mode not in ("eval", "train"):
             raise UserError(f"recipe.bn_mode must be eval or train, got {bn_mode!r}")
         self.eps = float(eps)
@@ -364,8 +364,6 @@ def build_recipe(cfg: TrainConfig | RecipeConfig, *, seed: int | None = None) ->
         seed = cfg.seed if isinstance(cfg, TrainConfig) else 0
     if r.name not in RECIPES:
         raise UserError(f"recipe.name {r.name!r} unknown; allowed: {', '.join(RECIPES)}")
-    if not 0 <= r.eps <= 255:
-        raise UserError(f"recipe.eps must be in [0, 255] pixel levels, got {r.eps}")
     eps = r.eps / 255
     common: dict[str, Any] = {"bn_mode": r.bn_mode, "seed": seed}
     if r.name == "clean":

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from advscale.evaluate.inputs import check_pixel_eps
 from advscale.results import EPS_UNIT, Results
 from advscale.train import config_to_dict, load_config, validate_config
 from advscale.transfer.finetune import FinetuneConfig, finetune
@@ -74,9 +75,7 @@ class CompareSection(BaseModel):
                 raise ValueError(f"compare.{name} is empty")
             if len(set(values)) != len(values):
                 raise ValueError(f"compare.{name} has repeated values: {values}")
-        bad = [e for e in self.eps if not 0 < e <= 255]
-        if bad:
-            raise ValueError(f"compare.eps must be in (0, 255] pixel levels, got {bad}")
+        check_pixel_eps(self.eps, "compare.eps", positive=True)
         return self
 
 
@@ -90,10 +89,8 @@ def load_compare_config(
     path: str | Path | None, overrides: list[str] | None = None, trust: bool = False
 ) -> CompareConfig:
     """Read a compare YAML config with ``--set`` overrides (``trust`` sets ``backbone.trust``)."""
-    overrides = list(overrides or [])
-    if trust:
-        overrides.append("backbone.trust=true")
-    return load_config(path, overrides, CompareConfig)
+    call_site = {"backbone.trust": True} if trust else None
+    return load_config(path, overrides, CompareConfig, call_site=call_site)
 
 
 # -- the grid ----------------------------------------------------------------------------------

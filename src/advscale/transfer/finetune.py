@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 from torch import nn
@@ -34,6 +34,12 @@ from advscale.utils import atomic_write_json
 
 class FinetuneConfig(TrainConfig):
     """A training config with ``backbone:`` and ``finetune:``; ``model:`` is not used."""
+
+    CALL_SITE_ONLY: ClassVar[dict[str, str]] = {
+        "backbone.trust": "it allows unpickling the backbone checkpoint, which runs code stored "
+        "in it; only for a file you trust, pass --trust-checkpoint on the command line (Python: "
+        "load_finetune_config(..., trust=True))"
+    }
 
     backbone: BackboneConfig
     finetune: FinetuneModeConfig = Field(default_factory=FinetuneModeConfig)
@@ -131,8 +137,7 @@ def finetune(
 def load_finetune_config(
     path: str | os.PathLike | None, overrides: list[str] | None = None, trust: bool = False
 ) -> FinetuneConfig:
-    """Read a fine-tuning YAML config with ``--set`` overrides (``trust`` sets ``backbone.trust``)."""
-    overrides = list(overrides or [])
-    if trust:
-        overrides.append("backbone.trust=true")
-    return load_config(path, overrides, FinetuneConfig)
+    """Read a fine-tuning YAML config with ``--set`` overrides; ``trust`` (and nothing in the
+    file or the overrides) sets ``backbone.trust``, which allows unpickling the checkpoint."""
+    call_site = {"backbone.trust": True} if trust else None
+    return load_config(path, overrides, FinetuneConfig, call_site=call_site)
