@@ -38,7 +38,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
+    _show_defaults(parser)
     return parser
+
+
+class HelpWithDefaults(argparse.HelpFormatter):
+    """Help that ends each option's text with its default, unless the text gives it already or
+    there is none to give (a flag, an option left unset)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or "default" in text
+            or default in (None, False, argparse.SUPPRESS)
+            or default == []
+        ):
+            return text
+        if isinstance(default, (list, tuple)):
+            default = ",".join(map(str, default))
+        return f"{text} (default: {str(default).replace('%', '%%')})"
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every subcommand's ``--help`` (nested ones included) gives each option's default."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                child.formatter_class = HelpWithDefaults
+                _show_defaults(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,10 +68,15 @@ def test_eval_command_errors_are_one_clean_line(tiny_model, fmnist_dir, tmp_path
 
 def test_eval_command_refuses_eps_fractions_and_out_of_range(tmp_path, capsys):
     base = ["eval", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "r.json")]
-    for eps, expected in [
-        ("0.031", "--eps '0.031': eps [0.031] look like [0, 1] units; ε is in pixel levels"),
-        ("4,300", "--eps '4,300': eps must be pixel levels in [0, 255]"),
+    for extra, expected in [
+        (["--eps", "0.031"], "--eps: eps [0.031] look like [0, 1] units; ε is in pixel levels"),
+        (["--eps", "4,300"], "--eps: eps must be pixel levels in [0, 255]"),
+        (["--norm", "l2"], "--norm l2 needs --eps"),
+        (["--norm", "l2", "--eps", "0.5,-1"], "L2 eps must be finite radii >= 0"),
     ]:
-        with pytest.raises(SystemExit) as e:
-            main([*base, "--eps", eps])
-        assert e.value.code == 2 and expected in capsys.readouterr().err
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and expected in err, err
+    with pytest.raises(SystemExit) as e:
+        main([*base, "--eps", "4,x"])
+    assert e.value.code == 2 and "--eps must be comma-separated numbers" in capsys.readouterr().err

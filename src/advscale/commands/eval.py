@@ -1,14 +1,63 @@
-"""``advscale eval``: robust accuracy of one model under attacks over a list of ε."""
+"""``advscale eval``: robust accuracy of one model under attacks over a list of ε.
+
+Under ``torchrun --nproc_per_node N -m advscale eval ...`` the processes share the attacks'
+batches (:mod:`advscale.evaluate.distributed`); rank 0 prints and writes the results, which
+equal a one-process run's.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
+from typing import Any
 
-from advscale.commands import eps_list, name_list, positive_n
+from advscale.commands import name_list, positive_n
+
+DEFAULT_ATTACKS = ["fgsm", "step_ll", "iter_basic", "iter_ll", "pgd", "apgd"]
+
+
+def number_list(text: str) -> list[float]:
+    """``--eps 2,4,8``: comma-separated numbers (their range is checked against ``--norm``)."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--eps must be comma-separated numbers, got {text!r}"
+        ) from None
+
+
+def attack_kwargs(text: str) -> dict[str, dict[str, Any]]:
+    """``--attack-kwargs square.n_queries=1000,square.p_init=0.05``: ``ATTACK.ARG=VALUE`` items,
+    comma-separated; values read as YAML (``100``, ``0.05``, ``true``, ``[1, 2]``, ``dlr``)."""
+    from advscale.train.config import _parse_value  # the one reading of command-line values
+
+    out: dict[str, dict[str, Any]] = {}
+    # Split only before the next ATTACK.ARG=, so that a list value may hold commas.
+    for item in re.split(r",(?=\s*[\w-]+\.[\w-]+\s*=)", text):
+        key, sep, value = item.partition("=")
+        attack, dot, arg = key.strip().partition(".")
+        if not (sep and dot and attack and arg):
+            raise argparse.ArgumentTypeError(
+                f"--attack-kwargs {item!r}: expected ATTACK.ARGUMENT=VALUE, e.g. square.n_queries=1000"
+            )
+        out.setdefault(attack, {})[arg.strip()] = _parse_value(value.strip())
+    return out
+
+
+def target_choice(text: str) -> str | int:
+    """``--target ll|random|CLASS``."""
+    if text in ("ll", "random"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"--target must be ll, random or a class index, got {text!r}")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from advscale.attacks import list_attacks
+    from advscale.evaluate.robust import PRESETS
+
     p = sub.add_parser("eval", help="robust accuracy of a model under attacks over a list of ε")
     p.add_argument(
         "--model",
@@ -22,34 +71,68 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="allow a model weights .pt/.pth that needs full unpickling (only for files you trust)",
     )
     p.add_argument("--data", default="fashion-mnist", help="dataset name")
-    p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--split", default="test")
+    p.add_argument("--data-dir", type=Path, default=None, help="where the dataset's files are")
+    p.add_argument("--split", default="test", help="dataset split")
     p.add_argument(
         "--attacks",
         type=name_list,
-        default=["fgsm", "step_ll", "iter_basic", "iter_ll", "pgd", "apgd"],
+        default=DEFAULT_ATTACKS,
+        metavar="A,B,...",
+        help=f"comma-separated attacks, run in this order; from: {', '.join(list_attacks())}",
+    )
+    p.add_argument(
+        "--norm",
+        choices=["linf", "l2"],
+        default="linf",
+        help="the norm ε is measured in; L2 attacks: pgd, apgd_ce, apgd_t, square",
     )
     p.add_argument(
         "--eps",
-        type=eps_list,
-        default=[2, 4, 8, 16],
-        help="pixel levels, e.g. 2,4,8,16 (8 means 8/255)",
+        type=number_list,
+        default=None,
+        help="budgets; L∞: pixel levels, e.g. 2,4,8,16 (8 means 8/255; default 2,4,8,16); "
+        "L2: radii in [0, 1] units of the image, no /255, e.g. 0.25,0.5 (required)",
     )
     p.add_argument(
-        "--n", type=int, default=1000, help="number of test examples (stratified subset)"
+        "--attack-kwargs",
+        type=attack_kwargs,
+        action="append",
+        default=[],
+        metavar="ATTACK.ARG=VALUE,...",
+        help="arguments of single attacks, e.g. square.n_queries=1000,square.p_init=0.05 or "
+        "pgd.steps=20 (repeatable)",
     )
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument(
+        "--target",
+        type=target_choice,
+        default=None,
+        metavar="ll|random|CLASS",
+        help="make every attack targeted: the least-likely class, a random other class, or a "
+        "class index (default: untargeted)",
+    )
+    p.add_argument(
+        "--n",
+        "--examples",
+        dest="n",
+        type=int,
+        default=1000,
+        help="number of test examples (stratified subset); under torchrun spell it --examples "
+        "(torchrun reads --n as its own --nnodes/--nproc-per-node)",
+    )
+    p.add_argument("--batch-size", type=int, default=500, help="examples per attack call")
     p.add_argument(
         "--cascade", action="store_true", help="later attacks run only on points still robust"
     )
     p.add_argument(
         "--preset",
-        choices=["custom", "strong"],
+        choices=["custom", *PRESETS],
         default="custom",
-        help="strong: APGD-CE, APGD-T, Square as a cascade (overrides --attacks)",
+        help="strong: APGD-CE, APGD-T, Square as a cascade; autoattack: the reference "
+        "AutoAttack, standard version (pip install advscale[autoattack]); both override "
+        "--attacks",
     )
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random draws")
     p.add_argument(
         "--apgd-steps", type=int, default=None, help="iterations of the APGD attacks (default 100)"
     )
@@ -63,43 +146,69 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="attack the model as loaded, not a copy with batch norm folded (slower, same numbers)",
     )
-    p.add_argument("--out", type=Path, default=Path("results.json"))
+    p.add_argument("--out", type=Path, default=Path("results.json"), help="results file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing results file")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table and the gradient-masking verdict, save the results."""
     from advscale.errors import UserError
-    from advscale.evaluate import evaluate_spec
+    from advscale.evaluate import Shard, evaluate_spec
+    from advscale.evaluate.inputs import check_eps
     from advscale.report.text import format_table, format_warnings
+    from advscale.train.distributed import init_distributed, shutdown
 
     positive_n(args.n)
     if args.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     if args.apgd_steps is not None and args.apgd_steps < 1:
         raise UserError(f"--apgd-steps must be >= 1, got {args.apgd_steps}")
-    results = evaluate_spec(
-        args.model,
-        data=args.data,
-        split=args.split,
-        data_dir=args.data_dir,
-        n=args.n,
-        attacks=args.attacks,
-        eps=args.eps,
-        batch_size=args.batch_size,
-        cascade=args.cascade,
-        preset=args.preset,
-        apgd_steps=args.apgd_steps,
-        device=args.device,
-        seed=args.seed,
-        check_unbounded=not args.no_unbounded_check,
-        fuse=not args.no_fuse,
-        trust=args.trust_checkpoint,
-    )
+    if args.eps is None and args.norm == "l2":
+        raise UserError("--norm l2 needs --eps: L2 radii in [0, 1] units, e.g. --eps 0.25,0.5")
+    eps = check_eps([2, 4, 8, 16] if args.eps is None else args.eps, "--eps", norm=args.norm)
+    kwargs: dict[str, dict[str, Any]] = {}
+    for given in args.attack_kwargs:
+        for attack, kw in given.items():
+            kwargs[attack] = {**kwargs.get(attack, {}), **kw}
+    out = Path(args.out)
+    if out.exists() and not args.force:  # every process decides alike: none waits for another
+        raise UserError(f"{out} already exists; pass --force to overwrite it, or another --out")
+
+    info = init_distributed(args.device)
+    try:
+        results = evaluate_spec(
+            args.model,
+            data=args.data,
+            split=args.split,
+            data_dir=args.data_dir,
+            n=args.n,
+            attacks=args.attacks,
+            eps=eps,
+            batch_size=args.batch_size,
+            cascade=args.cascade,
+            preset=args.preset,
+            apgd_steps=args.apgd_steps,
+            device=info.device,
+            seed=args.seed,
+            check_unbounded=not args.no_unbounded_check,
+            fuse=not args.no_fuse,
+            trust=args.trust_checkpoint,
+            norm=args.norm,
+            attack_kwargs=kwargs,
+            target=args.target,
+            shard=Shard.from_process_group(info.device),
+        )
+    finally:
+        shutdown(info)
+    if not info.is_main:
+        return 0
     s = results.summary
     print(
         f"{args.model} on {args.data}/{args.split}, n={s['n']}, clean accuracy "
-        f"{100 * s['clean_accuracy']:.1f}%" + (", cascade" if results.config.get("cascade") else "")
+        f"{100 * s['clean_accuracy']:.1f}%"
+        + (", cascade" if results.config.get("cascade") else "")
+        + (f", {info.world_size} processes" if info.enabled else "")
     )
     print(results.config["class_order"])
     print(format_table(results.records))
@@ -107,5 +216,5 @@ def run(args: argparse.Namespace) -> int:
         print(format_warnings(s["warnings"]))
     else:
         print(f"gradient-masking checks passed: {', '.join(s['checks'])}")
-    print(f"wrote {results.save(args.out)}")
+    print(f"wrote {results.save(out)}")
     return 0

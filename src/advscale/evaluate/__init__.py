@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from advscale.errors import UserError
+from advscale.evaluate.distributed import Shard
 from advscale.evaluate.label_leak import label_leak, leak_flag
 from advscale.evaluate.robust import (
     APGD_NAMES,
@@ -33,6 +34,7 @@ __all__ = [
     "PRESETS",
     "WORST_CASE",
     "EvalReport",
+    "Shard",
     "evaluate",
     "label_leak",
     "leak_flag",
@@ -60,13 +62,19 @@ def evaluate_spec(
     fuse: bool = True,
     progress: bool = True,
     trust: bool = False,
+    norm: str = "linf",
+    attack_kwargs: dict[str, dict[str, Any]] | None = None,
+    target: str | int | None = None,
+    shard: Shard | None = None,
 ) -> Results:
     """Load the model named by ``model`` (see :func:`advscale.models.load_any_model`; ``trust``
     allows a weights file that needs full unpickling) and ``n`` examples of
     ``data``/``split``, evaluate, and return the ``eval`` results (not saved).
 
     ``preset`` other than "custom" replaces ``attacks`` and turns the cascade on; ``apgd_steps``
-    sets the iterations of every APGD attack.
+    sets the iterations of every APGD attack. ``norm``, ``attack_kwargs`` and ``shard`` are
+    :func:`evaluate`'s; ``target`` ("ll", "random" or a class index) makes every attack
+    targeted. ``eps`` are pixel levels for L∞ and L2 radii in [0, 1] units for L2.
 
     Raises:
         UserError: bad ``n``, ``batch_size`` or ``apgd_steps``, unknown attack, unreadable model
@@ -97,11 +105,16 @@ def evaluate_spec(
                     ),
                 }
             )
-    attack_kwargs: dict[str, dict[str, Any]] = {}
+    kwargs: dict[str, dict[str, Any]] = {}
     if apgd_steps is not None:
         if apgd_steps < 1:
             raise UserError(f"apgd_steps must be >= 1, got {apgd_steps}")
-        attack_kwargs.update({a: {"steps": apgd_steps} for a in APGD_NAMES})
+        kwargs.update({a: {"steps": apgd_steps} for a in APGD_NAMES})
+    if target is not None:
+        for a in attacks:
+            kwargs[a] = {**kwargs.get(a, {}), "target": target}
+    for a, kw in (attack_kwargs or {}).items():
+        kwargs[a] = {**kwargs.get(a, {}), **kw}
 
     dev = resolve_device(device)
     net = load_any_model(model, dev, trust=trust)
@@ -116,12 +129,14 @@ def evaluate_spec(
         eps=eps,
         batch_size=batch_size,
         cascade=cascade,
-        attack_kwargs=attack_kwargs,
+        attack_kwargs=kwargs,
         device=dev,
         seed=seed,
         progress=progress,
         check_unbounded=check_unbounded,
         fuse=fuse,
+        norm=norm,  # type: ignore[arg-type]
+        shard=shard,
     )
     report.warnings[:0] = warnings
     return report.to_results(

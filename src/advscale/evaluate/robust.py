@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from collections.abc import Sequence
@@ -28,31 +29,41 @@ from tqdm.auto import tqdm
 from advscale.attacks import ATTACKS, ONE_STEP, build_attack, model_mode
 from advscale.errors import UserError
 from advscale.evaluate import masking
+from advscale.evaluate.distributed import Shard, batch_seed
 from advscale.evaluate.inputs import (  # noqa: F401 - APGD_NAMES, DEFAULT_ATTACK_KWARGS: public here too
     APGD_NAMES,
     DEFAULT_ATTACK_KWARGS,
+    EPS_UNITS,
     Data,
     EpsUnit,
+    Norm,
     as_tensors,
+    attack_eps,
     attack_seed,
     check_attacks,
-    check_pixel_eps,
+    check_eps,
     classify,
+    eps_label,
     index_batches,
     merge_attack_kwargs,
     models_to_attack,
     to_device,
+    with_norm,
 )
-from advscale.results import EPS_UNIT, Results
+from advscale.results import Results
 from advscale.utils import environment_info, resolve_device
 
 WORST_CASE = "worst_case"
 
-# AutoAttack's standard set without FAB: APGD-CE, APGD-T (targeted DLR), then the score-based
-# Square attack, as a cascade over the points still robust. Square joins as soon as it is
-# registered in ``advscale.attacks.ATTACKS``; until then the preset runs the white-box part and
-# says so in a warning.
-PRESETS: dict[str, tuple[str, ...]] = {"strong": ("apgd_ce", "apgd_t", "square")}
+# strong: AutoAttack's standard set without FAB: APGD-CE, APGD-T (targeted DLR), then the
+# score-based Square attack, as a cascade over the points still robust. autoattack: the
+# reference implementation's standard version itself (pyautoattack, the ``autoattack`` extra),
+# the number papers and RobustBench quote. An attack not registered in this installation is
+# left out with a warning.
+PRESETS: dict[str, tuple[str, ...]] = {
+    "strong": ("apgd_ce", "apgd_t", "square"),
+    "autoattack": ("autoattack",),
+}
 
 
 def preset_attacks(name: str) -> tuple[list[str], list[str]]:
@@ -66,6 +77,10 @@ def preset_attacks(name: str) -> tuple[list[str], list[str]]:
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
     wanted = PRESETS[name]
+    if not any(a in ATTACKS for a in wanted):
+        raise UserError(
+            f"preset {name!r} needs attack(s) {', '.join(wanted)}, not in this installation"
+        )
     return [a for a in wanted if a in ATTACKS], [a for a in wanted if a not in ATTACKS]
 
 
@@ -75,12 +90,13 @@ class EvalReport:
 
     Attributes:
         records: one flat dict per (attack, ε) plus one ``"worst_case"`` record per ε, in the
-            results schema (ε in pixel levels, accuracies in [0, 1]).
+            results schema (``norm``; ε in pixel levels for L∞, an L2 radius for L2;
+            accuracies in [0, 1]).
         warnings: ``{"check", "message", ...}`` for every gradient-masking check that failed.
         clean_accuracy: top-1 accuracy on the clean examples.
         clean_top5: top-5 accuracy on the clean examples (None with 5 classes or fewer).
         clean_mask: (N,) bool, examples classified correctly when clean.
-        robust_mask: (attack, ε in pixel levels) -> (N,) bool, examples still classified
+        robust_mask: (attack, ε as in the records) -> (N,) bool, examples still classified
             correctly; with a cascade, robust to this attack and all earlier ones.
         final_mask: for one-step attacks, (attack, ε) -> (N,) bool, examples whose returned
             adversarial example is classified correctly (every example is attacked).
@@ -105,20 +121,26 @@ class EvalReport:
         return int(self.clean_mask.numel())
 
     def record(self, attack: str, eps: float) -> dict[str, Any]:
-        """The record of ``attack`` at ``eps`` (pixel levels)."""
+        """The record of ``attack`` at ``eps`` (as in the records)."""
         for r in self.records:
             if r["attack"] == attack and r["eps"] == float(eps):
                 return r
-        raise KeyError(f"no record for attack {attack!r} at eps {eps:g}/255")
+        raise KeyError(f"no record for attack {attack!r} at eps {eps:g} ({self.norm})")
+
+    @property
+    def norm(self) -> str:
+        """The norm ε is measured in: "linf" or "l2" (one per evaluation)."""
+        return str(self.config.get("norm", "linf"))
 
     def worst_case(self) -> dict[float, float]:
-        """Worst-case accuracy over the attacks, per ε (pixel levels)."""
+        """Worst-case accuracy over the attacks, per ε (as in the records, in :attr:`norm`)."""
         return {r["eps"]: r["accuracy"] for r in self.records if r["attack"] == WORST_CASE}
 
     def to_results(self, config: dict[str, Any] | None = None) -> Results:
         """The report as a ``Results(kind="eval")``; ``config`` is merged over ``self.config``."""
         summary = {
             "n": self.n,
+            "norm": self.norm,
             "clean_accuracy": self.clean_accuracy,
             "clean_top5": self.clean_top5,
             "worst_case": {f"{e:g}": a for e, a in self.worst_case().items()},
@@ -150,7 +172,9 @@ def evaluate(
     checks: bool = True,
     check_unbounded: bool = False,
     fuse: bool = True,
-    eps_unit: EpsUnit = "1/255",
+    eps_unit: EpsUnit | None = None,
+    norm: Norm = "linf",
+    shard: Shard | None = None,
 ) -> EvalReport:
     """Clean and robust accuracy of ``model`` under each attack at each ε, and the worst case.
 
@@ -160,15 +184,17 @@ def evaluate(
             class indices) or an iterable of such batches, e.g. a DataLoader
             (:func:`advscale.evaluate.inputs.as_tensors`).
         attacks: attack names from ``advscale.attacks.ATTACKS``, run in this order.
-        eps: budgets in pixel levels on the 0-255 scale (8 means 8/255); values all below one
-            level (0.031) are refused as [0, 1] fractions unless ``eps_unit="1"`` says so.
+        eps: L∞ budgets in pixel levels on the 0-255 scale (8 means 8/255); values all below
+            one level (0.031) are refused as [0, 1] fractions unless ``eps_unit="1"`` says so.
+            With ``norm="l2"``: L2 radii in [0, 1] units of the image (0.5, never /255).
         batch_size: examples per attack call.
         cascade: run each attack only on the points still robust after the earlier ones at the
             same ε; records then give the accuracy after the attacks so far.
         attack_kwargs: per-attack overrides, e.g. ``{"apgd": {"steps": 20}}``.
         device: where to run; None uses the device of the model's parameters.
-        seed: seeds every attack's random generator (reproducible for a fixed batch size).
-        progress: show a tqdm progress bar on stderr.
+        seed: seeds every attack's random generator, batch by batch: the same numbers for a
+            fixed batch size, however many processes share the work.
+        progress: show a tqdm progress bar on stderr (Square's queries move it too).
         n: evaluate a class-stratified subset of this size (ImageDataset) or the first n.
         checks: run the gradient-masking checks (:mod:`advscale.evaluate.masking`).
         check_unbounded: also run PGD at ε = 255/255 on a small batch (should reach ~0%).
@@ -178,29 +204,35 @@ def evaluate(
             attack is asked to keep the model's mode (``"mode": "keep"``). The config's
             ``fused`` says whether a copy was used (a TorchScript model, or one with nothing
             to fold, is attacked as it is) and ``folded_batchnorm`` how many layers it folded.
-        eps_unit: ``"1/255"`` (pixel levels) or ``"1"`` (``eps`` are [0, 1] fractions);
-            records always hold pixel levels.
+        eps_unit: L∞ only: ``"1/255"`` (pixel levels, the default) or ``"1"`` (``eps`` are
+            [0, 1] fractions); records always hold pixel levels.
+        norm: ``"linf"`` or ``"l2"``: the norm every attack measures ε in. Attacks registered
+            for L∞ that have an L2 form (PGD, APGD-CE/T, Square, ...) run in L2.
+        shard: this process's share of a data-parallel evaluation
+            (:class:`advscale.evaluate.distributed.Shard`); every process gets the same report.
 
     Returns:
-        An :class:`EvalReport`. Records hold ``attack``, ``eps``, ``eps_unit``, ``accuracy``,
-        ``top5``, ``clean_accuracy``, ``clean_top5``, ``ratio`` (adversarial / clean),
+        An :class:`EvalReport`. Records hold ``attack``, ``norm``, ``eps``, ``eps_unit``,
+        ``accuracy``, ``clean_accuracy``, ``clean_top5``, ``ratio`` (adversarial / clean),
         ``seconds`` (attack time), ``forward``/``backward`` (images passed through the model by
-        the attack), ``n``, ``attacked`` and, for one-step attacks, ``accuracy_final``: plain
-        accuracy on the returned adversarial examples of all examples, clean-misclassified
-        ones included, which exceeds ``clean_accuracy`` when the attack leaks the label.
-        One-step attacks are cheap and run on every example for that reason, cascade or not.
-        ``top5`` is top-5 accuracy on the adversarial examples the attacks return (they aim
-        at top-1, so it is no worst case); examples not attacked keep their clean verdict.
+        the attack), ``n``, ``attacked``, ``target`` for a targeted attack and, for one-step
+        attacks, ``accuracy_final``: plain accuracy on the returned adversarial examples of all
+        examples, clean-misclassified ones included, which exceeds ``clean_accuracy`` when the
+        attack leaks the label. One-step attacks are cheap and run on every example for that
+        reason, cascade or not. No attack aims at top-5, so records carry no attacked top-5.
 
     Raises:
         UserError: unknown attack, bad ε or attack arguments, empty data, NaN pixels, labels
             the model cannot output, non-finite logits on the clean data.
     """
     attacks = check_attacks(attacks)
-    eps_levels = check_pixel_eps(eps, "eps", unit=eps_unit)
+    eps_values = check_eps(eps, "eps", norm=norm, unit=eps_unit)
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
-    kwargs_for = merge_attack_kwargs(attacks, attack_kwargs)
+    kwargs_for = with_norm(merge_attack_kwargs(attacks, attack_kwargs), norm)
+    for name in attacks:  # every attack builds before any runs: a missing extra is said first
+        _build(name, nn.Identity(), attack_eps(max(eps_values), norm), kwargs_for[name])
+    shard = shard or Shard()
     images, labels = as_tensors(data, n)
     dev = _pick_device(model, device)
     model.to(dev)
@@ -209,47 +241,52 @@ def evaluate(
     fused = used is not model  # fuse_for_eval returns TorchScript models, say, unchanged
     model = used
     clean = classify(model, images, labels, batch_size, dev)
-    clean_correct, clean_top5_mask, num_classes = clean.correct, clean.top5, clean.num_classes
+    clean_correct, num_classes = clean.correct, clean.num_classes
     n_total = len(labels)
     clean_acc = _mean(clean_correct)
-    clean_t5 = _mean(clean_top5_mask) if clean_top5_mask is not None else None
+    clean_t5 = _mean(clean.top5) if clean.top5 is not None else None
 
     warnings: list[dict[str, Any]] = []
     ran: list[str] = []
     if checks:
-        xb, yb = to_device(images[:256], labels[:256], dev)
-        warnings += masking.check_outputs(model, xb, yb)
-        ran += ["probabilities", "zero_gradients"]
-        if check_unbounded:
-            keep = clean_correct.nonzero().squeeze(1)[:100]
-            xk, yk = to_device(images[keep.to(images.device)], labels[keep.to(labels.device)], dev)
-            warnings += masking.check_unbounded(model, xk, yk, seed=seed)
-            ran.append("unbounded")
+        ran += ["probabilities", "zero_gradients"] + (["unbounded"] if check_unbounded else [])
+        if shard.is_main:  # deterministic and cheap: one process runs them for all
+            xb, yb = to_device(images[:256], labels[:256], dev)
+            warnings += masking.check_outputs(model, xb, yb)
+            if check_unbounded:
+                keep = clean_correct.nonzero().squeeze(1)[:100]
+                xk, yk = to_device(images[keep], labels[keep], dev)
+                warnings += masking.check_unbounded(model, xk, yk, seed=seed)
 
     records: list[dict[str, Any]] = []
     robust_mask: dict[tuple[str, float], Tensor] = {}
     final_mask: dict[tuple[str, float], Tensor] = {}
-    base = {"eps_unit": EPS_UNIT, "clean_accuracy": clean_acc, "clean_top5": clean_t5, "n": n_total}
+    base = {
+        "norm": norm,
+        "eps_unit": EPS_UNITS[norm],
+        "clean_accuracy": clean_acc,
+        "clean_top5": clean_t5,
+        "n": n_total,
+    }
     bar = tqdm(
-        total=len(eps_levels) * len(attacks) * n_total,
+        total=len(eps_values) * len(attacks) * n_total,
         unit="img",
         file=sys.stderr,
-        disable=not progress,
+        disable=not (progress and shard.is_main),
         dynamic_ncols=True,
     )
     try:
-        for e in eps_levels:
+        for e in eps_values:
             still = clean_correct.clone()  # robust to every attack so far at this ε
-            top5_all = clean_top5_mask.clone() if clean_top5_mask is not None else None
             totals = [0.0, 0, 0]
             for name in attacks:
-                bar.set_description(f"{name} ε={e:g}/255")
+                bar.set_description(f"{name} ε={eps_label(e, norm)}")
                 one_step = name in ONE_STEP
                 active = still.clone() if cascade else clean_correct.clone()
                 run = _run_attack(
                     model,
                     name,
-                    e,
+                    attack_eps(e, norm),
                     kwargs_for[name],
                     images,
                     labels,
@@ -259,17 +296,11 @@ def evaluate(
                     dev,
                     attack_seed(seed, name, e),
                     bar,
+                    shard,
                 )
                 robust = active & run.correct
                 still &= robust
                 rec: dict[str, Any] = {"attack": name, "eps": e, **base, "accuracy": _mean(robust)}
-                if top5_all is not None:
-                    # Examples not attacked keep their clean top-5 verdict.
-                    own = torch.where(run.attacked, run.top5, clean_top5_mask)
-                    top5_all &= own
-                    rec["top5"] = _mean(top5_all if cascade else own)
-                else:
-                    rec["top5"] = None
                 rec["ratio"] = _ratio(rec["accuracy"], clean_acc)
                 rec.update(
                     seconds=run.seconds,
@@ -278,6 +309,8 @@ def evaluate(
                     attacked=int(run.attacked.sum()),
                     cascade=cascade,
                 )
+                if kwargs_for[name].get("target") is not None:
+                    rec["target"] = kwargs_for[name]["target"]
                 if one_step:
                     rec["accuracy_final"] = _mean(run.correct)
                     final_mask[(name, e)] = run.correct
@@ -286,13 +319,7 @@ def evaluate(
                 totals[0] += run.seconds
                 totals[1] += run.forward
                 totals[2] += run.backward
-            wc = {
-                "attack": WORST_CASE,
-                "eps": e,
-                **base,
-                "accuracy": _mean(still),
-                "top5": _mean(top5_all) if top5_all is not None else None,
-            }
+            wc = {"attack": WORST_CASE, "eps": e, **base, "accuracy": _mean(still)}
             wc.update(
                 ratio=_ratio(wc["accuracy"], clean_acc),
                 seconds=totals[0],
@@ -314,13 +341,15 @@ def evaluate(
 
     config = {
         "attacks": list(attacks),
-        "eps": eps_levels,
-        "eps_unit": EPS_UNIT,
+        "norm": norm,
+        "eps": eps_values,
+        "eps_unit": EPS_UNITS[norm],
         "n": n_total,
         "num_classes": num_classes,
         "batch_size": batch_size,
         "cascade": cascade,
         "seed": seed,
+        "processes": shard.world_size,
         "fused": fused,
         "folded_batchnorm": int(getattr(model, "folded", 0)) if fused else 0,
         "attack_kwargs": {a: dict(kwargs_for[a]) for a in attacks},
@@ -342,17 +371,28 @@ def evaluate(
 @dataclass
 class _AttackRun:
     correct: Tensor  # (N,) returned example classified correctly and no iterate fooled it
-    top5: Tensor  # (N,) true label in the top 5 on the returned example
     attacked: Tensor  # (N,) examples the attack ran on
     seconds: float
     forward: int
     backward: int
 
 
+def _build(name: str, model: nn.Module, eps: float, kwargs: dict[str, Any], **extra: Any):
+    try:
+        return build_attack(name, model, eps, **kwargs, **extra)
+    except ValueError as e:  # UserError included: the message is already the user's to read
+        raise UserError(str(e)) from None
+
+
+def _takes_progress(name: str) -> bool:
+    """Whether attack ``name`` reports its own progress (Square's queries): a callback."""
+    return "progress" in inspect.signature(ATTACKS[name].__init__).parameters
+
+
 def _run_attack(
     model: nn.Module,
     name: str,
-    eps_level: float,
+    eps: float,
     kwargs: dict[str, Any],
     images: Tensor,
     labels: Tensor,
@@ -361,24 +401,31 @@ def _run_attack(
     dev: torch.device,
     seed: int,
     bar: tqdm,
+    shard: Shard,
 ) -> _AttackRun:
-    """Run attack ``name`` on the examples selected by ``which``, batch by batch."""
+    """Run attack ``name`` (ε in [0, 1] units) on the examples ``which`` selects, batch by batch;
+    this process attacks the batches ``shard`` owns, and the verdicts are summed over processes."""
     n = len(labels)
     correct = torch.zeros(n, dtype=torch.bool)
-    top5 = torch.zeros(n, dtype=torch.bool)
-    try:
-        attack = build_attack(name, model, eps_level / 255, seed=seed, **kwargs)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    seconds, forward, backward = 0.0, 0, 0
-    for idx in index_batches(which.nonzero().squeeze(1), batch_size):
-        x, y = to_device(images[idx.to(images.device)], labels[idx.to(labels.device)], dev)
+    extra: dict[str, Any] = {}
+    if _takes_progress(name) and not bar.disable:
+        extra["progress"] = lambda done, total, left: bar.set_postfix_str(
+            f"queries {done}/{total}, {left} left", refresh=True
+        )
+    seconds, forward, backward, mine = 0.0, 0, 0, 0
+    for k, idx in enumerate(index_batches(which.nonzero().squeeze(1), batch_size)):
+        if not shard.owns(k):
+            continue
+        # One attack per batch, seeded by the batch alone: the random draws do not depend on
+        # which process attacks the batch.
+        attack = _build(name, model, eps, kwargs, seed=batch_seed(seed, k), **extra)
+        x, y = to_device(images[idx], labels[idx], dev)
         _sync(dev)
         t0 = time.perf_counter()
         try:
             res = attack.run(x, y)
         except ValueError as e:
-            raise UserError(f"attack {name!r} at eps {eps_level:g}/255: {e}") from None
+            raise UserError(f"attack {name!r} at eps {eps:g}: {e}") from None
         except RuntimeError as e:
             # torch's two ways of saying the input is not in the autograd graph
             if "used in the graph" not in str(e) and "does not require grad" not in str(e):
@@ -398,13 +445,16 @@ def _run_attack(
         # bookkeeping alone (outside the timed region, not counted as attack cost).
         with torch.no_grad(), model_mode(model, "eval"):
             logits = model(res.x_adv)
-        ok = (logits.argmax(1) == y) & ~res.fooled.to(y.device)
-        correct[idx] = ok.cpu()
-        if logits.shape[1] > 5:
-            top5[idx] = (logits.topk(5, dim=1).indices == y[:, None]).any(1).cpu()
+        correct[idx] = ((logits.argmax(1) == y) & ~res.fooled.to(y.device)).cpu()
+        mine += len(idx)
         bar.update(len(idx))
-    bar.update(n - int(which.sum()))
-    return _AttackRun(correct, top5, which.clone(), seconds, forward, backward)
+    bar.update(n - mine)  # examples not attacked here: by other processes, or not at all
+    if shard.enabled:
+        correct = shard.sum(correct)
+        passes = shard.sum(torch.tensor([forward, backward], dtype=torch.int64))
+        forward, backward = int(passes[0]), int(passes[1])
+        seconds = shard.max(seconds)
+    return _AttackRun(correct, which.clone(), seconds, forward, backward)
 
 
 # -- input handling ----------------------------------------------------------------------------
