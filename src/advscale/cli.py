@@ -15,6 +15,7 @@ from advscale.commands import (
     data,
     demo,
     eval,
+    export,
     finetune,
     report,
     sweep,
@@ -23,7 +24,7 @@ from advscale.commands import (
 )
 
 # The order ``advscale --help`` lists them in.
-COMMANDS = (data, eval, train, finetune, compare, transfer_matrix, sweep, report, demo)
+COMMANDS = (data, eval, train, finetune, compare, transfer_matrix, sweep, report, demo, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table and the gradient-masking verdict, save the results."""
     from advscale.errors import UserError
     from advscale.evaluate import Shard, evaluate_spec
-    from advscale.evaluate.inputs import check_eps
+    from advscale.evaluate.norms import check_eps
     from advscale.report.text import format_table, format_warnings
     from advscale.train.distributed import init_distributed, shutdown
 

@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,10 +36,6 @@ from advscale.errors import UserError
 from advscale.models.fuse import fuse_for_eval
 
 EpsUnit = Literal["1/255", "1"]
-Norm = Literal["linf", "l2"]
-#: The unit of ε in records and configs, per norm: L∞ budgets in pixel levels (8 means 8/255),
-#: L2 radii in [0, 1] units of the image (as RobustBench: 0.5 on CIFAR-10), never divided by 255.
-EPS_UNITS: dict[str, EpsUnit] = {"linf": "1/255", "l2": "1"}
 APGD_NAMES = ("apgd", "apgd_ce", "apgd_dlr", "apgd_t")
 
 # Settings used unless ``attack_kwargs`` says otherwise. The one-step and iterative attacks of
@@ -102,49 +97,6 @@ def check_pixel_eps(
             "of the 0-255 scale (pass 8 for 8/255)"
         )
     return list(dict.fromkeys(given))
-
-
-def check_eps(
-    values: float | Sequence[float],
-    source: str | None = "eps",
-    *,
-    norm: str = "linf",
-    unit: EpsUnit | None = None,
-) -> list[float]:
-    """ε budgets of an evaluation in ``norm``, in the unit records keep (:data:`EPS_UNITS`).
-
-    L∞: pixel levels, checked by :func:`check_pixel_eps` (``unit`` as there). L2: radii in
-    [0, 1] units of the image, finite and >= 0; repeats dropped, order kept.
-
-    Raises:
-        UserError: an unknown norm, no value, a negative or non-finite radius.
-    """
-    if norm == "linf":
-        return check_pixel_eps(values, source, unit=unit or "1/255")
-    if norm != "l2":
-        raise UserError(_where(source) + f"unknown norm {norm!r}; allowed: linf, l2")
-    if unit not in (None, "1"):
-        raise UserError(_where(source) + "L2 eps are radii in [0, 1] units of the image (unit '1')")
-    given = _floats(values, source)
-    if not given:
-        raise UserError(_where(source) + "no eps given (L2 radii, e.g. 0.25,0.5)")
-    bad = [e for e in given if not (math.isfinite(e) and e >= 0)]
-    if bad:
-        raise UserError(
-            _where(source) + f"L2 eps must be finite radii >= 0 in [0, 1] units of the image, "
-            f"got {_show(bad)}"
-        )
-    return list(dict.fromkeys(given))
-
-
-def attack_eps(eps: float, norm: str) -> float:
-    """A record's ε (:data:`EPS_UNITS` of ``norm``) in the [0, 1] units attacks take."""
-    return eps / 255 if norm == "linf" else eps
-
-
-def eps_label(eps: float, norm: str) -> str:
-    """ε as people read it: ``8/255`` (L∞, pixel levels) or ``L2 0.5`` (L2 radius)."""
-    return f"{eps:g}/255" if norm == "linf" else f"L2 {eps:g}"
 
 
 def _floats(values: float | Sequence[float], source: str | None) -> list[float]:
@@ -244,40 +196,6 @@ def merge_attack_kwargs(
             detail = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
             raise UserError(f"{where}: {detail}") from None
     return {a: {**DEFAULT_ATTACK_KWARGS.get(a, {}), **overrides.get(a, {})} for a in attacks}
-
-
-_NORM_SPELLINGS = {"linf": "linf", "inf": "linf", "l_inf": "linf", "l2": "l2", "2": "l2"}
-
-
-def with_norm(
-    kwargs_for: Mapping[str, Mapping[str, Any]], norm: str, source: str | None = "attacks"
-) -> dict[str, dict[str, Any]]:
-    """Each attack's arguments for an evaluation in ``norm``: one registered for L∞ that can
-    measure ε in L2 as well (PGD, APGD, Square, ...) gets ``norm="l2"``.
-
-    Raises:
-        UserError: an attack registered for the other norm (``pgd_l2`` in an L∞ evaluation),
-            or arguments that set another norm than the evaluation's.
-    """
-    out = {}
-    for name, kw in kwargs_for.items():
-        kw = dict(kw)
-        own = getattr(ATTACKS[name], "norm", "linf")
-        given = kw.get("norm")
-        if given is not None and _NORM_SPELLINGS.get(str(given).lower()) != norm:
-            raise UserError(
-                _where(source) + f"{name!r} is given norm={given!r} but the evaluation's norm "
-                f"is {norm!r}; one evaluation measures ε in one norm"
-            )
-        if own != norm and own != "linf":
-            raise UserError(
-                _where(source) + f"attack {name!r} measures ε in {own}, this evaluation in "
-                f"{norm}: evaluate it with norm {own!r} (--norm {own}), or pick the {norm} attack"
-            )
-        if own != norm:
-            kw["norm"] = norm
-        out[name] = kw
-    return out
 
 
 def _attack_names(names: list[str]) -> list[str]:
@@ -507,13 +425,7 @@ __all__ = [
     "as_tensors",
     "attack_seed",
     "check_attacks",
-    "EPS_UNITS",
-    "Norm",
-    "attack_eps",
-    "check_eps",
     "check_pixel_eps",
-    "eps_label",
-    "with_norm",
     "classify",
     "index_batches",
     "logits_of",

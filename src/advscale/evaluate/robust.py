@@ -33,23 +33,18 @@ from advscale.evaluate.distributed import Shard, batch_seed
 from advscale.evaluate.inputs import (  # noqa: F401 - APGD_NAMES, DEFAULT_ATTACK_KWARGS: public here too
     APGD_NAMES,
     DEFAULT_ATTACK_KWARGS,
-    EPS_UNITS,
     Data,
     EpsUnit,
-    Norm,
     as_tensors,
-    attack_eps,
     attack_seed,
     check_attacks,
-    check_eps,
     classify,
-    eps_label,
     index_batches,
     merge_attack_kwargs,
     models_to_attack,
     to_device,
-    with_norm,
 )
+from advscale.evaluate.norms import EPS_UNITS, Norm, attack_eps, check_eps, eps_label, with_norm
 from advscale.results import Results
 from advscale.utils import environment_info, resolve_device
 

@@ -1,0 +1,94 @@
+"""``advscale export``: write a model as torch.export, TorchScript or ONNX, to run without advscale."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def input_shape(text: str) -> tuple[int, int, int]:
+    """``--input-shape 3,32,32``: channels, height, width."""
+    try:
+        dims = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(
+            f"--input-shape must be C,H,W (three positive integers, e.g. 3,32,32), got {text!r}"
+        )
+    return dims  # type: ignore[return-value]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a model as torch.export (.pt2), TorchScript (.ts) or ONNX (.onnx)",
+        description="Export a model, normalization included, so that it runs without advscale; "
+        "the file is written only after it gives the model's logits on example images.",
+    )
+    p.add_argument(
+        "model",
+        help="advscale checkpoint (path without extension, or .safetensors/.json) or any "
+        "model spec advscale eval --model takes",
+    )
+    p.add_argument(
+        "--to",
+        required=True,
+        type=Path,
+        help="output file; the suffix picks the format: .pt2, .ts or .onnx",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="dataset whose test images the export is checked on (default: the checkpoint's)",
+    )
+    p.add_argument("--data-dir", type=Path, default=None, help="where the dataset's files are")
+    p.add_argument(
+        "--input-shape",
+        type=input_shape,
+        default=None,
+        metavar="C,H,W",
+        help="check on random images of this shape instead of a dataset's",
+    )
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow a model weights .pt/.pth that needs full unpickling (only for files you trust)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model, pick example images, export, say what was written."""
+    import torch
+
+    from advscale.data import load_dataset
+    from advscale.errors import UserError
+    from advscale.models import load_any_model
+    from advscale.models.export import export_format, export_model
+
+    export_format(args.to)  # a bad suffix is refused before anything loads
+    if args.to.exists() and not args.force:
+        raise UserError(f"{args.to} already exists; pass --force to overwrite it")
+    model = load_any_model(args.model, "cpu", trust=args.trust_checkpoint)
+    if args.input_shape is not None:
+        example = torch.rand((8, *args.input_shape), generator=torch.Generator().manual_seed(0))
+        source = f"random images {'x'.join(map(str, args.input_shape))}"
+    else:
+        data = args.data or getattr(model, "meta", {}).get("dataset")
+        if not data:
+            raise UserError(
+                f"{args.model}: no dataset recorded with the model; pass --data NAME or "
+                "--input-shape C,H,W for the example images"
+            )
+        x, _ = load_dataset(data, "test", args.data_dir).take(8, seed=0).tensors()
+        example, source = x, f"8 {data} test images"
+    done = export_model(model, args.to, example)
+    checked = (
+        f"logits match on {source} (max difference {done.max_abs_diff:.2g})"
+        if done.max_abs_diff is not None
+        else "not run here (pip install onnxruntime to check its logits)"
+    )
+    print(f"wrote {done.path} ({done.format}); {checked}")
+    return 0
