@@ -1,7 +1,9 @@
-"""fetch_dataset against a local HTTP server: verified, atomic, idempotent downloads."""
+"""fetch_dataset against a local HTTP server and local mirrors: downloads verified by their
+decompressed content, atomic and idempotent."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.server
 import json
@@ -13,7 +15,7 @@ import pytest
 from idx_files import write_fashion_dir
 
 from advscale.data import DataError, dataset_info, fetch_dataset, load_dataset
-from advscale.data.fetch import REMOTE, sha256_file
+from advscale.data.fetch import REMOTE, content_sha256, sha256_file
 
 NAMES = [f.name for f in REMOTE["fashion-mnist"].files]
 
@@ -59,9 +61,9 @@ class _Server:
 
 @pytest.fixture
 def served(tmp_path):
-    """Generated Fashion-MNIST files served at ``server.url``, with their SHA-256."""
+    """Generated Fashion-MNIST files served at ``server.url``, with their content's SHA-256."""
     files = write_fashion_dir(tmp_path / "www" / "files")
-    hashes = {n: sha256_file(files / n) for n in NAMES}
+    hashes = {n: content_sha256(files / n) for n in NAMES}
     with _Server(tmp_path / "www") as server:
         yield server, files, hashes
 
@@ -94,7 +96,7 @@ def test_files_present_with_right_hash_are_not_downloaded_again(served, tmp_path
         progress=lines.append,
     )
     assert len(server.requests) == 4
-    assert all("present, SHA-256 ok" in line for line in lines) and len(lines) == 4
+    assert all("present, content SHA-256 ok" in line for line in lines) and len(lines) == 4
 
 
 def test_file_with_wrong_content_is_replaced(served, tmp_path):
@@ -143,7 +145,8 @@ def test_missing_file_on_server_is_a_clear_error(served, tmp_path):
 def test_default_hashes_refuse_files_that_are_not_fashion_mnist(served, tmp_path):
     server, _, _ = served
     with pytest.raises(
-        DataError, match="SHA-256 mismatch.*expected " + REMOTE["fashion-mnist"].files[0].sha256
+        DataError,
+        match="SHA-256 mismatch.*should hash to " + REMOTE["fashion-mnist"].files[0].content_sha256,
     ):
         fetch_dataset("fashion-mnist", to=tmp_path / "out", base_url=server.url)
 
@@ -167,6 +170,39 @@ def test_built_in_hashes_accept_the_real_files(fmnist_dir, tmp_path):
         "fashion-mnist", to=out, base_url="http://127.0.0.1:9/", progress=lines.append, timeout=2
     )
     assert len(lines) == 4 and all("present" in line for line in lines)
+
+
+def test_a_recompressed_mirror_verifies_by_content(served, tmp_path):
+    server, files, hashes = served
+    for n in NAMES:  # the same IDX bytes, other .gz bytes
+        data = gzip.decompress((files / n).read_bytes())
+        (files / n).write_bytes(gzip.compress(data, compresslevel=1, mtime=12345))
+        assert content_sha256(files / n) == hashes[n] != sha256_file(files / n)
+    out = tmp_path / "out"
+    fetch_dataset("fashion-mnist", to=out, base_url=server.url, sha256=hashes)
+    assert len(load_dataset("fashion-mnist", "test", out)) == 20
+
+
+def test_a_local_directory_or_file_url_is_a_mirror(fmnist_dir, tmp_path, capsys):
+    """The installed copy (Debian recompresses it) verifies against the built-in hashes."""
+    from advscale.cli import main
+
+    lines = []
+    paths = fetch_dataset(
+        "fashion-mnist", to=tmp_path / "a", base_url=fmnist_dir, progress=lines.append
+    )
+    assert [p.name for p in paths] == NAMES and all("content SHA-256 ok" in x for x in lines)
+    for n in NAMES:
+        assert content_sha256(tmp_path / "a" / n) == content_sha256(fmnist_dir / n)
+    url = Path(fmnist_dir).resolve().as_uri()
+    assert (
+        main(["data", "fetch", "fashion-mnist", "--to", str(tmp_path / "b"), "--base-url", url])
+        == 0
+    )
+    assert capsys.readouterr().out.split() == [str(tmp_path / "b" / n) for n in NAMES]
+    assert main(["data", "fetch", "fashion-mnist", "--to", str(tmp_path / "c"),
+                 "--base-url", str(tmp_path / "nowhere")]) == 2  # fmt: skip
+    assert "neither a URL nor a directory" in capsys.readouterr().err
 
 
 def test_sha256_file_matches_hashlib(tmp_path):

@@ -10,11 +10,16 @@ from pathlib import Path
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="get or inspect datasets")
     dsub = p.add_subparsers(dest="data_command", required=True)
-    f = dsub.add_parser("fetch", help="download a dataset with SHA-256 verification")
+    f = dsub.add_parser(
+        "fetch", help="download a dataset, verified by the SHA-256 of its decompressed content"
+    )
     f.add_argument("name", help="dataset name (fashion-mnist)")
     f.add_argument("--to", required=True, type=Path, help="directory to write the files to")
     f.add_argument(
-        "--base-url", default=None, help="mirror to download from instead of the official location"
+        "--base-url",
+        default=None,
+        help="mirror to get the files from instead of the official location: a URL "
+        "(https://..., file:///...) or a local directory, e.g. /usr/share/datasets/fashion-mnist",
     )
     f.set_defaults(handler=run_fetch)
     i = dsub.add_parser("info", help="show size, shape and classes of a dataset")
