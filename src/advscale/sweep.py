@@ -36,6 +36,7 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +87,13 @@ class SweepConfig(BaseModel):
     )
 
 
-def load_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None) -> SweepConfig:
-    """Read and validate a sweep YAML file; ``out`` replaces its ``out:``.
+def load_sweep(
+    path: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+) -> SweepConfig:
+    """Read and validate a sweep YAML file; ``out`` replaces its ``out:``, ``overrides``
+    (``--set KEY=VALUE``) its values (:func:`apply_sweep_overrides`).
 
     Raises:
         UserError: missing file, bad YAML, unknown key, bad values (naming the key).
@@ -103,6 +109,7 @@ def load_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None) ->
         raise UserError(
             f"{p}: a sweep file is a mapping with base, field, values, variants, eval, out"
         )
+    apply_sweep_overrides(raw, overrides)
     try:
         cfg = SweepConfig.model_validate({**raw, "source": str(p)})
     except ValidationError as e:
@@ -111,6 +118,34 @@ def load_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None) ->
     if out is not None:
         cfg.out = str(out)
     return cfg
+
+
+def apply_sweep_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` on a raw sweep file (in place): a key of the sweep file itself
+    (``eval.n``, ``values``, ``out``, ...) is replaced there; any other key is a training-config
+    override every point gets, added to ``set:`` (``epochs=1``, ``optimizer.lr=0.05``).
+    Values are read as ``train --set`` reads them.
+
+    Raises:
+        UserError: an item without ``=``, a value of the wrong type for its field.
+    """
+    from advscale.train import TrainConfig
+    from advscale.train.config import apply_overrides
+
+    own = [k for k in SweepConfig.model_fields if k != "source"]
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key.split(".")[0] in own:
+            apply_overrides(raw, [item], SweepConfig)
+            continue
+        parsed = apply_overrides({}, [item], TrainConfig)  # checked as train --set checks it
+        for part in key.split("."):
+            parsed = parsed[part]
+        shared = raw.setdefault("set", {})
+        if not isinstance(shared, dict):
+            raise UserError(f"--set {item!r}: the sweep file's set: is not a mapping")
+        shared[key] = parsed
+    return raw
 
 
 def _problem(err: Any) -> str:

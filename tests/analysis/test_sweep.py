@@ -190,3 +190,24 @@ def test_sweep_evaluates_a_point_trained_on_webdataset_shards(fmnist, tmp_path):
     )
     assert ev["summary"]["n"] == 48
     assert ev["config"]["sweep_eval"]["data"]["name"] == "webdataset"
+
+
+def test_set_overrides_the_sweep_file_and_every_points_training_config(tmp_path):
+    path = _write(tmp_path, set={"epochs": 2}, variants={"baseline": {"recipe.name": "clean"}})
+    cfg = load_sweep(
+        path,
+        overrides=["eval.n=16", "values=[0.5, 1]", "epochs=1", "optimizer.lr=1e-3", "seed=3"],
+    )
+    assert cfg.eval.n == 16 and cfg.values == [0.5, 1]
+    assert cfg.set == {"epochs": 1, "optimizer.lr": 0.001, "seed": 3}
+    # Each point's config gets the shared overrides.
+    points = plan(cfg)
+    assert [value for _, value, _, _ in points] == [0.5, 1]
+    assert all(c.epochs == 1 and c.optimizer.lr == 0.001 and c.seed == 3 for _, _, c, _ in points)
+    # Checked as train --set checks them, naming the item.
+    with pytest.raises(UserError, match=r"--set 'epochs=true'"):
+        load_sweep(path, overrides=["epochs=true"])
+    with pytest.raises(UserError, match=r"eval.n: Input should be greater than or equal to 1"):
+        load_sweep(path, overrides=["eval.n=0"])
+    with pytest.raises(UserError, match=r"expected KEY=VALUE"):
+        load_sweep(path, overrides=["epochs"])

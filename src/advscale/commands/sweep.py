@@ -11,9 +11,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sweep", help="train and evaluate over values of one config field (e.g. width)"
     )
-    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--config", required=True, type=Path, help="sweep YAML file")
     p.add_argument(
-        "--out", type=Path, default=None, help="sweep directory (default: from the config)"
+        "--out", type=Path, default=None, help="sweep directory (default: the file's out:)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value of the sweep file (--set eval.n=200 --set values=[1,2]) or, for "
+        "any other key, of every point's training config (--set epochs=1)",
     )
     p.set_defaults(handler=run)
 
@@ -25,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from advscale.report.text import format_sweep, format_warnings
     from advscale.sweep import load_sweep, run_sweep
 
-    cfg = load_sweep(args.config, args.out)
+    cfg = load_sweep(args.config, args.out, args.set)
     res = run_sweep(cfg)
     out = Path(cfg.out)  # type: ignore[arg-type]
     report = write_markdown_report([out], out / "report.md", title=f"Sweep over {cfg.field}")
