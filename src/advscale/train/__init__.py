@@ -35,7 +35,8 @@ from advscale.train.config import (
 )
 from advscale.train.distributed import process_rank
 from advscale.train.guards import CatastrophicOverfitGuard, NonFiniteLossError
-from advscale.train.loop import Trainer, lr_factor, train
+from advscale.train.loop import Trainer, train
+from advscale.train.optim import lr_factor
 from advscale.train.recipes import (
     NFGSM,
     RSFGSM,
