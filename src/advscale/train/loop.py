@@ -441,54 +441,27 @@ class Trainer:
         g = self.guard
         assert g is not None
         m = g.measure(self.gen_model)
-        vals = broadcast(
-            torch.tensor([m["clean_acc"], m["fgsm_acc"], m["pgd_acc"]], device=self.dist.device),
-            self.dist,
-        ).tolist()
-        m = dict(zip(("clean_acc", "fgsm_acc", "pgd_acc"), vals, strict=True))
-        reason = g.collapsed(m)
-        g.record(m, self.step, reason is not None)
-        self._log(
-            {
-                "type": "guard",
-                "step": self.step,
-                "epoch": self.epoch,
-                **m,
-                "best_pgd_acc": max(g.best_pgd, 0),
-            }
+        keys = ("clean_acc", "fgsm_acc", "pgd_acc")
+        vals = torch.tensor([m[k] for k in keys], device=self.dist.device)
+        m = dict(zip(keys, broadcast(vals, self.dist).tolist(), strict=True))
+        v = g.check(
+            m,
+            step=self.step,
+            epoch=self.epoch,
+            action=self.cfg.guard.action,
+            model=self.model,
+            optimizer=self.optimizer,
+            recipe=self.recipe,
         )
-        if reason is None:
-            snap = {
-                "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                "optimizer": self.optimizer.state_dict(),
-            }
-            if g.update_best(m, self.step, snap):
-                self.best_metric = m["pgd_acc"]
-                self._save_best_weights()
-            return
-        action = self.cfg.guard.action
-        event = {
-            "type": "event",
-            "event": "catastrophic_overfit",
-            "step": self.step,
-            "epoch": self.epoch,
-            "reason": reason,
-            **m,
-            "best_pgd_acc": g.best_pgd,
-            "best_step": g.best_step,
-            "action": action,
-        }
-        if action in ("stop", "reduce_step") and g.best_snapshot is not None:
-            self.model.load_state_dict(g.best_snapshot["model"])
-            self.optimizer.load_state_dict(g.best_snapshot["optimizer"])
-            event["restored_step"] = g.best_step
-        if action == "stop":
-            self.stop_reason = "catastrophic_overfit"
-        elif action == "reduce_step":
-            self.recipe.reduce_step(self.cfg.guard.reduce_factor)
-            event["step_scale"] = self.recipe.step_scale
-        self.events.append(event)
-        self._log(event)
+        self._log(v.record)
+        if v.improved:
+            self.best_metric = m["pgd_acc"]
+            self._save_best_weights()
+        if v.event is not None:
+            if v.event["action"] == "stop":
+                self.stop_reason = "catastrophic_overfit"
+            self.events.append(v.event)
+            self._log(v.event)
 
     # -- the loop ----------------------------------------------------------------------------
     def _epoch(self) -> None:
