@@ -15,13 +15,11 @@ import json
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from advscale.attacks import ONE_STEP
 from advscale.data import BatchLoader
@@ -53,6 +51,7 @@ from advscale.train.rundir import (
     RunDir,
     RunLockedError,
 )
+from advscale.train.step import NonFiniteStep, Optimization
 from advscale.train.summary import build_summary, write_results
 from advscale.train.webdataset import ShardLoader
 from advscale.utils import atomic_write_json, seed_everything
@@ -238,13 +237,22 @@ class Trainer:
         # Compile before wrapping in DDP; adversarial examples come from the same weights,
         # without DDP hooks.
         self.gen_model = torch.compile(model) if cfg.compile else model
-        self.train_model = wrap_ddp(self.gen_model, d)
         self.optimizer = build_optimizer(cfg, self.params)
         self.scheduler = build_scheduler(
             cfg, self.optimizer, self.steps_per_epoch, self.total_steps
         )
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
         self.recipe: Recipe = build_recipe(cfg, seed=cfg.seed * 1000 + 17 + 7919 * d.rank)
+        self.opt = Optimization(
+            cfg,
+            d,
+            self.recipe,
+            self.gen_model,
+            wrap_ddp(self.gen_model, d),
+            self.optimizer,
+            self.scheduler,
+            self.scaler,
+        )
 
         self.guard: CatastrophicOverfitGuard | None = None
         if cfg.guard_enabled():
@@ -345,12 +353,6 @@ class Trainer:
         self.metrics.log(rec, self.step)
 
     # -- one optimizer step ------------------------------------------------------------------
-    def _autocast(self) -> Any:
-        if self.cfg.amp == "none":
-            return nullcontext()
-        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
-        return torch.autocast(device_type=self.dist.device.type, dtype=dtype)
-
     def train_step(
         self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]
     ) -> tuple[float, float, float, int]:
@@ -359,62 +361,16 @@ class Trainer:
         The recipe turns each clean micro-batch into (inputs, labels, weights); the loss is
         Σ w·CE / Σ w over the global batch. Returns this process's (Σ w·CE, Σ w, correct, n).
         """
-        cfg, d = self.cfg, self.dist
-        self.train_model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        totals = [0.0, 0.0, 0.0, 0]
-        for j, (x, y) in enumerate(micro_batches):
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
-                batch = self.recipe(self.gen_model, x, y, self.step)
-            inputs = (
-                batch.inputs.contiguous(memory_format=torch.channels_last)
-                if cfg.channels_last
-                else batch.inputs
-            )
-            last = j == len(micro_batches) - 1
-            sync = self.train_model.no_sync() if (d.enabled and not last) else nullcontext()  # type: ignore[operator]
-            with sync:
-                with self._autocast():
-                    logits = self.train_model(inputs)
-                ce = F.cross_entropy(
-                    logits.float(),
-                    batch.labels,
-                    reduction="none",
-                    label_smoothing=cfg.label_smoothing,
-                )
-                w = batch.weights.to(ce.dtype)
-                num = (w * ce).sum()
-                # Normalize by the weights of all processes, so DDP's gradient average equals the
-                # single-process Σ w·CE / Σ w over the global batch.
-                stats = torch.stack(
-                    [w.sum().detach(), (~torch.isfinite(num.detach())).to(ce.dtype)]
-                )
-                all_reduce_sum(stats, d)
-                if float(stats[1]) > 0:
-                    self._nonfinite(float(num.detach()), j)
-                loss = num * (d.world_size / cfg.grad_accum) / stats[0].clamp_min(1e-12)
-                if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
-                else:
-                    loss.backward()
-            totals[0] += float(num.detach())
-            totals[1] += float(w.sum())
-            totals[2] += float((logits.detach().argmax(1) == batch.labels).sum())
-            totals[3] += len(y)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.scheduler.step()
+        try:
+            totals = self.opt.step(micro_batches, self.step)
+        except NonFiniteStep as e:
+            self._nonfinite(e.value, e.micro)
         self.step += 1
         self.batch_in_epoch += 1
-        self.images_seen += cfg.batch_size
-        return totals[0], totals[1], totals[2], int(totals[3])
+        self.images_seen += self.cfg.batch_size
+        return totals
 
-    def _nonfinite(self, value: float, micro: int) -> None:
+    def _nonfinite(self, value: float, micro: int) -> NoReturn:
         batch = self.batch_in_epoch * self.cfg.grad_accum + micro
         event = {
             "type": "event",
@@ -585,8 +541,8 @@ class Trainer:
         interpreter exit, when gloo's worker threads abort the process."""
         if getattr(self, "dist", None) is None:
             return
-        if self.dist.enabled and getattr(self, "train_model", None) is not None:
-            self.train_model = self.gen_model
+        if self.dist.enabled and getattr(self, "opt", None) is not None:
+            self.opt.train_model = self.gen_model
             gc.collect()
         shutdown(self.dist)
 
