@@ -98,3 +98,14 @@ def test_same_run_ignores_logging_keys_and_names_what_differs(tmp_path, tiny_set
     Results("train", config=cfg, complete=True).save(rd.path / "results.json")
     assert rd.state(cfg) == "finished"
     assert rd.state(other) == "changed"
+
+
+def test_a_sweep_into_a_directory_another_sweep_writes_is_refused(holder, tmp_path):
+    from advscale.sweep import SweepConfig, run_sweep
+
+    out = tmp_path / "sweep"
+    p = holder(out)
+    cfg = SweepConfig(base={}, field="epochs", values=[1], out=str(out))
+    with pytest.raises(RunLockedError, match=rf"process {p.pid} on "):
+        run_sweep(cfg)
+    assert not (out / "results.json").exists() and not (out / "run").exists()
