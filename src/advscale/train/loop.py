@@ -21,11 +21,10 @@ from typing import Any, NoReturn
 import torch
 from torch import nn
 
-from advscale.attacks import ONE_STEP
-from advscale.data import BatchLoader
 from advscale.errors import UserError
 from advscale.models import build_classifier
 from advscale.train import checkpoint as ckpt
+from advscale.train.build import build_batches, build_guard, check_settings, place_model
 from advscale.train.config import TrainConfig, config_to_dict
 from advscale.train.data import TrainData, build_data
 from advscale.train.distributed import (
@@ -39,8 +38,8 @@ from advscale.train.distributed import (
     wrap_ddp,
 )
 from advscale.train.evaluation import clean_accuracy, final_records, label_leak_rows
-from advscale.train.guards import CatastrophicOverfitGuard, check_finite
-from advscale.train.metrics import MetricsLog
+from advscale.train.guards import check_finite
+from advscale.train.metrics import MetricsLog, progress_bar
 from advscale.train.optim import build_optimizer, build_scheduler
 from advscale.train.recipes import Recipe, build_recipe
 from advscale.train.rundir import (
@@ -52,24 +51,10 @@ from advscale.train.rundir import (
     RunLockedError,
 )
 from advscale.train.step import NonFiniteStep, Optimization
-from advscale.train.summary import build_summary, write_results
-from advscale.train.webdataset import ShardLoader
+from advscale.train.summary import PROGRESS, build_summary, write_results
 from advscale.utils import atomic_write_json, seed_everything
 
 EpochCallback = Callable[[dict[str, Any]], Any]
-# The trainer's progress: saved in every checkpoint, restored on resume.
-PROGRESS = (
-    "step",
-    "epoch",
-    "batch_in_epoch",
-    "records",
-    "events",
-    "train_time",
-    "images_seen",
-    "best_metric",
-    "stop_reason",
-    "finished",
-)
 
 
 def train(
@@ -150,39 +135,13 @@ class Trainer:
         self.finished = False
 
     # -- set-up ------------------------------------------------------------------------------
-    def _validate(self) -> None:
-        cfg = self.cfg
-        if not any(a not in ONE_STEP for a in cfg.eval.attacks):
-            raise UserError(
-                f"eval.attacks {cfg.eval.attacks} holds only one-step attacks, which overstate "
-                "robustness; add an iterative one (pgd, apgd, iter_basic, iter_ll)"
-            )
-        bad = [e for e in cfg.eval_eps() if not 0 <= e <= 255]
-        if bad:
-            raise UserError(f"eval.eps values must be in [0, 255] pixel levels, got {bad}")
-        if cfg.amp == "fp16" and self.dist.device.type != "cuda":
-            raise UserError(
-                "amp: fp16 needs a CUDA device (it uses a GradScaler); use amp: bf16 or none on CPU"
-            )
-        per = self.dist.world_size * cfg.grad_accum
-        if cfg.batch_size % per:
-            raise UserError(
-                f"batch_size={cfg.batch_size} must be divisible by processes x grad_accum = "
-                f"{self.dist.world_size} x {cfg.grad_accum}"
-            )
-
     def _prepare_dir(self) -> None:
         """Lock the run directory (process 0), refuse to overwrite without ``force``, check that
         a resume uses the same config, and start a new run's ``config.json``."""
         d, rd, cfg_now = self.dist, self.run_dir, config_to_dict(self.cfg)
-        locked_out: RunLockedError | None = None
-        if d.is_main:
-            try:
-                rd.lock()
-            except RunLockedError as e:
-                locked_out = e
-        if not main_says(locked_out is None, d):
-            raise locked_out or RunLockedError(f"{self.out} is being written by another process")
+        refused = rd.try_lock() if d.is_main else None  # one writer: process 0
+        if not main_says(refused is None, d):
+            raise refused or RunLockedError(f"{self.out} is being written by another process")
         if self.resume:
             rd.check_resume(cfg_now)
             return
@@ -207,36 +166,20 @@ class Trainer:
         then :meth:`train_step` directly."""
         cfg = self.cfg
         self.dist = d = init_distributed(cfg.device)
-        self._validate()
+        check_settings(cfg, d)
         self._prepare_dir()
         self.metrics = MetricsLog(self.out, enabled=d.is_main)
         barrier(d)
         seed_everything(cfg.seed, cfg.deterministic)
         self.data = build_data(cfg.data, cfg.seed)
-        self.micro = cfg.batch_size // (d.world_size * cfg.grad_accum)
-        self.loader, n_train = self._loader()
-        self.steps_per_epoch = len(self.loader) // cfg.grad_accum
-        if self.steps_per_epoch < 1:
-            raise UserError(
-                f"batch_size={cfg.batch_size} leaves no whole step per epoch for {n_train} examples"
-            )
-        self.total_steps = cfg.epochs * self.steps_per_epoch
-        if cfg.max_steps is not None:
-            self.total_steps = min(self.total_steps, cfg.max_steps)
-
+        self.loader, self.steps_per_epoch, self.total_steps = build_batches(cfg, self.data, d)
         model = self.given_model if self.given_model is not None else self.build_model(self.data)
-        model = model.to(d.device)
-        if cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        if cfg.sync_bn and d.enabled:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model = model  # the plain module: checkpoints, evaluation
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        if not self.params:
-            raise UserError("the model has no parameter with requires_grad=True: nothing to train")
+        self.model = place_model(model, cfg, d)  # the plain module: checkpoints, evaluation
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
         # Compile before wrapping in DDP; adversarial examples come from the same weights,
         # without DDP hooks.
-        self.gen_model = torch.compile(model) if cfg.compile else model
+        self.gen_model = torch.compile(self.model) if cfg.compile else self.model
+        train_model = wrap_ddp(self.gen_model, d)
         self.optimizer = build_optimizer(cfg, self.params)
         self.scheduler = build_scheduler(
             cfg, self.optimizer, self.steps_per_epoch, self.total_steps
@@ -248,48 +191,13 @@ class Trainer:
             d,
             self.recipe,
             self.gen_model,
-            wrap_ddp(self.gen_model, d),
+            train_model,
             self.optimizer,
             self.scheduler,
             self.scaler,
         )
-
-        self.guard: CatastrophicOverfitGuard | None = None
-        if cfg.guard_enabled():
-            if cfg.recipe.eps == 0:
-                self.notes.append("guard off: recipe.eps is 0")
-            else:
-                x, y = self.data.val.take(cfg.guard.n, seed=cfg.seed + 2).tensors(d.device)
-                self.guard = CatastrophicOverfitGuard(
-                    cfg.guard, cfg.recipe.eps / 255, x, y, seed=cfg.seed + 3
-                )
-
-    def _loader(self) -> tuple[Any, int]:
-        """This process's micro-batches (streamed from shards, or drawn from the dataset) and
-        the number of training examples."""
-        cfg, d = self.cfg, self.dist
-        common = dict(seed=cfg.seed, device=d.device, rank=d.rank, world_size=d.world_size)
-        if self.data.streamed:
-            loader: Any = ShardLoader(
-                self.data.train,
-                self.micro,
-                shuffle_buffer=cfg.data.shuffle_buffer,
-                image_size=cfg.data.image_size,
-                **common,
-            )
-            n_train = loader.num_samples
-        else:
-            n_train = len(self.data.train)
-        if cfg.batch_size > n_train:
-            raise UserError(
-                f"batch_size={cfg.batch_size} is larger than the {n_train} training examples "
-                f"(data.n_train={cfg.data.n_train}); lower batch_size or raise data.n_train"
-            )
-        if not self.data.streamed:
-            loader = BatchLoader(
-                self.data.train, self.micro, shuffle=True, drop_last=True, **common
-            )
-        return loader, n_train
+        self.guard, note = build_guard(cfg, self.data, d)
+        self.notes += [note] if note else []
 
     # -- checkpoint state --------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -299,7 +207,7 @@ class Trainer:
             "epoch_sums": list(self.epoch_sums),
         }
         return {
-            **{k: getattr(self, k) for k in PROGRESS},
+            **self._progress(),
             "world_size": self.dist.world_size,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -307,6 +215,9 @@ class Trainer:
             "ranks": gather_objects(mine, self.dist),
             "guard": self.guard.state_dict() if self.guard is not None else None,
         }
+
+    def _progress(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in PROGRESS}
 
     def save(self, tag: str = "last") -> None:
         """Checkpoint ``tag`` (every process takes part; process 0 writes)."""
@@ -426,15 +337,9 @@ class Trainer:
         it = iter(self.loader)
         for _ in range(self.batch_in_epoch * cfg.grad_accum):  # resuming mid-epoch: skip those
             next(it)
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=self.steps_per_epoch,
-            initial=self.batch_in_epoch,
-            desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-            disable=not (cfg.progress and d.is_main),
-            dynamic_ncols=True,
-            leave=False,
+        desc = f"epoch {self.epoch + 1}/{cfg.epochs}"
+        bar = progress_bar(
+            desc, self.steps_per_epoch, self.batch_in_epoch, cfg.progress and d.is_main
         )
         try:
             while self.batch_in_epoch < self.steps_per_epoch and self.step < self.total_steps:
@@ -488,11 +393,7 @@ class Trainer:
         }
         if self.guard is not None and self.guard.history:
             last = self.guard.history[-1]
-            rec.update(
-                guard_clean_acc=last["clean_acc"],
-                guard_fgsm_acc=last["fgsm_acc"],
-                guard_pgd_acc=last["pgd_acc"],
-            )
+            rec.update({f"guard_{k}": last[k] for k in ("clean_acc", "fgsm_acc", "pgd_acc")})
         if self.guard is None and val > self.best_metric:
             self.best_metric = val
             self._save_best_weights()
@@ -515,9 +416,8 @@ class Trainer:
             self.setup()  # inside: a process that fails here still leaves the group cleanly
             if self.resume and self._restore() and self.finished:
                 return json.loads((self.out / SUMMARY).read_text())
-            note = self.metrics.open_tensorboard() if self.cfg.tensorboard else None
-            if note:
-                self.notes.append(note)
+            if self.cfg.tensorboard:
+                self.notes += self.metrics.open_tensorboard()
             while (
                 self.epoch < self.cfg.epochs
                 and self.step < self.total_steps
@@ -569,14 +469,8 @@ class Trainer:
         summary = build_summary(
             cfg,
             eval_records,
-            self.records,
-            epochs=self.epoch,
-            steps=self.step,
+            self._progress(),
             world_size=d.world_size,
-            train_time=self.train_time,
-            images_seen=self.images_seen,
-            events=self.events,
-            stop_reason=self.stop_reason,
             label_leak=leak,
             guard=self.guard.history if self.guard is not None else None,
             model_path=self.out / "model.safetensors",

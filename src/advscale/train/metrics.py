@@ -12,6 +12,20 @@ from typing import Any
 from advscale.train.rundir import METRICS, TENSORBOARD
 
 
+def progress_bar(desc: str, total: int, initial: int, enabled: bool) -> Any:
+    """A tqdm bar over an epoch's steps (a silent one when not ``enabled``)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        disable=not enabled,
+        dynamic_ncols=True,
+        leave=False,
+    )
+
+
 class MetricsLog:
     """Appends records to ``run_dir/metrics.jsonl`` and mirrors their numbers to TensorBoard.
 
@@ -27,16 +41,16 @@ class MetricsLog:
         self._file: Any = None
         self._tb: Any = None
 
-    def open_tensorboard(self) -> str | None:
-        """Start writing TensorBoard event files; returns a note when the package is missing."""
+    def open_tensorboard(self) -> list[str]:
+        """Start writing TensorBoard event files; returns notes (the package is missing...)."""
         if not self.enabled:
-            return None
+            return []
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            return "tensorboard not installed: no event files (pip install tensorboard)"
+            return ["tensorboard not installed: no event files (pip install tensorboard)"]
         self._tb = SummaryWriter(str(self.tb_dir))
-        return None
+        return []
 
     def log(self, rec: dict[str, Any], step: int) -> None:
         """Append ``rec``; its numbers go to TensorBoard as ``<type>/<key>`` at its step."""

@@ -214,6 +214,14 @@ class RunDir:
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         self._lock_fd = fd
 
+    def try_lock(self) -> RunLockedError | None:
+        """:meth:`lock`, returning the refusal instead of raising it (None: locked)."""
+        try:
+            self.lock()
+        except RunLockedError as e:
+            return e
+        return None
+
     def unlock(self) -> None:
         """Give the lock up (a no-op when not held)."""
         if self._lock_fd is None:

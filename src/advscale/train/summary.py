@@ -11,6 +11,19 @@ from advscale.results import Results
 from advscale.train.config import TrainConfig, config_to_dict
 from advscale.utils import environment_info
 
+# The trainer's progress: saved in every checkpoint, restored on resume, rolled up at the end.
+PROGRESS = (
+    "step",
+    "epoch",
+    "batch_in_epoch",
+    "records",
+    "events",
+    "train_time",
+    "images_seen",
+    "best_metric",
+    "stop_reason",
+    "finished",
+)
 # Attacks whose accuracy at the headline ε gets its own ``<attack>_accuracy`` summary key.
 HEADLINE_ATTACKS = ("fgsm", "pgd", "apgd", "apgd_ce", "apgd_t", "iter_basic", "iter_ll", "step_ll")
 
@@ -18,35 +31,34 @@ HEADLINE_ATTACKS = ("fgsm", "pgd", "apgd", "apgd_ce", "apgd_t", "iter_basic", "i
 def build_summary(
     cfg: TrainConfig,
     eval_records: list[dict[str, Any]],
-    epoch_records: list[dict[str, Any]],
+    progress: dict[str, Any],
     *,
-    epochs: int,
-    steps: int,
     world_size: int,
-    train_time: float,
-    images_seen: int,
-    events: list[dict[str, Any]],
-    stop_reason: str | None,
     label_leak: list[dict[str, Any]] | None,
     guard: list[dict[str, Any]] | None,
     model_path: Path,
     notes: list[str],
 ) -> dict[str, Any]:
     """The run's summary: headline accuracies at ``eval_eps`` (the recipe's ε when evaluated,
-    else the first), every robust accuracy by attack and ε, timing, events and notes."""
+    else the first), every robust accuracy by attack and ε, timing, events and notes.
+
+    ``progress`` holds the trainer's :data:`PROGRESS` values (epoch records, step, time...).
+    """
+    train_time, images_seen = progress["train_time"], progress["images_seen"]
+    stop_reason = progress["stop_reason"]
     eps_list = cfg.eval_eps()
     headline = cfg.recipe.eps if cfg.recipe.eps in eps_list else eps_list[0]
     robust: dict[str, dict[str, float]] = {}
     for r in eval_records:
         robust.setdefault(r["attack"], {})[f"{r['eps']:g}"] = r["accuracy"]
     clean = eval_records[0]["clean_accuracy"] if eval_records else None
-    full = [r for r in epoch_records if r.get("complete") and r.get("time_s")]
+    full = [r for r in progress["records"] if r.get("complete") and r.get("time_s")]
     summary: dict[str, Any] = {
         "recipe": cfg.recipe.name,
         "eps": cfg.recipe.eps,
         "eval_eps": headline,
-        "epochs": epochs,
-        "steps": steps,
+        "epochs": progress["epoch"],
+        "steps": progress["step"],
         "world_size": world_size,
         "clean_accuracy": clean,
     }
@@ -60,7 +72,7 @@ def build_summary(
             "time_per_epoch_s": sum(r["time_s"] for r in full) / len(full) if full else None,
             "train_time_s": train_time,
             "images_per_s": images_seen / train_time if train_time > 0 else None,
-            "events": events,
+            "events": progress["events"],
             "stopped_early": stop_reason is not None,
             "stop_reason": stop_reason,
             "label_leak": label_leak,
