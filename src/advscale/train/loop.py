@@ -1,11 +1,11 @@
 """The training loop: one for every recipe, one process or many (``torchrun``), resumable exactly.
 
 Read top to bottom: :func:`train`, then :class:`Trainer` — set-up, checkpoint state, one
-optimizer step, the guard check, one epoch, the run and its end. The run directory and its lock
-are :mod:`advscale.train.rundir`; optimizer and schedule :mod:`~advscale.train.optim`; the
-metric stream :mod:`~advscale.train.metrics`; evaluation :mod:`~advscale.train.evaluation`;
-``summary.json`` / ``results.json`` :mod:`~advscale.train.summary`; processes
-:mod:`~advscale.train.distributed`.
+optimizer step, the guard check, one epoch, the run and its end. Around it: the run directory
+and its lock (:mod:`advscale.train.rundir`), the parts a config builds (:mod:`~.build`), one
+optimizer step (:mod:`~.step`), optimizer and schedule (:mod:`~.optim`), the metric stream
+(:mod:`~.metrics`), evaluation (:mod:`~.evaluation`), ``summary.json`` and ``results.json``
+(:mod:`~.summary`), processes (:mod:`~.distributed`).
 """
 
 from __future__ import annotations

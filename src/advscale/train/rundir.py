@@ -92,10 +92,6 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
-    def file(self, name: str) -> Path:
-        """The path of one of the run's files (``RunDir.CONFIG``, ``"summary.json"``...)."""
-        return self.path / name
-
     # -- what is here --------------------------------------------------------------------------
     def existing(self) -> list[str]:
         """The run files present (empty for a new run)."""
@@ -231,11 +227,6 @@ class RunDir:
             (self.path / LOCK).unlink(missing_ok=True)
         finally:
             os.close(fd)  # releases the flock
-
-    @property
-    def is_locked(self) -> bool:
-        """Whether this object holds the lock."""
-        return self._lock_fd is not None
 
     def holder(self) -> dict[str, Any] | None:
         """What the lock file says about its writer (pid, host, started); None without one."""
