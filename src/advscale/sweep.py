@@ -38,7 +38,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from advscale.errors import UserError
@@ -46,7 +45,7 @@ from advscale.evaluate.inputs import AttackKwargs, AttackNames, PixelEpsList
 from advscale.results import EPS_UNIT, Results, ResultsError, load_results
 from advscale.train.grid import GridPoint, PointOutcome, PointStart, run_grid
 from advscale.train.rundir import RunDir
-from advscale.utils import resolve_device
+from advscale.utils import read_structured, resolve_device
 
 
 class SweepEval(BaseModel):
@@ -94,12 +93,7 @@ def load_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None) ->
         UserError: missing file, bad YAML, unknown key, bad values (naming the key).
     """
     p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such sweep file") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{p}: not valid YAML ({e})") from None
+    raw = read_structured(p, "sweep file", fmt="yaml")
     if not isinstance(raw, dict):
         raise UserError(
             f"{p}: a sweep file is a mapping with base, field, values, variants, eval, out"
@@ -137,10 +131,7 @@ def _base_raw(cfg: SweepConfig) -> dict[str, Any]:
         candidates.append(Path(cfg.source).parent / cfg.base)
     for p in candidates:
         if p.is_file():
-            try:
-                raw = yaml.safe_load(p.read_text()) or {}
-            except yaml.YAMLError as e:
-                raise UserError(f"{p}: not valid YAML ({e})") from None
+            raw = read_structured(p, "training config", fmt="yaml") or {}
             if not isinstance(raw, dict):
                 raise UserError(f"{p}: a training config is a mapping of sections")
             return raw
