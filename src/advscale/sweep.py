@@ -34,19 +34,19 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from advscale.errors import UserError
 from advscale.evaluate.inputs import AttackKwargs, AttackNames, PixelEpsList
 from advscale.results import EPS_UNIT, Results, ResultsError, load_results
-from advscale.utils import resolve_device
+from advscale.train.grid import GridPoint, PointOutcome, PointStart, run_grid
+from advscale.train.rundir import RunDir
+from advscale.utils import read_structured, resolve_device
 
 
 class SweepEval(BaseModel):
@@ -99,12 +99,7 @@ def load_sweep(
         UserError: missing file, bad YAML, unknown key, bad values (naming the key).
     """
     p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such sweep file") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{p}: not valid YAML ({e})") from None
+    raw = read_structured(p, "sweep file", fmt="yaml")
     if not isinstance(raw, dict):
         raise UserError(
             f"{p}: a sweep file is a mapping with base, field, values, variants, eval, out"
@@ -171,10 +166,7 @@ def _base_raw(cfg: SweepConfig) -> dict[str, Any]:
         candidates.append(Path(cfg.source).parent / cfg.base)
     for p in candidates:
         if p.is_file():
-            try:
-                raw = yaml.safe_load(p.read_text()) or {}
-            except yaml.YAMLError as e:
-                raise UserError(f"{p}: not valid YAML ({e})") from None
+            raw = read_structured(p, "training config", fmt="yaml") or {}
             if not isinstance(raw, dict):
                 raise UserError(f"{p}: a training config is a mapping of sections")
             return raw
@@ -371,103 +363,71 @@ def run_sweep(cfg: SweepConfig, *, log: Any = None) -> Results:
     """Run every point not finished yet; return (and save to ``out/results.json``) the sweep results.
 
     ``complete`` is False when a point failed; its record says why and the others are kept.
+
+    Raises:
+        RunLockedError: another live process runs a sweep into ``out``.
     """
     from advscale.train import train
     from advscale.train.config import config_to_dict
 
-    log = log or (lambda msg: print(msg, file=sys.stderr))
     points = plan(cfg)
     out = Path(cfg.out)  # type: ignore[arg-type]
-    res = Results(
-        "sweep",
-        config={
-            **cfg.model_dump(exclude={"source"}),
-            "sweep_file": cfg.source,
-            "name": cfg.name or out.name,
-        },
-        complete=False,
-    )
-    failed = 0
-    warnings: list[dict[str, Any]] = []
-    for i, (variant, value, train_cfg, run_dir) in enumerate(points, 1):
-        tag = f"[{i}/{len(points)}] {variant}, {cfg.field}={value}"
-        try:
-            finished = _finished(run_dir, config_to_dict(train_cfg))
-            if finished is not None:
-                log(f"{tag}: finished earlier, reused ({run_dir})")
+    config = {
+        **cfg.model_dump(exclude={"source"}),
+        "sweep_file": cfg.source,
+        "name": cfg.name or out.name,
+    }
+
+    def point(variant: str, value: Any, train_cfg: Any, run_dir: Path) -> GridPoint:
+        def run(start: PointStart) -> Results:
+            if not start.reuse:
+                train(train_cfg, run_dir, resume=start.resume)
+            return _evaluate_point(run_dir, _eval_settings(cfg, train_cfg), train_cfg.device)
+
+        name = f"{variant}, {cfg.field}={value}"
+        return GridPoint(name, run_dir, config_to_dict(train_cfg), run)
+
+    keys = {}  # point name -> (variant, value)
+    grid = []
+    for variant, value, train_cfg, run_dir in points:
+        g = point(variant, value, train_cfg, run_dir)
+        keys[g.name] = (variant, value)
+        grid.append(g)
+
+    saved: list[Results] = []
+
+    def save(outcomes: list[PointOutcome], final: bool) -> None:
+        res = Results("sweep", config=config, complete=False)
+        warnings: list[dict[str, Any]] = []
+        for o in outcomes:
+            variant, value = keys[o.point.name]
+            where = dict(variant=variant, field=cfg.field, value=value)
+            if o.status == "done":
+                res.records += _records_of(o.value, variant, cfg.field, value, o.point.run_dir)
+                warnings += [
+                    {"check": w.get("check"), "message": f"{o.point.name}: {w.get('message')}"}
+                    for w in o.value.summary.get("warnings") or []
+                ]
+            elif o.status == "failed":
+                assert o.exception is not None
+                tb = "".join(traceback.format_exception(o.exception, limit=5))
+                res.add(
+                    **where,
+                    status="failed",
+                    error=o.error,
+                    traceback=tb,
+                    run_dir=str(o.point.run_dir),
+                )
             else:
-                resume = (run_dir / "config.json").exists()
-                log(f"{tag}: {'resuming' if resume else 'training'} in {run_dir}")
-                train(train_cfg, run_dir, resume=resume)
-            ev = _evaluate_point(run_dir, _eval_settings(cfg, train_cfg), train_cfg.device)
-            res.records += _records_of(ev, variant, cfg.field, value, run_dir)
-            warnings += [
-                {
-                    "check": w.get("check"),
-                    "message": f"{variant}, {cfg.field}={value}: {w.get('message')}",
-                }
-                for w in ev.summary.get("warnings") or []
-            ]
-        except Exception as e:  # noqa: BLE001 - a failed point is recorded, the sweep goes on
-            failed += 1
-            msg = f"{type(e).__name__}: {e}"
-            log(f"{tag}: FAILED: {msg}")
-            res.add(
-                variant=variant,
-                field=cfg.field,
-                value=value,
-                status="failed",
-                error=msg,
-                traceback=traceback.format_exc(limit=5),
-                run_dir=str(run_dir),
-            )
-        except KeyboardInterrupt:
-            res.add(
-                variant=variant,
-                field=cfg.field,
-                value=value,
-                status="interrupted",
-                run_dir=str(run_dir),
-            )
-            res.summary = _summary(res, len(points), warnings)
-            res.save(out / "results.json")
-            raise
+                res.add(**where, status="interrupted", run_dir=str(o.point.run_dir))
+        res.complete = final and all(o.status == "done" for o in outcomes)
         res.summary = _summary(res, len(points), warnings)
         res.save(out / "results.json")
-    res.complete = failed == 0
-    res.summary = _summary(res, len(points), warnings)
-    res.save(out / "results.json")
-    return res
+        saved.append(res)
 
-
-def _finished(run_dir: Path, config: dict[str, Any]) -> Results | None:
-    """The results of a run that finished with ``config``; None when it has to (re)run.
-
-    Raises:
-        UserError: the run finished with another config (it is not overwritten silently).
-    """
-    path = run_dir / "results.json"
-    if not path.exists():
-        return None
-    try:
-        done = load_results(path)
-    except ResultsError:
-        return None
-    if not done.complete:
-        return None
-    from advscale.train.loop import RESUME_FREE
-
-    changed = sorted(
-        k
-        for k in set(done.config) | set(config)
-        if k not in RESUME_FREE and done.config.get(k) != config.get(k)
-    )
-    if changed:
-        raise UserError(
-            f"{run_dir} finished with a different config (sections {', '.join(changed)} differ); "
-            "delete that directory to rerun this point"
-        )
-    return done
+    with RunDir(out).locked():
+        run_grid(grid, save=save, on_changed="refuse", log=log)
+    return saved[-1]
 
 
 def _summary(res: Results, total: int, warnings: list[dict[str, Any]]) -> dict[str, Any]:

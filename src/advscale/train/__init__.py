@@ -30,7 +30,8 @@ from advscale.train.config import (
     validate_config,
 )
 from advscale.train.guards import CatastrophicOverfitGuard, NonFiniteLossError
-from advscale.train.loop import Trainer, lr_factor, train
+from advscale.train.loop import Trainer, train
+from advscale.train.optim import lr_factor
 from advscale.train.recipes import (
     NFGSM,
     RSFGSM,

@@ -33,6 +33,7 @@ from pydantic import (
 
 from advscale.errors import UserError
 from advscale.evaluate.inputs import AttackKwargs, AttackNames, PixelEps, PixelEpsList
+from advscale.utils import read_structured
 
 RECIPES = ("clean", "kurakin", "pgd", "fgsm", "rs_fgsm", "n_fgsm")
 KURAKIN_METHODS = ("step_ll", "step_rnd", "fgsm", "fgsm_pred")
@@ -376,12 +377,7 @@ def load_config(
     if path is not None:
         p = Path(path)
         source = str(p)
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{p}: no such config file") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from None
+        loaded = read_structured(p, "config file", error=ConfigError, fmt="yaml")
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

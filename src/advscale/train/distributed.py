@@ -1,13 +1,16 @@
-"""Process-group setup for ``torchrun`` and the few collectives the training loop needs."""
+"""Process-group setup for ``torchrun``, the DDP wrapper and the few collectives the training
+loop needs."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from advscale.errors import UserError
 from advscale.utils import resolve_device
@@ -78,6 +81,31 @@ def broadcast(t: torch.Tensor, info: DistInfo, src: int = 0) -> torch.Tensor:
     if info.enabled:
         dist.broadcast(t, src)
     return t
+
+
+def main_says(flag: bool, info: DistInfo) -> bool:
+    """Process 0's ``flag`` in every process (a decision only process 0 can take)."""
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    return bool(broadcast(t, info).item())
+
+
+def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """``obj`` of every process, in rank order (``[obj]`` in a single process)."""
+    if not info.enabled:
+        return [obj]
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
+    """``model`` in DistributedDataParallel when several processes train; else ``model``."""
+    if not info.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [info.device.index] if info.device.type == "cuda" else None
+    return DDP(model, device_ids=ids)
 
 
 def barrier(info: DistInfo) -> None:

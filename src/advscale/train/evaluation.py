@@ -1,4 +1,5 @@
-"""Evaluation inside training: clean validation accuracy each epoch, robust accuracy at the end.
+"""Evaluation inside training: clean validation accuracy each epoch, robust accuracy and label
+leaking at the end.
 
 In a distributed run every process evaluates its own shard of the examples (no padding) and
 the counts are summed, so each example is counted exactly once.
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from advscale.data import BatchLoader, ImageDataset
+from advscale.train.config import TrainConfig
 from advscale.train.distributed import DistInfo, all_reduce_sum
 from advscale.utils import eval_mode
 
@@ -87,3 +89,49 @@ def robust_records(
             for k in ("top5", "accuracy_final"):
                 r.pop(k, None)  # per-shard values; not combined
     return records
+
+
+def final_records(
+    model: nn.Module, eval_set: ImageDataset, cfg: TrainConfig, info: DistInfo
+) -> list[dict[str, Any]]:
+    """The end-of-run evaluation ``cfg.eval`` asks for, on ``eval_set``, over all processes."""
+    return robust_records(
+        model,
+        eval_set,
+        info,
+        attacks=list(cfg.eval.attacks),
+        eps=cfg.eval_eps(),
+        batch_size=cfg.eval.batch_size,
+        attack_kwargs=cfg.eval.attack_kwargs,
+        seed=cfg.seed,
+        progress=cfg.progress,
+    )
+
+
+def label_leak_rows(
+    model: nn.Module, eval_set: ImageDataset, cfg: TrainConfig, step: int
+) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]], str | None]:
+    """Label leaking on up to 1000 examples of ``eval_set`` at the evaluation ε.
+
+    Returns:
+        ``(rows, events, note)``: the rows (None when not measured), a ``label_leak`` event
+        per row that leaks, and a note saying why it was not measured (else None).
+    """
+    try:
+        from advscale.evaluate.label_leak import label_leak
+    except ImportError:
+        return None, [], "label leaking not measured: advscale.evaluate.label_leak is not available"
+    model.eval()
+    rows = label_leak(model, eval_set.take(min(len(eval_set), 1000), seed=cfg.seed), cfg.eval_eps())
+    rows = [dict(r) for r in rows]
+    events = [
+        {
+            "type": "event",
+            "event": "label_leak",
+            "step": step,
+            **{k: v for k, v in r.items() if isinstance(v, (int, float, str, bool))},
+        }
+        for r in rows
+        if r.get("leak")
+    ]
+    return rows, events, None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,6 +43,16 @@ def check_finite(loss: float, *, step: int, epoch: int, batch: int, checkpoint: 
 @torch.no_grad()
 def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
     return float((model(x).argmax(1) == y).float().mean())
+
+
+@dataclass
+class GuardVerdict:
+    """One guard check: its ``record`` for the metric stream, the ``catastrophic_overfit``
+    ``event`` (None without a collapse), and whether PGD accuracy was the best so far."""
+
+    record: dict[str, Any]
+    event: dict[str, Any] | None
+    improved: bool
 
 
 class CatastrophicOverfitGuard:
@@ -97,6 +108,53 @@ class CatastrophicOverfitGuard:
             self.best_snapshot = copy.deepcopy(snapshot)
             return True
         return False
+
+    def check(
+        self,
+        m: dict[str, float],
+        *,
+        step: int,
+        epoch: int,
+        action: str,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        recipe: Any,
+    ) -> GuardVerdict:
+        """Judge the measurement ``m`` (the same in every process) taken at ``step``.
+
+        No collapse: keep a snapshot of ``model`` and ``optimizer`` when PGD accuracy is the best
+        so far. A collapse under ``action`` ``stop`` or ``reduce_step``: restore the best snapshot;
+        ``reduce_step`` also shrinks the ``recipe``'s step (``warn`` changes nothing).
+        """
+        reason = self.collapsed(m)
+        self.record(m, step, reason is not None)
+        rec = {"type": "guard", "step": step, "epoch": epoch, **m}
+        rec["best_pgd_acc"] = max(self.best_pgd, 0)
+        if reason is None:
+            snap = {
+                "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                "optimizer": optimizer.state_dict(),
+            }
+            return GuardVerdict(rec, None, self.update_best(m, step, snap))
+        event = {
+            "type": "event",
+            "event": "catastrophic_overfit",
+            "step": step,
+            "epoch": epoch,
+            "reason": reason,
+            **m,
+            "best_pgd_acc": self.best_pgd,
+            "best_step": self.best_step,
+            "action": action,
+        }
+        if action in ("stop", "reduce_step") and self.best_snapshot is not None:
+            model.load_state_dict(self.best_snapshot["model"])
+            optimizer.load_state_dict(self.best_snapshot["optimizer"])
+            event["restored_step"] = self.best_step
+        if action == "reduce_step":
+            recipe.reduce_step(self.cfg.reduce_factor)
+            event["step_scale"] = recipe.step_scale
+        return GuardVerdict(rec, event, False)
 
     def state_dict(self) -> dict[str, Any]:
         return {

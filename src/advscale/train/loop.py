@@ -1,65 +1,58 @@
 """The training loop: one for every recipe, one process or many (``torchrun``), resumable exactly.
 
-A run directory holds::
-
-    config.json        the resolved config (a resume must match it)
-    metrics.jsonl      one JSON line per logged step, epoch, guard check and event
-    tb/                TensorBoard event files (when the tensorboard package is installed)
-    checkpoints/last/  weights + full training state; checkpoints/best/ the best weights so far
-    model.safetensors  final weights (+ model.json), loadable with advscale.load_model
-    summary.json       the roll-up: clean, FGSM, PGD accuracy, time per epoch, images/s, events
-    results.json       advscale.results file, kind "train": per-epoch and final-eval records
+Read top to bottom: :func:`train`, then :class:`Trainer` — set-up, checkpoint state, one
+optimizer step, the guard check, one epoch, the run and its end. Around it: the run directory
+and its lock (:mod:`advscale.train.rundir`), the parts a config builds (:mod:`~.build`), one
+optimizer step (:mod:`~.step`), optimizer and schedule (:mod:`~.optim`), the metric stream
+(:mod:`~.metrics`), evaluation (:mod:`~.evaluation`), ``summary.json`` and ``results.json``
+(:mod:`~.summary`), processes (:mod:`~.distributed`).
 """
 
 from __future__ import annotations
 
-import functools
 import gc
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from advscale.attacks import ONE_STEP
-from advscale.data import BatchLoader, ImageDataset, ShardLoader
 from advscale.errors import UserError
 from advscale.models import build_classifier
-from advscale.results import Results
 from advscale.train import checkpoint as ckpt
+from advscale.train.build import build_batches, build_guard, check_settings, place_model
 from advscale.train.config import TrainConfig, config_to_dict
 from advscale.train.data import TrainData, build_data
 from advscale.train.distributed import (
     all_reduce_sum,
     barrier,
     broadcast,
+    gather_objects,
     init_distributed,
+    main_says,
     shutdown,
+    wrap_ddp,
 )
-from advscale.train.evaluation import clean_accuracy, robust_records
-from advscale.train.guards import CatastrophicOverfitGuard, check_finite
+from advscale.train.evaluation import clean_accuracy, final_records, label_leak_rows
+from advscale.train.guards import check_finite
+from advscale.train.metrics import MetricsLog, progress_bar
+from advscale.train.optim import build_optimizer, build_scheduler
 from advscale.train.recipes import Recipe, build_recipe
-from advscale.utils import atomic_write_json, environment_info, seed_everything
-
-RUN_FILES = (
-    "config.json",
-    "metrics.jsonl",
-    "tb",
-    "checkpoints",
-    "model.safetensors",
-    "model.json",
-    "summary.json",
-    "results.json",
+from advscale.train.rundir import (
+    CHECKPOINTS,
+    MODEL,
+    RESULTS,
+    SUMMARY,
+    RunDir,
+    RunLockedError,
 )
-# Keys that may change between a run and its resume without changing what is computed.
-RESUME_FREE = {"progress", "log_every", "tensorboard", "checkpoint_every", "device"}
+from advscale.train.step import NonFiniteStep, Optimization
+from advscale.train.summary import PROGRESS, build_summary, write_results
+from advscale.utils import atomic_write_json, seed_everything
 
 EpochCallback = Callable[[dict[str, Any]], Any]
 
@@ -79,7 +72,7 @@ def train(
         config: a TrainConfig (or subclass).
         out_dir: the run directory; an existing one needs ``resume`` or ``force``.
         resume: continue the run in ``out_dir`` exactly where its last checkpoint left it.
-        force: delete an existing run in ``out_dir`` first.
+        force: delete an existing run in ``out_dir`` first (not one another process writes).
         model: train this module instead of building ``config.model``; only parameters with
             ``requires_grad=True`` are optimized (linear probing, LoRA, bias-only...).
         on_epoch: called with each epoch's record (a dict); a truthy return stops training.
@@ -91,7 +84,8 @@ def train(
 
     Raises:
         UserError: bad config values, an existing run directory, a resume from another config,
-            a non-finite loss (NonFiniteLossError, naming the step and batch).
+            a directory another live process writes (RunLockedError), a non-finite loss
+            (NonFiniteLossError, naming the step and batch).
 
     Example:
         >>> from advscale.train import load_config, train
@@ -100,38 +94,6 @@ def train(
     return Trainer(
         config, out_dir, resume=resume, force=force, model=model, on_epoch=on_epoch
     ).run()
-
-
-def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
-    """Learning-rate multiplier after ``step`` optimizer steps (a pure function of the step)."""
-    s = cfg.schedule
-    warm = s.warmup * steps_per_epoch
-    if warm > 0 and step < warm:
-        return (step + 1) / warm
-    if s.name == "constant":
-        return 1.0
-    if s.name == "cosine":
-        span = max(total_steps - warm, 1)
-        return 0.5 * (1 + math.cos(math.pi * min(step - warm, span) / span))
-    if s.name == "cyclic":
-        t = (step + 1) / max(total_steps, 1)
-        return t / s.peak if t <= s.peak else max(0.0, (1 - t) / (1 - s.peak))
-    epoch = step / max(steps_per_epoch, 1)
-    return s.gamma ** sum(1 for m in s.milestones if epoch >= m)
-
-
-def _config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    diffs = []
-    for key in sorted(set(old) | set(new)):
-        name = f"{prefix}{key}"
-        if not prefix and key in RESUME_FREE:
-            continue
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += _config_diff(a, b, name + ".")
-        elif a != b:
-            diffs.append(f"{name}: {a!r} in the run, {b!r} now")
-    return diffs
 
 
 class Trainer:
@@ -156,12 +118,11 @@ class Trainer:
     ) -> None:
         self.cfg = config
         self.out = Path(out_dir)
+        self.run_dir = RunDir(self.out)
         self.resume, self.force = resume, force
         self.given_model = model
         self.on_epoch = on_epoch
-        self.step = 0
-        self.epoch = 0
-        self.batch_in_epoch = 0
+        self.step = self.epoch = self.batch_in_epoch = 0
         self.records: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.notes: list[str] = []
@@ -172,58 +133,22 @@ class Trainer:
         self.epoch_sums = [0.0] * 5
         self.stop_reason: str | None = None
         self.finished = False
-        self._tb: Any = None
-        self._metrics_file: Any = None
 
     # -- set-up ------------------------------------------------------------------------------
-    def _validate(self) -> None:
-        cfg = self.cfg
-        if not any(a not in ONE_STEP for a in cfg.eval.attacks):
-            raise UserError(
-                f"eval.attacks {cfg.eval.attacks} holds only one-step attacks, which overstate robustness; "
-                "add an iterative one (pgd, apgd, iter_basic, iter_ll)"
-            )
-        if cfg.amp == "fp16" and self.dist.device.type != "cuda":
-            raise UserError(
-                "amp: fp16 needs a CUDA device (it uses a GradScaler); use amp: bf16 or none on CPU"
-            )
-        per = self.dist.world_size * cfg.grad_accum
-        if cfg.batch_size % per:
-            raise UserError(
-                f"batch_size={cfg.batch_size} must be divisible by processes x grad_accum = "
-                f"{self.dist.world_size} x {cfg.grad_accum}"
-            )
-
     def _prepare_dir(self) -> None:
-        """Refuse to overwrite without ``force``; check that a resume uses the same config."""
-        out, cfg_now = self.out, config_to_dict(self.cfg)
-        existing = [n for n in RUN_FILES if (out / n).exists()]
+        """Lock the run directory (process 0), refuse to overwrite without ``force``, check that
+        a resume uses the same config, and start a new run's ``config.json``."""
+        d, rd, cfg_now = self.dist, self.run_dir, config_to_dict(self.cfg)
+        refused = rd.try_lock() if d.is_main else None  # one writer: process 0
+        if not main_says(refused is None, d):
+            raise refused or RunLockedError(f"{self.out} is being written by another process")
         if self.resume:
-            saved = out / "config.json"
-            if not saved.exists():
-                raise UserError(
-                    f"--resume: {out} holds no run (no config.json); start it without --resume"
-                )
-            diffs = _config_diff(json.loads(saved.read_text()), cfg_now)
-            if diffs:
-                raise UserError(
-                    f"--resume: {saved} was written by a different config:\n  "
-                    + "\n  ".join(diffs)
-                    + "\nResume with the same config, or start a new run (--force overwrites)."
-                )
+            rd.check_resume(cfg_now)
             return
-        if existing and not self.force:
-            raise UserError(
-                f"{out} already holds a run ({', '.join(existing)}); use --resume to continue it or "
-                "--force to overwrite it"
-            )
-        barrier(self.dist)  # every process has looked before the first one writes
-        if self.dist.is_main:
-            for name in existing:
-                p = out / name
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-            out.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(out / "config.json", cfg_now)
+        replace = rd.check_new(self.force)
+        barrier(d)  # every process has looked before the first one writes
+        if d.is_main:
+            rd.start(cfg_now, replace)
 
     def build_model(self, data: TrainData) -> nn.Module:
         """The model ``config.model`` names, with num_classes/in_channels from the data."""
@@ -236,223 +161,89 @@ class Trainer:
             raise UserError(f"model: {e}") from None
 
     def setup(self) -> None:
-        """Join the process group, prepare the run directory, build data, model, optimizer,
-        schedule, recipe and guard. :meth:`run` calls it; benchmarks call it and then
-        :meth:`train_step` directly."""
+        """Join the process group, lock and prepare the run directory, build data, model,
+        optimizer, schedule, recipe and guard. :meth:`run` calls it; benchmarks call it and
+        then :meth:`train_step` directly."""
         cfg = self.cfg
-        self.dist = init_distributed(cfg.device)
-        d = self.dist
-        self._validate()
+        self.dist = d = init_distributed(cfg.device)
+        check_settings(cfg, d)
         self._prepare_dir()
+        self.metrics = MetricsLog(self.out, enabled=d.is_main)
         barrier(d)
         seed_everything(cfg.seed, cfg.deterministic)
         self.data = build_data(cfg.data, cfg.seed)
-        self.micro = cfg.batch_size // (d.world_size * cfg.grad_accum)
-        if self.data.streamed:
-            self.loader: Any = ShardLoader(
-                self.data.train,
-                self.micro,
-                seed=cfg.seed,
-                device=d.device,
-                rank=d.rank,
-                world_size=d.world_size,
-                shuffle_buffer=cfg.data.shuffle_buffer,
-                image_size=cfg.data.image_size,
-                num_classes=self.data.num_classes,
-            )
-            n_train = self.loader.num_samples
-        else:
-            n_train = len(self.data.train)
-        if cfg.batch_size > n_train:
-            raise UserError(
-                f"batch_size={cfg.batch_size} is larger than the {n_train} training examples "
-                f"(data.n_train={cfg.data.n_train}); lower batch_size or raise data.n_train"
-            )
-        if not self.data.streamed:
-            self.loader = BatchLoader(
-                self.data.train,
-                self.micro,
-                shuffle=True,
-                drop_last=True,
-                seed=cfg.seed,
-                device=d.device,
-                rank=d.rank,
-                world_size=d.world_size,
-            )
-        self.steps_per_epoch = len(self.loader) // cfg.grad_accum
-        if self.steps_per_epoch < 1:
-            raise UserError(
-                f"batch_size={cfg.batch_size} leaves no whole step per epoch for {n_train} examples"
-            )
-        self.total_steps = cfg.epochs * self.steps_per_epoch
-        if cfg.max_steps is not None:
-            self.total_steps = min(self.total_steps, cfg.max_steps)
-
+        self.loader, self.steps_per_epoch, self.total_steps = build_batches(cfg, self.data, d)
         model = self.given_model if self.given_model is not None else self.build_model(self.data)
-        model = model.to(d.device)
-        if cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        if cfg.sync_bn and d.enabled:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model = model  # the plain module: checkpoints, evaluation
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        if not self.params:
-            raise UserError("the model has no parameter with requires_grad=True: nothing to train")
-        gen_model = torch.compile(model) if cfg.compile else model  # compile before wrapping in DDP
-        self.gen_model = (
-            gen_model  # adversarial examples come from the same weights, without DDP hooks
-        )
-        if d.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [d.device.index] if d.device.type == "cuda" else None
-            self.train_model: nn.Module = DDP(gen_model, device_ids=ids)
-        else:
-            self.train_model = gen_model
-
-        o = cfg.optimizer
-        if o.name == "sgd":
-            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
-                self.params,
-                lr=o.lr,
-                momentum=o.momentum,
-                weight_decay=o.weight_decay,
-                nesterov=o.nesterov,
-            )
-        else:
-            self.optimizer = torch.optim.AdamW(
-                self.params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay
-            )
-        # functools.partial, not a lambda over self: no reference cycle keeps the trainer (and
-        # DDP's process group) alive past run().
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            functools.partial(
-                lr_factor, cfg, steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps
-            ),
+        self.model = place_model(model, cfg, d)  # the plain module: checkpoints, evaluation
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # Compile before wrapping in DDP; adversarial examples come from the same weights,
+        # without DDP hooks.
+        self.gen_model = torch.compile(self.model) if cfg.compile else self.model
+        train_model = wrap_ddp(self.gen_model, d)
+        self.optimizer = build_optimizer(cfg, self.params)
+        self.scheduler = build_scheduler(
+            cfg, self.optimizer, self.steps_per_epoch, self.total_steps
         )
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
         self.recipe: Recipe = build_recipe(cfg, seed=cfg.seed * 1000 + 17 + 7919 * d.rank)
+        self.opt = Optimization(
+            cfg,
+            d,
+            self.recipe,
+            self.gen_model,
+            train_model,
+            self.optimizer,
+            self.scheduler,
+            self.scaler,
+        )
+        self.guard, note = build_guard(cfg, self.data, d)
+        self.notes += [note] if note else []
 
-        self.guard: CatastrophicOverfitGuard | None = None
-        if cfg.guard_enabled():
-            if cfg.recipe.eps == 0:
-                self.notes.append("guard off: recipe.eps is 0")
-            else:
-                held = self.data.val.take(cfg.guard.n, seed=cfg.seed + 2)
-                x, y = held.tensors(d.device)
-                self.guard = CatastrophicOverfitGuard(
-                    cfg.guard, cfg.recipe.eps / 255, x, y, seed=cfg.seed + 3
-                )
-
-    # -- logging -----------------------------------------------------------------------------
-    def _log(self, rec: dict[str, Any]) -> None:
-        if not self.dist.is_main:
-            return
-        if self._metrics_file is None:
-            self._metrics_file = open(self.out / "metrics.jsonl", "a")  # noqa: SIM115 (kept open for the run)
-        self._metrics_file.write(json.dumps(rec) + "\n")
-        self._metrics_file.flush()
-        if self._tb is not None:
-            kind = rec.get("type", "step")
-            for k, v in rec.items():
-                if (
-                    isinstance(v, (int, float))
-                    and not isinstance(v, bool)
-                    and k not in ("step", "epoch")
-                ):
-                    self._tb.add_scalar(f"{kind}/{k}", v, rec.get("step", self.step))
-
-    def _open_tensorboard(self) -> None:
-        if not (self.cfg.tensorboard and self.dist.is_main):
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            self.notes.append("tensorboard not installed: no event files (pip install tensorboard)")
-            return
-        self._tb = SummaryWriter(str(self.out / "tb"))
-
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop metric lines after ``step``: a resumed run rewrites them exactly."""
-        path = self.out / "metrics.jsonl"
-        if not (self.dist.is_main and path.exists()):
-            return
-        keep = []
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by the kill
-            if rec.get("step", 0) <= step:
-                keep.append(line)
-        path.write_text("".join(line + "\n" for line in keep))
-
-    # -- checkpoints -------------------------------------------------------------------------
-    def _rank_state(self) -> dict[str, Any]:
-        return {
+    # -- checkpoint state --------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        mine = {
             "rng": ckpt.rng_state(),
             "recipe": self.recipe.state_dict(),
             "epoch_sums": list(self.epoch_sums),
         }
-
-    def _state(self) -> dict[str, Any]:
-        ranks = [self._rank_state()]
-        if self.dist.enabled:
-            import torch.distributed as dist
-
-            gathered: list[Any] = [None] * self.dist.world_size
-            dist.all_gather_object(gathered, ranks[0])
-            ranks = gathered
         return {
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
+            **self._progress(),
             "world_size": self.dist.world_size,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "ranks": ranks,
+            "ranks": gather_objects(mine, self.dist),
             "guard": self.guard.state_dict() if self.guard is not None else None,
-            "records": self.records,
-            "events": self.events,
-            "train_time": self.train_time,
-            "images_seen": self.images_seen,
-            "best_metric": self.best_metric,
-            "stop_reason": self.stop_reason,
-            "finished": self.finished,
         }
+
+    def _progress(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in PROGRESS}
 
     def save(self, tag: str = "last") -> None:
         """Checkpoint ``tag`` (every process takes part; process 0 writes)."""
         state = self._state()
         if self.dist.is_main:
             ckpt.save_checkpoint(
-                self.out / "checkpoints", tag, self.model, state, recipe=self.cfg.recipe.name
+                self.out / CHECKPOINTS, tag, self.model, state, recipe=self.cfg.recipe.name
             )
         barrier(self.dist)
 
     def _save_best_weights(self) -> None:
         if self.dist.is_main:
-            ckpt.save_weights(
-                self.model,
-                self.out / "checkpoints" / "best",
-                step=self.step,
-                metric=self.best_metric,
-            )
+            path = self.out / CHECKPOINTS / "best"
+            ckpt.save_weights(self.model, path, step=self.step, metric=self.best_metric)
 
     def _restore(self) -> bool:
-        path = ckpt.find_checkpoint(self.out / "checkpoints", "last")
+        path = ckpt.find_checkpoint(self.out / CHECKPOINTS, "last")
         if path is None:
             self.notes.append("resume found no checkpoint: started from the beginning")
-            if self.dist.is_main:
-                (self.out / "metrics.jsonl").unlink(missing_ok=True)
+            self.metrics.reset()
             return False
         state = ckpt.load_checkpoint(path, self.model)
         if state["world_size"] != self.dist.world_size:
             raise UserError(
-                f"--resume: {path} was written by {state['world_size']} process(es), now {self.dist.world_size}; "
-                "resume with the same number of processes"
+                f"--resume: {path} was written by {state['world_size']} process(es), now "
+                f"{self.dist.world_size}; resume with the same number of processes"
             )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -464,29 +255,15 @@ class Trainer:
         self.epoch_sums = [float(v) for v in mine["epoch_sums"]]
         if self.guard is not None and state.get("guard"):
             self.guard.load_state_dict(state["guard"])
-        for key in (
-            "step",
-            "epoch",
-            "batch_in_epoch",
-            "records",
-            "events",
-            "train_time",
-            "images_seen",
-            "best_metric",
-            "stop_reason",
-            "finished",
-        ):
+        for key in PROGRESS:
             setattr(self, key, state[key])
-        self._truncate_metrics(self.step)
+        self.metrics.truncate(self.step)
         return True
 
-    # -- one optimizer step ------------------------------------------------------------------
-    def _autocast(self) -> Any:
-        if self.cfg.amp == "none":
-            return nullcontext()
-        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
-        return torch.autocast(device_type=self.dist.device.type, dtype=dtype)
+    def _log(self, rec: dict[str, Any]) -> None:
+        self.metrics.log(rec, self.step)
 
+    # -- one optimizer step ------------------------------------------------------------------
     def train_step(
         self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]
     ) -> tuple[float, float, float, int]:
@@ -495,62 +272,16 @@ class Trainer:
         The recipe turns each clean micro-batch into (inputs, labels, weights); the loss is
         Σ w·CE / Σ w over the global batch. Returns this process's (Σ w·CE, Σ w, correct, n).
         """
-        cfg, d = self.cfg, self.dist
-        self.train_model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        totals = [0.0, 0.0, 0.0, 0]
-        for j, (x, y) in enumerate(micro_batches):
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
-                batch = self.recipe(self.gen_model, x, y, self.step)
-            inputs = (
-                batch.inputs.contiguous(memory_format=torch.channels_last)
-                if cfg.channels_last
-                else batch.inputs
-            )
-            last = j == len(micro_batches) - 1
-            sync = self.train_model.no_sync() if (d.enabled and not last) else nullcontext()  # type: ignore[operator]
-            with sync:
-                with self._autocast():
-                    logits = self.train_model(inputs)
-                ce = F.cross_entropy(
-                    logits.float(),
-                    batch.labels,
-                    reduction="none",
-                    label_smoothing=cfg.label_smoothing,
-                )
-                w = batch.weights.to(ce.dtype)
-                num = (w * ce).sum()
-                # Normalize by the weights of all processes, so DDP's gradient average equals the
-                # single-process Σ w·CE / Σ w over the global batch.
-                stats = torch.stack(
-                    [w.sum().detach(), (~torch.isfinite(num.detach())).to(ce.dtype)]
-                )
-                all_reduce_sum(stats, d)
-                if float(stats[1]) > 0:
-                    self._nonfinite(float(num.detach()), j)
-                loss = num * (d.world_size / cfg.grad_accum) / stats[0].clamp_min(1e-12)
-                if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
-                else:
-                    loss.backward()
-            totals[0] += float(num.detach())
-            totals[1] += float(w.sum())
-            totals[2] += float((logits.detach().argmax(1) == batch.labels).sum())
-            totals[3] += len(y)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.scheduler.step()
+        try:
+            totals = self.opt.step(micro_batches, self.step)
+        except NonFiniteStep as e:
+            self._nonfinite(e.value, e.micro)
         self.step += 1
         self.batch_in_epoch += 1
-        self.images_seen += cfg.batch_size
-        return totals[0], totals[1], totals[2], int(totals[3])
+        self.images_seen += self.cfg.batch_size
+        return totals
 
-    def _nonfinite(self, value: float, micro: int) -> None:
+    def _nonfinite(self, value: float, micro: int) -> NoReturn:
         batch = self.batch_in_epoch * self.cfg.grad_accum + micro
         event = {
             "type": "event",
@@ -562,8 +293,8 @@ class Trainer:
         }
         self.events.append(event)
         self._log(event)
-        last = ckpt.find_checkpoint(self.out / "checkpoints", "last")
-        self._close()
+        last = ckpt.find_checkpoint(self.out / CHECKPOINTS, "last")
+        self.metrics.close()
         check_finite(
             value if not math.isfinite(value) else float("nan"),
             step=self.step,
@@ -577,81 +308,45 @@ class Trainer:
         g = self.guard
         assert g is not None
         m = g.measure(self.gen_model)
-        vals = broadcast(
-            torch.tensor([m["clean_acc"], m["fgsm_acc"], m["pgd_acc"]], device=self.dist.device),
-            self.dist,
-        ).tolist()
-        m = dict(zip(("clean_acc", "fgsm_acc", "pgd_acc"), vals, strict=True))
-        reason = g.collapsed(m)
-        g.record(m, self.step, reason is not None)
-        self._log(
-            {
-                "type": "guard",
-                "step": self.step,
-                "epoch": self.epoch,
-                **m,
-                "best_pgd_acc": max(g.best_pgd, 0),
-            }
+        keys = ("clean_acc", "fgsm_acc", "pgd_acc")
+        vals = torch.tensor([m[k] for k in keys], device=self.dist.device)
+        m = dict(zip(keys, broadcast(vals, self.dist).tolist(), strict=True))
+        v = g.check(
+            m,
+            step=self.step,
+            epoch=self.epoch,
+            action=self.cfg.guard.action,
+            model=self.model,
+            optimizer=self.optimizer,
+            recipe=self.recipe,
         )
-        if reason is None:
-            snap = {
-                "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                "optimizer": self.optimizer.state_dict(),
-            }
-            if g.update_best(m, self.step, snap):
-                self.best_metric = m["pgd_acc"]
-                self._save_best_weights()
-            return
-        action = self.cfg.guard.action
-        event = {
-            "type": "event",
-            "event": "catastrophic_overfit",
-            "step": self.step,
-            "epoch": self.epoch,
-            "reason": reason,
-            **m,
-            "best_pgd_acc": g.best_pgd,
-            "best_step": g.best_step,
-            "action": action,
-        }
-        if action in ("stop", "reduce_step") and g.best_snapshot is not None:
-            self.model.load_state_dict(g.best_snapshot["model"])
-            self.optimizer.load_state_dict(g.best_snapshot["optimizer"])
-            event["restored_step"] = g.best_step
-        if action == "stop":
-            self.stop_reason = "catastrophic_overfit"
-        elif action == "reduce_step":
-            self.recipe.reduce_step(self.cfg.guard.reduce_factor)
-            event["step_scale"] = self.recipe.step_scale
-        self.events.append(event)
-        self._log(event)
+        self._log(v.record)
+        if v.improved:
+            self.best_metric = m["pgd_acc"]
+            self._save_best_weights()
+        if v.event is not None:
+            if v.event["action"] == "stop":
+                self.stop_reason = "catastrophic_overfit"
+            self.events.append(v.event)
+            self._log(v.event)
 
     # -- the loop ----------------------------------------------------------------------------
     def _epoch(self) -> None:
         cfg, d = self.cfg, self.dist
         self.loader.set_epoch(self.epoch)
         it = iter(self.loader)
-        for _ in range(
-            self.batch_in_epoch * cfg.grad_accum
-        ):  # resuming mid-epoch: skip what was done
+        for _ in range(self.batch_in_epoch * cfg.grad_accum):  # resuming mid-epoch: skip those
             next(it)
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=self.steps_per_epoch,
-            initial=self.batch_in_epoch,
-            desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-            disable=not (cfg.progress and d.is_main),
-            dynamic_ncols=True,
-            leave=False,
+        desc = f"epoch {self.epoch + 1}/{cfg.epochs}"
+        bar = progress_bar(
+            desc, self.steps_per_epoch, self.batch_in_epoch, cfg.progress and d.is_main
         )
         try:
             while self.batch_in_epoch < self.steps_per_epoch and self.step < self.total_steps:
                 micro = [next(it) for _ in range(cfg.grad_accum)]
                 t0 = time.perf_counter()
-                num, wsum, correct, n = self.train_step(
-                    micro
-                )  # its float() results wait for the device
+                # train_step's float() results wait for the device: the time is the step's.
+                num, wsum, correct, n = self.train_step(micro)
                 seconds = time.perf_counter() - t0
                 self.train_time += seconds
                 for i, v in enumerate((num, wsum, correct, n, seconds)):
@@ -698,11 +393,7 @@ class Trainer:
         }
         if self.guard is not None and self.guard.history:
             last = self.guard.history[-1]
-            rec.update(
-                guard_clean_acc=last["clean_acc"],
-                guard_fgsm_acc=last["fgsm_acc"],
-                guard_pgd_acc=last["pgd_acc"],
-            )
+            rec.update({f"guard_{k}": last[k] for k in ("clean_acc", "fgsm_acc", "pgd_acc")})
         if self.guard is None and val > self.best_metric:
             self.best_metric = val
             self._save_best_weights()
@@ -716,15 +407,17 @@ class Trainer:
             self.stop_reason = self.stop_reason or "on_epoch"
         self.save("last")
         if d.is_main:
-            self._write_results(complete=False)
+            write_results(self.out / RESULTS, self.results_kind, cfg, self.records, d.device)
 
     def run(self) -> dict[str, Any]:
+        """Set up, resume if asked, train epoch by epoch, evaluate; returns the summary."""
         deterministic_before = torch.are_deterministic_algorithms_enabled()
         try:
             self.setup()  # inside: a process that fails here still leaves the group cleanly
             if self.resume and self._restore() and self.finished:
-                return json.loads((self.out / "summary.json").read_text())
-            self._open_tensorboard()
+                return json.loads((self.out / SUMMARY).read_text())
+            if self.cfg.tensorboard:
+                self.notes += self.metrics.open_tensorboard()
             while (
                 self.epoch < self.cfg.epochs
                 and self.step < self.total_steps
@@ -736,7 +429,9 @@ class Trainer:
             summary = self._finish()
             barrier(self.dist)  # no process tears the group down while another still uses it
         finally:
-            self._close()
+            if getattr(self, "metrics", None) is not None:
+                self.metrics.close()
+            self.run_dir.unlock()
             self._release_distributed()
             torch.use_deterministic_algorithms(deterministic_before)
         return summary
@@ -746,8 +441,8 @@ class Trainer:
         interpreter exit, when gloo's worker threads abort the process."""
         if getattr(self, "dist", None) is None:
             return
-        if self.dist.enabled and getattr(self, "train_model", None) is not None:
-            self.train_model = self.gen_model
+        if self.dist.enabled and getattr(self, "opt", None) is not None:
+            self.opt.train_model = self.gen_model
             gc.collect()
         shutdown(self.dist)
 
@@ -757,130 +452,46 @@ class Trainer:
         if d.is_main:
             ckpt.save_weights(
                 self.model,
-                self.out / "model",
+                self.out / MODEL,
                 recipe=cfg.recipe.name,
                 eps=cfg.recipe.eps,
                 step=self.step,
                 classes=self.data.classes,
             )
         eval_set = self.data.val.take(cfg.eval.n, seed=cfg.seed + 4)
-        self.eval_records = robust_records(
-            self.model,
-            eval_set,
-            d,
-            attacks=list(cfg.eval.attacks),
-            eps=cfg.eval_eps(),
-            batch_size=cfg.eval.batch_size,
-            attack_kwargs=cfg.eval.attack_kwargs,
-            seed=cfg.seed,
-            progress=cfg.progress,
-        )
+        eval_records = final_records(self.model, eval_set, cfg, d)
         leak = None
         if cfg.label_leak_enabled() and d.is_main:
-            leak = self._label_leak(eval_set)
+            leak, events, note = label_leak_rows(self.model, eval_set, cfg, self.step)
+            self.events += events
+            self.notes += [note] if note else []
         barrier(d)
-        summary = self._summary(leak)
-        if d.is_main:
-            atomic_write_json(self.out / "summary.json", summary)
-            self._write_results(complete=True, summary=summary)
-            self._log(
-                {
-                    "type": "final",
-                    "step": self.step,
-                    **{
-                        k: v
-                        for k, v in summary.items()
-                        if isinstance(v, (int, float)) and v is not None
-                    },
-                }
-            )
-        return summary
-
-    def _label_leak(self, data: ImageDataset) -> list[dict[str, Any]] | None:
-        try:
-            from advscale.evaluate.label_leak import label_leak
-        except ImportError:
-            self.notes.append(
-                "label leaking not measured: advscale.evaluate.label_leak is not available"
-            )
-            return None
-        self.model.eval()
-        rows = label_leak(
-            self.model, data.take(min(len(data), 1000), seed=self.cfg.seed), self.cfg.eval_eps()
-        )
-        rows = [dict(r) for r in rows]
-        for r in rows:
-            if r.get("leak"):
-                ev = {
-                    "type": "event",
-                    "event": "label_leak",
-                    "step": self.step,
-                    **{k: v for k, v in r.items() if isinstance(v, (int, float, str, bool))},
-                }
-                self.events.append(ev)
-        return rows
-
-    def _summary(self, leak: list[dict[str, Any]] | None) -> dict[str, Any]:
-        cfg = self.cfg
-        eps_list = cfg.eval_eps()
-        headline = cfg.recipe.eps if cfg.recipe.eps in eps_list else eps_list[0]
-        robust: dict[str, dict[str, float]] = {}
-        for r in self.eval_records:
-            robust.setdefault(r["attack"], {})[f"{r['eps']:g}"] = r["accuracy"]
-        clean = self.eval_records[0]["clean_accuracy"] if self.eval_records else None
-        full = [r for r in self.records if r.get("complete") and r.get("time_s")]
-        summary: dict[str, Any] = {
-            "recipe": cfg.recipe.name,
-            "eps": cfg.recipe.eps,
-            "eval_eps": headline,
-            "epochs": self.epoch,
-            "steps": self.step,
-            "world_size": self.dist.world_size,
-            "clean_accuracy": clean,
-        }
-        for a in ("fgsm", "pgd", "apgd", "apgd_ce", "apgd_t", "iter_basic", "iter_ll", "step_ll"):
-            if a in robust and f"{headline:g}" in robust[a]:
-                summary[f"{a}_accuracy"] = robust[a][f"{headline:g}"]
-        summary.update(
-            {
-                "robust_accuracy": robust,
-                "eps_unit": "1/255",
-                "time_per_epoch_s": sum(r["time_s"] for r in full) / len(full) if full else None,
-                "train_time_s": self.train_time,
-                "images_per_s": self.images_seen / self.train_time if self.train_time > 0 else None,
-                "events": self.events,
-                "stopped_early": self.stop_reason is not None,
-                "stop_reason": self.stop_reason,
-                "label_leak": leak,
-                "guard": self.guard.history if self.guard is not None else None,
-                "model": str(self.out / "model.safetensors"),
-                "notes": self.notes,
-            }
+        summary = build_summary(
+            cfg,
+            eval_records,
+            self._progress(),
+            world_size=d.world_size,
+            label_leak=leak,
+            guard=self.guard.history if self.guard is not None else None,
+            model_path=self.out / "model.safetensors",
+            notes=self.notes,
         )
         summary.update(self.extra_summary())
+        if d.is_main:
+            atomic_write_json(self.out / SUMMARY, summary)
+            write_results(
+                self.out / RESULTS,
+                self.results_kind,
+                cfg,
+                self.records,
+                d.device,
+                eval_records=eval_records,
+                summary=summary,
+            )
+            numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
+            self._log({"type": "final", "step": self.step, **numbers})
         return summary
 
     def extra_summary(self) -> dict[str, Any]:
         """Extra summary entries (for subclasses)."""
         return {}
-
-    def _write_results(self, complete: bool, summary: dict[str, Any] | None = None) -> None:
-        records = [dict(r) for r in self.records]
-        if complete:
-            records += [{"type": "eval", **r} for r in self.eval_records]
-        Results(
-            kind=self.results_kind,
-            records=records,
-            config=config_to_dict(self.cfg),
-            summary=summary or {},
-            environment=environment_info(self.dist.device),
-            complete=complete,
-        ).save(self.out / "results.json")
-
-    def _close(self) -> None:
-        if self._metrics_file is not None:
-            self._metrics_file.close()
-            self._metrics_file = None
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None

@@ -11,7 +11,6 @@ from advscale.transfer.backbones import (
     BackboneError,
     TransferClassifier,
     build_backbone,
-    read_weights,
 )
 from advscale.transfer.compare import (
     CompareConfig,
@@ -73,7 +72,6 @@ __all__ = [
     "load_lora",
     "lora_layers",
     "merge_lora",
-    "read_weights",
     "save_lora",
     "strip_lora",
     "unmerge_lora",

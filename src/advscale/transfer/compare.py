@@ -21,8 +21,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
-import shutil
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from advscale.evaluate.inputs import check_pixel_eps
 from advscale.results import EPS_UNIT, Results
 from advscale.train import config_to_dict, load_config, validate_config
+from advscale.train.grid import GridPoint, PointFailed, PointOutcome, PointStart, run_grid
+from advscale.train.rundir import SUMMARY, RunDir
 from advscale.transfer.finetune import FinetuneConfig, finetune
 from advscale.transfer.modes import FinetuneModeConfig
 from advscale.utils import atomic_write_json, atomic_write_text, environment_info, resolve_device
@@ -283,53 +285,60 @@ def compare(
     """Run every point of ``cfg.compare`` into ``out_dir``; returns the ``compare`` results.
 
     Finished points with unchanged settings are reused; ``force`` deletes ``out_dir`` first.
+
+    Raises:
+        RunLockedError: another live process runs a comparison into ``out_dir``.
     """
     out = Path(out_dir)
-    if force and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    records: list[dict[str, Any]] = []
-    runs = grid(cfg)
-    for i, (method, mode, eps) in enumerate(runs, 1):
+    points = []
+    for method, mode, eps in grid(cfg):
         name = point_name(method, mode, eps)
-        run_dir = out / "points" / name
         eps_list = [float(e) for e in cfg.compare.eps] if eps is None else [eps]
         pcfg = point_config(cfg, method, mode, eps)
-        wanted = config_to_dict(pcfg)
-        done_file = run_dir / POINT_FILE
-        if done_file.exists():
-            saved = json.loads(done_file.read_text())
-            if saved.get("config") == wanted and saved.get("status") == "done":
-                log(f"[{i}/{len(runs)}] {name}: finished earlier, reused")
-                records += saved["records"]
-                continue
-        started = run_dir / "config.json"
-        same = started.exists() and _same_run(json.loads(started.read_text()), wanted)
-        log(f"[{i}/{len(runs)}] {name}: {'resuming' if same else 'training'}")
-        try:
-            summary = finetune(pcfg, run_dir, resume=same, force=not same)
-            recs = _records_from_summary(summary, method, mode, eps_list, run_dir)
-            status = "done"
-        except KeyboardInterrupt:
-            _write(out, cfg, records, complete=False)
-            raise
-        except Exception as e:  # one failed point must not lose the others
-            error = f"{type(e).__name__}: {e}"
-            (run_dir).mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / "error.txt", traceback.format_exc())
-            recs = _failed_records(method, mode, eps_list, run_dir, error)
-            status = "failed"
-            log(f"[{i}/{len(runs)}] {name}: FAILED ({error.splitlines()[0]})")
-        atomic_write_json(done_file, {"status": status, "config": wanted, "records": recs})
-        records += recs
-        _write(out, cfg, records, complete=False)
-    return _write(out, cfg, records, complete=True)
+        run_dir = out / "points" / name
+        run = functools.partial(_run_point, pcfg, method, mode, eps_list, run_dir)
+        points.append(GridPoint(name, run_dir, config_to_dict(pcfg), run))
+    saved: list[Results] = []
+
+    def save(outcomes: list[PointOutcome], final: bool) -> None:
+        records: list[dict[str, Any]] = []
+        for o in outcomes:
+            records += o.value or []  # a failed point's records say why
+        saved.append(_write(out, cfg, records, complete=final))
+
+    with RunDir(out).locked() as rd:
+        if force:
+            rd.clear()
+        run_grid(points, save=save, on_changed="overwrite", log=log)
+    return saved[-1]
 
 
-def _same_run(saved: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether a started run directory was started with these settings (logging keys aside)."""
-    from advscale.train.loop import RESUME_FREE
+def _run_point(
+    pcfg: FinetuneConfig,
+    method: str,
+    mode: str,
+    eps_list: list[float],
+    run_dir: Path,
+    start: PointStart,
+) -> list[dict[str, Any]]:
+    """Fine-tune (or reuse) one point; returns its records, also written to ``point.json``.
 
-    return {k: v for k, v in saved.items() if k not in RESUME_FREE} == {
-        k: v for k, v in wanted.items() if k not in RESUME_FREE
-    }
+    A failure writes ``error.txt`` and a failed ``point.json``, then raises with the failed
+    records."""
+    point_file = run_dir / POINT_FILE
+    wanted = config_to_dict(pcfg)
+    try:
+        if start.reuse:
+            summary = json.loads((run_dir / SUMMARY).read_text())
+        else:
+            summary = finetune(pcfg, run_dir, resume=start.resume, force=start.force)
+        recs = _records_from_summary(summary, method, mode, eps_list, run_dir)
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "error.txt", traceback.format_exc())
+        recs = _failed_records(method, mode, eps_list, run_dir, error)
+        atomic_write_json(point_file, {"status": "failed", "config": wanted, "records": recs})
+        raise PointFailed(error, recs) from e
+    atomic_write_json(point_file, {"status": "done", "config": wanted, "records": recs})
+    return recs

@@ -1,0 +1,98 @@
+"""The run's metric stream: ``metrics.jsonl`` (one JSON line per record) and TensorBoard scalars.
+
+Only the main process writes; the others' calls are no-ops, so the loop logs unconditionally.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from advscale.train.rundir import METRICS, TENSORBOARD
+
+
+def progress_bar(desc: str, total: int, initial: int, enabled: bool) -> Any:
+    """A tqdm bar over an epoch's steps (a silent one when not ``enabled``)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        disable=not enabled,
+        dynamic_ncols=True,
+        leave=False,
+    )
+
+
+class MetricsLog:
+    """Appends records to ``run_dir/metrics.jsonl`` and mirrors their numbers to TensorBoard.
+
+    Args:
+        run_dir: the run directory.
+        enabled: False in every process but the main one.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.path = run_dir / METRICS
+        self.tb_dir = run_dir / TENSORBOARD
+        self.enabled = enabled
+        self._file: Any = None
+        self._tb: Any = None
+
+    def open_tensorboard(self) -> list[str]:
+        """Start writing TensorBoard event files; returns notes (the package is missing...)."""
+        if not self.enabled:
+            return []
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return ["tensorboard not installed: no event files (pip install tensorboard)"]
+        self._tb = SummaryWriter(str(self.tb_dir))
+        return []
+
+    def log(self, rec: dict[str, Any], step: int) -> None:
+        """Append ``rec``; its numbers go to TensorBoard as ``<type>/<key>`` at its step."""
+        if not self.enabled:
+            return
+        if self._file is None:
+            self._file = open(self.path, "a")  # noqa: SIM115 (kept open for the run)
+        self._file.write(json.dumps(rec) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            kind = rec.get("type", "step")
+            for k, v in rec.items():
+                if (
+                    isinstance(v, (int, float))
+                    and not isinstance(v, bool)
+                    and k not in ("step", "epoch")
+                ):
+                    self._tb.add_scalar(f"{kind}/{k}", v, rec.get("step", step))
+
+    def truncate(self, step: int) -> None:
+        """Drop lines after ``step``: a resumed run rewrites them exactly."""
+        if not (self.enabled and self.path.exists()):
+            return
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by the kill
+            if rec.get("step", 0) <= step:
+                keep.append(line)
+        self.path.write_text("".join(line + "\n" for line in keep))
+
+    def reset(self) -> None:
+        """Forget the lines of a run that restarts from the beginning."""
+        if self.enabled:
+            self.path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
