@@ -6,6 +6,7 @@ Only the main process writes; the others' calls are no-ops, so the loop logs unc
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,9 @@ class MetricsLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            return ["tensorboard not installed: no event files (pip install tensorboard)"]
+            note = "tensorboard not installed: no event files (pip install tensorboard)"
+            print(f"note: {note}", file=sys.stderr)  # logging was asked for: say so at once
+            return [note]
         self._tb = SummaryWriter(str(self.tb_dir))
         return []
 
