@@ -61,8 +61,18 @@ def make_attack(fast_budget: dict[str, int]) -> Callable[..., Attack]:
         "apgd": {"steps": fast_budget["apgd"]},
         "apgd_ce": {"steps": fast_budget["apgd"]},
         "apgd_dlr": {"steps": fast_budget["apgd"]},
+        "apgd_l2": {"steps": fast_budget["apgd"]},
+        "apgd_dlr_l2": {"steps": fast_budget["apgd"]},
         "apgd_t": {"steps": 4, "n_targets": 2},
+        "apgd_t_l2": {"steps": 4, "n_targets": 2},
         "square": {"n_queries": fast_budget["square"]},
+        "square_l2": {"n_queries": fast_budget["square"]},
+        "strong": {
+            "ce_steps": fast_budget["apgd"],
+            "t_steps": 4,
+            "n_targets": 2,
+            "square_queries": fast_budget["square"],
+        },
     }
 
     def make(name: str, model: torch.nn.Module, eps: float | None = None, **kwargs) -> Attack:

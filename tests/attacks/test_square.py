@@ -101,3 +101,29 @@ def test_registered_and_seeded(trained):
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.fooled, b.fooled)
     with pytest.raises(ValueError, match="n_queries"):
         Square(trained.model, n_queries=0)
+
+
+def test_progress_is_reported_per_block_of_queries(trained):
+    x, y = trained.x[:4], trained.y[:4]
+    calls: list[tuple[int, int, int]] = []
+    attack = Square(
+        trained.model,
+        8 / 255,
+        n_queries=350,
+        seed=0,
+        early_stop=False,
+        progress=lambda done, total, left: calls.append((done, total, left)),
+    )
+    attack.run(x, y)
+    assert [c[0] for c in calls] == [100, 200, 300, 350]
+    assert all(c[1] == 350 and c[2] == len(x) for c in calls)
+
+
+def test_l2_square_spends_the_whole_budget(trained):
+    """Every L2 iterate has norm ε unless the [0, 1] box clips it (the original's invariant)."""
+    x, y = trained.x[:16], trained.y[:16]
+    x = x.clamp(0.2, 0.8)  # no clipping: the norm is exactly ε
+    for n_queries in (1, 40):
+        r = build_attack("square_l2", trained.model, 0.5, n_queries=n_queries, seed=0).run(x, y)
+        norms = (r.x_adv - x).flatten(1).norm(dim=1)
+        assert torch.allclose(norms, torch.full_like(norms, 0.5), atol=1e-4)

@@ -7,13 +7,14 @@ Example:
     >>> x_adv = PGD(model, eps=8 / 255, steps=10)(x, y)  # doctest: +SKIP
 """
 
-from advscale.attacks.apgd import APGD, APGDT, apgd_checkpoints
+from advscale.attacks.apgd import APGD, APGDL2, APGDT, APGDTL2, apgd_checkpoints
 from advscale.attacks.base import (
     Attack,
     AttackResult,
     GradientAttack,
     as_eps,
     ascent_step,
+    canonical_norm,
     ce_loss,
     dlr_loss,
     lp_norm,
@@ -21,6 +22,7 @@ from advscale.attacks.base import (
     project,
     random_start,
 )
+from advscale.attacks.cascade import StrongCascade
 from advscale.attacks.iterative import PGD, PGDL2, IterBasic, IterLL, kurakin_steps
 from advscale.attacks.one_step import (
     FGSM,
@@ -31,13 +33,33 @@ from advscale.attacks.one_step import (
     StepLL,
     StepRnd,
 )
-from advscale.attacks.registry import ATTACKS, ITERATIVE_OF, ONE_STEP, build_attack, list_attacks
-from advscale.attacks.square import Square, margin_loss, square_fraction, square_side
+from advscale.attacks.reference import AutoAttack, PassCounter
+from advscale.attacks.registry import (
+    ALIASES,
+    ATTACKS,
+    ITERATIVE_OF,
+    ONE_STEP,
+    attack_norm,
+    build_attack,
+    canonical_name,
+    list_attacks,
+)
+from advscale.attacks.square import Square, SquareL2, margin_loss, square_fraction, square_side
 
 __all__ = [
+    "ALIASES",
     "APGD",
+    "APGDL2",
     "APGDT",
+    "APGDTL2",
     "ATTACKS",
+    "AutoAttack",
+    "PassCounter",
+    "SquareL2",
+    "StrongCascade",
+    "attack_norm",
+    "canonical_name",
+    "canonical_norm",
     "ITERATIVE_OF",
     "ONE_STEP",
     "PGD",

@@ -14,12 +14,15 @@ from torch import Tensor, nn
 from advscale.attacks.base import (
     Attack,
     AttackResult,
+    Norm,
     ascent_step,
     ce_loss,
+    check_positive,
     dlr_loss,
     project,
     random_start,
 )
+from advscale.errors import UserError
 
 
 def apgd_checkpoints(steps: int) -> list[int]:
@@ -37,9 +40,14 @@ def apgd_checkpoints(steps: int) -> list[int]:
 class APGD(Attack):
     """APGD with cross-entropy (``loss="ce"``, APGD-CE) or DLR (``loss="dlr"``) loss.
 
+    L∞ steps along the gradient's sign, L2 (``norm="l2"``, ε an L2 radius such as 0.5) along
+    the normalized gradient, and starts on the ε-sphere, as the original; both project onto
+    the ε-ball ∩ [0, 1].
+
     Args:
         steps: iterations per restart (100 in AutoAttack).
-        restarts: random restarts; only examples still robust are restarted.
+        restarts: random restarts; only examples still robust are restarted (``n_restarts``
+            is accepted too).
         loss: "ce" or "dlr".
         rho: fraction of improving steps below which the step size is halved (0.75).
         momentum: weight of the new step against the previous one (0.75).
@@ -54,20 +62,26 @@ class APGD(Attack):
         *,
         steps: int = 100,
         restarts: int = 1,
+        n_restarts: int | None = None,
         loss: str = "ce",
         rho: float = 0.75,
         momentum: float = 0.75,
         **kwargs,
     ) -> None:
         super().__init__(model, eps, **kwargs)
+        restarts = restarts if n_restarts is None else n_restarts
         if loss not in ("ce", "dlr"):
-            raise ValueError(f"APGD loss must be 'ce' or 'dlr', got {loss!r}")
-        if steps < 1 or restarts < 1:
-            raise ValueError(f"steps and restarts must be >= 1, got {steps}, {restarts}")
+            raise UserError(f"APGD loss must be 'ce' or 'dlr', got {loss!r}")
+        check_positive("steps", steps, integer=True)
+        check_positive("restarts", restarts, integer=True)
+        if not 0 < rho <= 1:
+            raise UserError(f"rho must be in (0, 1], got {rho!r}")
+        if not 0 < momentum <= 1:
+            raise UserError(f"momentum must be in (0, 1], got {momentum!r}")
         self.steps, self.restarts, self.loss_name = steps, restarts, loss
         self.rho, self.momentum = rho, momentum
         if loss == "dlr":
-            self.name = "apgd_dlr"
+            self.name = "apgd_dlr" if self.norm == "linf" else "apgd_dlr_l2"
 
     def _loss(self, logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         if self.loss_name == "dlr":
@@ -114,11 +128,13 @@ class APGD(Attack):
         fooled: Tensor,
         counts: list[int],
         early_stop: bool,
+        start: Tensor | None = None,
     ) -> None:
         """One APGD run on examples ``idx``; writes fooling iterates into ``x_out``/``fooled``.
 
         ``target`` is the class the loss aims at; ``goal`` the one success is judged by (the
         user's target, or None: any misclassification, as APGD-T uses its targets).
+        ``start`` (N, ...) holds starting images in the ε-ball (default: a random start).
         Examples never fooled get the highest-loss point found.
         """
         norm, steps = self.norm, self.steps
@@ -129,7 +145,10 @@ class APGD(Attack):
         checkpoints = set(apgd_checkpoints(steps))
         last_ckpt = 0
 
-        xk = x0 + random_start(x0, e0, norm, gen)
+        if start is None:
+            xk = x0 + random_start(x0, e0, norm, gen, sphere=True)
+        else:
+            xk = start[idx].clone()
         st = {  # per-example state, compacted together when examples are fooled
             "idx": idx,
             "x0": x0,
@@ -229,7 +248,8 @@ class APGDT(APGD):
     ) -> None:
         kwargs.pop("loss", None)
         super().__init__(model, eps, steps=steps, restarts=restarts, loss="dlr", **kwargs)
-        self.name = "apgd_t"
+        self.name = type(self).name
+        check_positive("n_targets", n_targets, integer=True)
         self.n_targets = n_targets
 
     def _run(
@@ -244,16 +264,28 @@ class APGDT(APGD):
     ) -> AttackResult:
         if target is not None:
             return super()._run(x, y, eps, target, early_stop=early_stop, final_check=final_check)
+        return self.run_targets(x, y, eps, early_stop=early_stop)
+
+    def run_targets(
+        self, x: Tensor, y: Tensor, eps: Tensor, *, start: Tensor | None = None, early_stop: bool
+    ) -> AttackResult:
+        """APGD-T on a checked batch (``eps`` (N, 1, 1, 1)), gradients enabled.
+
+        Without ``start``: random starts and targets ranked by the clean logits, as the
+        original. With ``start`` (N, ...) images in the ε-ball (another attack's best points):
+        every run starts there and targets are ranked by the logits at ``start``, where the
+        classes nearest to winning are those worth aiming at.
+        """
         with torch.no_grad():
-            logits = self.model(x)
+            logits = self.model(x if start is None else start)
         k = logits.shape[1]
         if k < 4:
-            raise ValueError(
+            raise UserError(
                 f"APGD-T's targeted DLR loss needs at least 4 classes, the model has {k}"
             )
         order = logits.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
         fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        x_out = x.clone()
+        x_out = x.clone() if start is None else start.clone()
         counts = [len(x), 0]
         # Each target class and restart runs on the points still robust: a cascade within APGD-T.
         for j in range(min(self.n_targets, k - 1)):
@@ -261,5 +293,21 @@ class APGDT(APGD):
                 idx = (~fooled).nonzero().squeeze(1)
                 if len(idx) == 0:
                     break
-                self._single(x, y, eps, order[:, j], None, idx, x_out, fooled, counts, early_stop)
+                self._single(
+                    x, y, eps, order[:, j], None, idx, x_out, fooled, counts, early_stop, start
+                )
         return AttackResult(x_out.detach(), fooled, counts[0], counts[1])
+
+
+class APGDL2(APGD):
+    """APGD in the L2 ball (ε an L2 radius in [0, 1] units, e.g. 0.5 as RobustBench)."""
+
+    name = "apgd_l2"
+    norm: Norm = "l2"
+
+
+class APGDTL2(APGDT):
+    """APGD-T in the L2 ball (ε an L2 radius in [0, 1] units)."""
+
+    name = "apgd_t_l2"
+    norm: Norm = "l2"

@@ -17,9 +17,76 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from advscale.errors import UserError
 from advscale.utils import eval_mode
 
 Norm = Literal["linf", "l2"]
+TargetChoice = Literal["ll", "random"] | int
+
+
+def _is_class_index(t: object) -> bool:
+    return isinstance(t, int) and not isinstance(t, bool) and t >= 0
+
+
+def check_positive(name: str, value: float, *, integer: bool = False) -> None:
+    """Refuse a count below 1 (``integer``) or a size that is not a positive finite number.
+
+    The message names the constructor argument, e.g. ``steps must be >= 1, got 0``.
+    """
+    if integer:
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise UserError(f"{name} must be an integer >= 1, got {value!r}")
+    elif not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise UserError(f"{name} must be a positive finite number, got {value!r}")
+
+
+def check_eps(lo: float, hi: float, norm: Norm, numel: int | None = None, who: str = "") -> None:
+    """Refuse budgets outside what an attack can mean, given their smallest and largest value.
+
+    L∞ ε above 1 covers the whole [0, 1] range: almost always pixel levels passed where [0, 1]
+    units are expected (``eps=8`` for 8/255), which would report ~0% robust accuracy.
+    An L2 ε above √(pixels) contains the whole image box likewise.
+    """
+    at = f" given to {who}" if who else ""
+    if not (lo >= 0 and math.isfinite(hi)):  # also refuses NaN
+        raise UserError(f"eps{at} must be finite and >= 0, got values in [{lo:g}, {hi:g}]")
+    if norm == "linf" and hi > 1:
+        raise UserError(
+            f"eps={hi:g}{at} is above 1: attacks take ε in [0, 1] units of the image. "
+            f"Pixel levels? pass {hi:g}/255"
+        )
+    if norm == "l2" and numel is not None and hi > math.sqrt(numel):
+        raise UserError(
+            f"L2 eps={hi:g}{at} exceeds √{numel} = {math.sqrt(numel):.4g}, the diameter of the "
+            "[0, 1] image box: attacks take ε in [0, 1] units (RobustBench's CIFAR-10 L2: 0.5)"
+        )
+
+
+def canonical_norm(norm: str | float) -> Norm:
+    """advscale's name of a norm spelled as torchattacks, Foolbox or ART users spell it.
+
+    Example:
+        >>> canonical_norm("Linf"), canonical_norm(float("inf")), canonical_norm(2)
+        ('linf', 'linf', 'l2')
+    """
+    from advscale.attacks.registry import NORM_ALIASES  # the one alias table
+
+    key = norm.lower() if isinstance(norm, str) else norm
+    if isinstance(key, str | int | float) and key in NORM_ALIASES:
+        return NORM_ALIASES[key]
+    raise UserError(
+        f"unknown norm {norm!r}; allowed: 'linf' (also 'Linf', 'inf', float('inf')), "
+        "'l2' (also 'L2', 2)"
+    )
+
+
+def _eps_range(eps: float | Tensor) -> tuple[float, float]:
+    if isinstance(eps, Tensor):
+        if eps.numel() == 0:
+            return 0.0, 0.0
+        lo, hi = torch.aminmax(eps.detach().float().flatten())
+        return float(lo), float(hi)
+    return float(eps), float(eps)
 
 
 @dataclass
@@ -45,18 +112,21 @@ class AttackResult:
     backward: int = 0
 
 
-def as_eps(eps: float | Tensor, n: int, like: Tensor) -> Tensor:
-    """ε as a (N, 1, 1, 1) tensor on ``like``'s device and dtype; accepts a float or (N,)."""
+def as_eps(eps: float | Tensor, n: int, like: Tensor, *, check: bool = True) -> Tensor:
+    """ε as a (N, 1, 1, 1) tensor on ``like``'s device and dtype; accepts a float or (N,).
+
+    ``check=False`` skips the sign check (the caller checks the values itself).
+    """
     if isinstance(eps, Tensor):
         e = eps.detach().to(like.device, like.dtype).flatten()
         if e.numel() == 1:
             e = e.expand(n)
         if e.numel() != n:
-            raise ValueError(f"per-example eps has {e.numel()} values for a batch of {n}")
+            raise UserError(f"per-example eps has {e.numel()} values for a batch of {n}")
     else:
         e = torch.full((n,), float(eps), device=like.device, dtype=like.dtype)
-    if n and not bool((e >= 0).all()):  # also rejects NaN
-        raise ValueError(f"eps must be >= 0, got min {float(e.min())}")
+    if check and n and not bool((e >= 0).all()):  # also rejects NaN
+        raise UserError(f"eps must be >= 0, got min {float(e.min())}")
     return e.view(n, *([1] * (like.ndim - 1)))
 
 
@@ -89,13 +159,19 @@ def project(delta: Tensor, x: Tensor, eps: Tensor | float, norm: Norm) -> Tensor
         length = lp_norm(delta, "l2")
         scale = torch.where(length > eps, eps / length.clamp_min(1e-30), torch.ones_like(length))
         return torch.clamp(delta * scale, -x, 1 - x)
-    raise ValueError(f"unknown norm {norm!r}; allowed: linf, l2")
+    raise UserError(f"unknown norm {norm!r}; allowed: linf, l2")
 
 
 def random_start(
-    x: Tensor, eps: Tensor, norm: Norm, generator: torch.Generator | None = None
+    x: Tensor,
+    eps: Tensor,
+    norm: Norm,
+    generator: torch.Generator | None = None,
+    *,
+    sphere: bool = False,
 ) -> Tensor:
-    """A uniformly random perturbation in the ε-ball (L∞: per pixel; L2: uniform in the ball)."""
+    """A uniformly random perturbation in the ε-ball (L∞: per pixel; L2: uniform in the ball,
+    or with ``sphere`` a random direction of length ε, as APGD starts), clipped to [0, 1]."""
     if norm == "linf":
         u = torch.rand(x.shape, device=x.device, dtype=x.dtype, generator=generator)
         delta = (2 * u - 1) * eps
@@ -106,7 +182,7 @@ def random_start(
         r = torch.rand(
             (x.shape[0],) + (1,) * (x.ndim - 1), device=x.device, dtype=x.dtype, generator=generator
         )
-        delta = g * eps * r.pow(1.0 / d)
+        delta = g * eps if sphere else g * eps * r.pow(1.0 / d)
     return project(delta, x, eps, norm)
 
 
@@ -142,7 +218,7 @@ def ce_loss(logits: Tensor, y: Tensor) -> Tensor:
 def model_mode(model: nn.Module, mode: str):
     """Put ``model`` in eval mode (``mode="eval"``) or leave it (``"keep"``); restore afterwards."""
     if mode not in ("eval", "keep"):
-        raise ValueError(f"attack mode must be 'eval' or 'keep', got {mode!r}")
+        raise UserError(f"attack mode must be 'eval' or 'keep', got {mode!r}")
     if mode == "keep":
         yield
         return
@@ -166,6 +242,9 @@ class Attack:
         early_stop: stop attacking an example once an iterate fools it and return that iterate;
             right for evaluation, off for adversarial training and transfer studies.
         seed: seed of the attack's own random generator (random starts, random targets).
+        target: make the attack targeted by default: "ll" (the least-likely class of the clean
+            image, one extra forward pass), "random" (a uniformly random class other than the
+            true one) or a class index; a ``target`` tensor passed to a call wins.
     """
 
     name = "attack"
@@ -180,19 +259,34 @@ class Attack:
         mode: str = "eval",
         early_stop: bool = True,
         seed: int | None = None,
+        target: TargetChoice | None = None,
     ) -> None:
         if mode not in ("eval", "keep"):
-            raise ValueError(f"attack mode must be 'eval' or 'keep', got {mode!r}")
+            raise UserError(f"attack mode must be 'eval' or 'keep', got {mode!r}")
         self.model = model
-        self.eps = eps
         if norm is not None:
-            if norm not in ("linf", "l2"):
-                raise ValueError(f"unknown norm {norm!r}; allowed: linf, l2")
-            self.norm = norm
+            self.norm = canonical_norm(norm)
+        check_eps(*_eps_range(eps), self.norm, who=type(self).__name__)
+        self.eps = eps
         self.mode = mode
         self.early_stop = early_stop
         self.seed = seed
+        if not (target is None or target in ("ll", "random") or _is_class_index(target)):
+            raise UserError(f"target must be 'll', 'random' or a class index, got {target!r}")
+        self.target = target
         self._generator: torch.Generator | None = None
+        self._classes_of: tuple[nn.Module, int] | None = None
+
+    def num_classes(self, x: Tensor) -> int:
+        """Number of logits of the model, from one image's forward pass (once per model)."""
+        if self._classes_of is not None and self._classes_of[0] is not self.model:
+            self._classes_of = None
+        if self._classes_of is None:
+            # Eval mode: a one-image batch in train mode would break (and update) batch norm.
+            with torch.no_grad(), eval_mode(self.model):
+                k = self.model(x[:1]).shape[-1]
+            self._classes_of = (self.model, int(k))
+        return self._classes_of[1]
 
     def generator(self, device: torch.device) -> torch.Generator | None:
         """The attack's own random generator on ``device`` (None without a seed: global RNG)."""
@@ -241,26 +335,71 @@ class Attack:
         final_check: bool,
     ) -> AttackResult:
         if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
-            raise ValueError(
+            raise UserError(
                 f"expected x (N, ...) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}"
             )
         if target is not None and target.shape != y.shape:
-            raise ValueError(f"target must have shape {tuple(y.shape)}, got {tuple(target.shape)}")
+            raise UserError(f"target must have shape {tuple(y.shape)}, got {tuple(target.shape)}")
         if not x.is_floating_point():
-            raise ValueError(f"inputs must be floating point images in [0, 1], got dtype {x.dtype}")
+            raise UserError(
+                f"inputs x must be floating point images in [0, 1], got dtype {x.dtype}"
+            )
+        if y.is_floating_point() or (target is not None and target.is_floating_point()):
+            raise UserError("labels y (and target) must be integer class indices")
         x = x.detach()
         if len(x) == 0:
             return AttackResult(x.clone(), torch.zeros(0, dtype=torch.bool, device=x.device))
-        lo, hi = torch.aminmax(x)
-        if float(lo) < 0 or float(hi) > 1:
-            raise ValueError(
-                f"inputs must be in [0, 1], got range [{float(lo):.3g}, {float(hi):.3g}]"
-            )
-        eps_t = as_eps(self.eps if eps is None else eps, len(x), x)
+        eps_t = as_eps(self.eps if eps is None else eps, len(x), x, check=False)
         y = y.to(x.device)
         target = None if target is None else target.to(x.device)
+        extra = 0
+        if target is None and self.target is not None:
+            target, extra = self._choose_targets(x, y), len(x) if self.target == "ll" else 0
+        self._check_batch(x, y, eps_t, target)
         with model_mode(self.model, self.mode), torch.enable_grad():
-            return self._run(x, y, eps_t, target, early_stop=early_stop, final_check=final_check)
+            r = self._run(x, y, eps_t, target, early_stop=early_stop, final_check=final_check)
+        r.forward += extra
+        return r
+
+    def _choose_targets(self, x: Tensor, y: Tensor) -> Tensor:
+        """Target classes from the ``target`` constructor argument (validated by the caller)."""
+        if self.target == "ll":
+            with torch.no_grad(), model_mode(self.model, self.mode):
+                return self.model(x).argmin(1)
+        if self.target == "random":
+            k = self.num_classes(x)
+            if k < 2:
+                raise UserError(f"target='random' needs at least 2 classes, the model has {k}")
+            offset = torch.randint(
+                1, k, y.shape, device=y.device, generator=self.generator(y.device)
+            )
+            return (y + offset) % k
+        return torch.full_like(y, int(self.target))  # type: ignore[arg-type]
+
+    def _check_batch(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None) -> None:
+        """Refuse non-finite or out-of-range pixels, budgets and labels: one host sync per batch."""
+        parts = [torch.stack(torch.aminmax(x)), torch.stack(torch.aminmax(eps))]
+        labels = y if target is None else torch.cat([y, target])
+        parts.append(torch.stack(torch.aminmax(labels)).to(x.dtype))
+        x_lo, x_hi, e_lo, e_hi, l_lo, l_hi = torch.cat(parts).tolist()
+        if not (x_lo >= 0 and x_hi <= 1):  # NaN fails both comparisons
+            raise UserError(
+                f"inputs x must be finite and in [0, 1], got range [{x_lo:.3g}, {x_hi:.3g}]"
+                " (normalization belongs inside the model)"
+            )
+        check_eps(e_lo, e_hi, self.norm, x[0].numel(), type(self).__name__)
+        # The one-image probe for the number of classes runs in eval mode; a model attacked in
+        # its training mode (mode="keep", adversarial training) is not probed: labels there
+        # come from the training data, and the probe would be a forward pass in another mode.
+        known = self._classes_of is not None and self._classes_of[0] is self.model
+        probe = known or self.mode == "eval" or not self.model.training
+        k = self.num_classes(x) if l_lo >= 0 and probe else (0 if l_lo < 0 else math.inf)
+        if not (l_lo >= 0 and l_hi < k):
+            what = "labels y" if target is None else "labels y and target"
+            raise UserError(
+                f"{what} must be class indices in [0, {k or 'number of logits'}), "
+                f"got values in [{l_lo:g}, {l_hi:g}]"
+            )
 
     def _run(
         self,
@@ -303,7 +442,8 @@ class GradientAttack(Attack):
         alpha_scale: step as a multiple of ε when ``alpha`` is None.
         random_start: start uniformly in the ε-ball instead of at the clean image.
         restarts: independent runs; with early stopping only still-robust examples restart,
-            otherwise the run with the highest final loss is kept per example.
+            otherwise the run with the highest final loss is kept per example
+            (``n_restarts``, torchattacks' name, is accepted too).
     """
 
     #: Whether ``attack_labels`` needs the logits of the clean images (predicted or
@@ -320,13 +460,16 @@ class GradientAttack(Attack):
         alpha_scale: float = 0.25,
         random_start: bool = False,
         restarts: int = 1,
+        n_restarts: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(model, eps, **kwargs)
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if restarts < 1:
-            raise ValueError(f"restarts must be >= 1, got {restarts}")
+        restarts = restarts if n_restarts is None else n_restarts
+        check_positive("steps", steps, integer=True)
+        check_positive("restarts", restarts, integer=True)
+        if alpha is not None:
+            check_positive("alpha", alpha)
+        check_positive("alpha_scale", alpha_scale)
         self.steps, self.alpha, self.alpha_scale = steps, alpha, alpha_scale
         self.random_start, self.restarts = random_start, restarts
 

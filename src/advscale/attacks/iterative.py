@@ -6,7 +6,7 @@ import math
 
 from torch import Tensor, nn
 
-from advscale.attacks.base import GradientAttack
+from advscale.attacks.base import GradientAttack, check_positive
 
 
 def kurakin_steps(eps: Tensor) -> int:
@@ -65,8 +65,10 @@ class PGD(GradientAttack):
     Args:
         steps: iterations (default 10).
         alpha: step size; default ``2.5 * eps / steps`` (Madry et al.'s rule of thumb).
-        restarts: random restarts; an example counts as broken if any restart fooled it.
-        norm: "linf" (default) or "l2".
+        restarts: random restarts; an example counts as broken if any restart fooled it
+            (``n_restarts`` is accepted too).
+        norm: "linf" (default) or "l2" (also spelled "Linf", "L2", float("inf"), 2).
+        target: "ll", "random" or a class index for a targeted attack (see :class:`Attack`).
     """
 
     name = "pgd"
@@ -82,6 +84,7 @@ class PGD(GradientAttack):
         random_start: bool = True,
         **kwargs,
     ) -> None:
+        check_positive("steps", steps, integer=True)
         super().__init__(
             model,
             eps,
