@@ -96,6 +96,9 @@ def test_an_attack_of_the_other_norm_is_refused(ckpt, fmnist_dir, tmp_path, caps
     args = _args(ckpt, fmnist_dir, tmp_path / "r.json", "--attacks", "pgd_l2", "--eps", "8")
     assert main(args) == 2
     assert "--norm l2" in capsys.readouterr().err
+    args = _args(ckpt, fmnist_dir, tmp_path / "r.json", "--attacks", "pgd", "--eps", "8")
+    assert main([*args, "--attack-kwargs", "pgd.norm=L2"]) == 2
+    assert "one evaluation measures ε in one norm" in capsys.readouterr().err
 
 
 def test_help_lists_attack_names_presets_and_defaults(capsys):

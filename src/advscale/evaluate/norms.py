@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from advscale.attacks import ATTACKS
+from advscale.attacks import ATTACKS, canonical_norm
 from advscale.errors import UserError
 from advscale.evaluate.inputs import EpsUnit, _floats, _show, _where, check_pixel_eps
 
@@ -69,9 +69,6 @@ def eps_label(eps: float, norm: str) -> str:
     return f"{eps:g}/255" if norm == "linf" else f"L2 {eps:g}"
 
 
-_NORM_SPELLINGS = {"linf": "linf", "inf": "linf", "l_inf": "linf", "l2": "l2", "2": "l2"}
-
-
 def with_norm(
     kwargs_for: Mapping[str, Mapping[str, Any]], norm: str, source: str | None = "attacks"
 ) -> dict[str, dict[str, Any]]:
@@ -87,7 +84,7 @@ def with_norm(
         kw = dict(kw)
         own = getattr(ATTACKS[name], "norm", "linf")
         given = kw.get("norm")
-        if given is not None and _NORM_SPELLINGS.get(str(given).lower()) != norm:
+        if given is not None and canonical_norm(given) != norm:
             raise UserError(
                 _where(source) + f"{name!r} is given norm={given!r} but the evaluation's norm "
                 f"is {norm!r}; one evaluation measures ε in one norm"
