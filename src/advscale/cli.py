@@ -53,7 +53,9 @@ class HelpWithDefaults(argparse.HelpFormatter):
         if (
             not action.option_strings
             or "default" in text
-            or default in (None, False, argparse.SUPPRESS)
+            or default is None
+            or default is False  # a flag (0 is a default to show)
+            or default == argparse.SUPPRESS
             or default == []
         ):
             return text

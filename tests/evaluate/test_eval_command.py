@@ -107,6 +107,7 @@ def test_help_lists_attack_names_presets_and_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "apgd_t" in text and "iter_ll" in text and "square" in text
     assert "{custom,strong,autoattack}" in text and "(default: 500)" in text
+    assert "random draws (default: 0)" in text
     assert "(default: fgsm,step_ll,iter_basic,iter_ll,pgd,apgd)" in text
     with pytest.raises(SystemExit):
         build_parser().parse_args(["data", "fetch", "--help"])
