@@ -44,13 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``advscale`` console script and ``python -m advscale``."""
     args = build_parser().parse_args(argv)
-    from advscale.errors import UserError
+    from advscale.errors import RunInterrupted, UserError
 
     try:
         return int(args.handler(args) or 0)
     except UserError as e:
         print(f"advscale {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RunInterrupted as e:
+        print(f"advscale {args.command}: {e}", file=sys.stderr)
+        return e.exit_status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -7,6 +7,7 @@ import os
 import platform
 import random
 import secrets
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,6 +61,37 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(
         path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
     )
+
+
+def check_writable(path: str | os.PathLike, what: str, *, directory: bool = False) -> Path:
+    """Refuse, before any work starts, an output ``path`` that could not be written.
+
+    ``path`` is a file (or, with ``directory``, a directory) that may not exist yet: its nearest
+    existing ancestor must be a directory in which a file can be created, and an existing
+    ``path`` must be of the right kind. Nothing is left behind. ``what`` names the output in
+    the error ("--out", "run directory").
+
+    Raises:
+        UserError: naming ``what``, ``path`` and the reason.
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        kind = "a directory" if path.is_dir() else "a file"
+        raise UserError(
+            f"{what} {path}: is {kind}, expected a {'directory' if directory else 'file'}"
+        )
+    parent = path if directory and path.exists() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{what} {path}: cannot be created ({parent} is not a directory)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".advscale-probe-", dir=parent)
+    except OSError as e:
+        raise UserError(f"{what} {path}: not writable ({parent}: {e.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
 
 
 def read_structured(

@@ -156,7 +156,7 @@ def test_existing_run_needs_force_and_resume_needs_the_same_config(
     with pytest.raises(UserError, match="already holds a run.*--resume.*--force"):
         train(load_config(None, settings), out)
     with pytest.raises(
-        UserError, match=r"different config:\n  recipe.eps: 8.0 in the run, 4.0 now"
+        UserError, match=r"different config \(recipe.eps: 8.0 in the run, 4.0 now\)"
     ):
         train(load_config(None, [*settings, "recipe.eps=4"]), out, resume=True)
     # Resuming a finished run returns its summary without training again.
