@@ -128,7 +128,10 @@ def read_structured(
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise error(f"{path}: not valid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise error(f"{path}: not valid YAML ({where}{what})") from None
 
 
 def _json_default(obj: Any) -> Any:
