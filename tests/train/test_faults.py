@@ -210,3 +210,37 @@ def test_a_checkpoint_is_never_written_with_non_finite_weights(
     assert _saved_state(out)["step"] == 8  # the first epoch's
     weights = load_file(last / "model.safetensors")
     assert all(bool(torch.isfinite(t).all()) for t in weights.values() if t.is_floating_point())
+
+
+@pytest.mark.slow
+def test_under_ddp_every_process_stops_at_the_same_step(fmnist_dir, tmp_path, tiny_settings):
+    settings = _settings(tiny_settings, epochs=3, batch_size=16)  # 16 steps per epoch
+    config, out = _config_file(tmp_path, settings), tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "advscale", "train", "--config", str(config), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for(proc, lambda: _last_step(out) >= 3, "step 3")
+        # Only process 0 (the lock holder) is signalled; process 1 learns of it at the next step.
+        os.kill(json.loads((out / "run.lock").read_text())["pid"], signal.SIGTERM)
+        assert proc.wait(120) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read()
+    stops = [
+        ln.split("stopped after step ")[1].split(",")[0]
+        for ln in err.splitlines()
+        if "SIGTERM: stopped" in ln
+    ]
+    assert len(stops) == 2 and stops[0] == stops[1], err[-3000:]
+    state = _saved_state(out)
+    assert state["step"] == int(stops[0]) and len(state["ranks"]) == 2
+    resumed = subprocess.run(
+        [*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["steps"] == 48
