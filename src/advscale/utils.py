@@ -169,10 +169,27 @@ def set_submodule(model: torch.nn.Module, name: str, module: torch.nn.Module) ->
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"`` picks CUDA when available, else CPU."""
+    """``None``/``"auto"`` picks CUDA when available, else CPU.
+
+    Raises:
+        UserError: a device name torch does not know, or a CUDA device this machine lacks.
+    """
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(
+            f"device {str(device)!r}: not a device name (auto, cpu, cuda, cuda:N, mps)"
+        ) from None
+    if dev.type == "cuda" and (
+        not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()
+    ):
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise UserError(
+            f"device {str(device)!r}: this machine has {have} CUDA device(s); use cpu or auto"
+        )
+    return dev
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

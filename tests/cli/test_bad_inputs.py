@@ -14,9 +14,11 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from advscale.cli import main
 from advscale.data import write_shards
@@ -98,6 +100,20 @@ def files(tmp_path_factory, fmnist_dir, fmnist) -> dict[str, str]:
         "config_pgd0.yaml",
         yaml.safe_dump({**TINY, "eval": {"attack_kwargs": {"pgd": {"steps": 0}}}}),
     )
+
+    # Image folders: 12 classes for a 10-class model; one unreadable image; too few images.
+    rng = np.random.default_rng(0)
+    for folder, classes, per_class in (
+        ("folder12", 12, 5),
+        ("folder_bad", 2, 5),
+        ("folder_few", 2, 1),
+    ):
+        for c in range(classes):
+            (d / folder / f"c{c:02d}").mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+                Image.fromarray(pixels).save(d / folder / f"c{c:02d}" / f"{i}.png")
+    (d / "folder_bad" / "c00" / "0.png").write_bytes(b"\x89PNG cut short")
 
     # Training shards: one with a label outside the 10 classes, one with a corrupt image.
     for kind in ("label", "image"):
@@ -264,6 +280,36 @@ CASES = [
         2,
         ["shard-000001.tar", "00000040"],
     ),
+    (
+        "folder-labels-out-of-range",
+        [*EVAL_ON, "{model}", "--data", "imagefolder", "--data-dir", "{dir}/folder12"],
+        2,
+        ["label 11", "10 classes"],
+    ),
+    (
+        "folder-corrupt-image",
+        [
+            *EVAL_ON,
+            "{model}",
+            "--data",
+            "imagefolder",
+            "--data-dir",
+            "{dir}/folder_bad",
+            "--split",
+            "train",
+        ],
+        2,
+        ["folder_bad/c00/0.png"],
+    ),
+    (
+        "folder-too-few-images",
+        [*EVAL_ON, "{model}", "--data", "imagefolder", "--data-dir", "{dir}/folder_few"],
+        2,
+        ["folder_few", "'test' split"],
+    ),
+    ("model-a-directory", [*EVAL_ON, "."], 2, [".: a directory"]),
+    ("device-unknown", [*EVAL, "--device", "tpu"], 2, ["tpu"]),
+    ("device-missing-gpu", [*EVAL, "--device", "cuda:99"], 2, ["cuda:99"]),
     # outputs
     (
         "eval-out-under-a-file",

@@ -36,6 +36,10 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     p = Path(path)
     if p.suffix in {".safetensors", ".json"}:
         p = p.with_suffix("")
+    if not p.name:
+        raise CheckpointError(
+            f"{path}: a directory, not a checkpoint (name it, e.g. {p / 'model'})"
+        )
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
