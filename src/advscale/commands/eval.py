@@ -72,8 +72,10 @@ def run(args: argparse.Namespace) -> int:
     from advscale.errors import UserError
     from advscale.evaluate import evaluate_spec
     from advscale.report.text import format_table, format_warnings
+    from advscale.utils import check_writable
 
     positive_n(args.n)
+    check_writable(args.out, "--out")
     if args.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     if args.apgd_steps is not None and args.apgd_steps < 1:

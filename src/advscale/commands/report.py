@@ -18,7 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write the HTML report and the Markdown beside it; print both paths."""
     from advscale.report import write_html_report
+    from advscale.utils import check_writable
 
+    check_writable(args.out, "--out")
     out = write_html_report(args.runs, args.out)
     print(out)
     print(out.with_suffix(".md"))

@@ -6,6 +6,7 @@ Example:
 
 from __future__ import annotations
 
+import html
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -16,14 +17,19 @@ from advscale.report.sections import build_sections
 from advscale.utils import atomic_write_bytes, atomic_write_text
 
 
+def _esc(text: str) -> str:
+    # Markdown passes HTML through: a run named "<img onerror=...>" must stay text.
+    return html.escape(text, quote=False)
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _esc(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _table(t: Table) -> str:
     lines = []
     if t.caption:
-        lines += [f"*{t.caption}*", ""]
+        lines += [f"*{_esc(t.caption)}*", ""]
     lines.append("| " + " | ".join(_cell(c) for c in t.columns) + " |")
     lines.append("|" + "|".join("---" for _ in t.columns) + "|")
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in t.rows]
@@ -37,24 +43,24 @@ def plot_file_name(report_path: Path, plot: Plot) -> str:
 
 def render_markdown(sections: Sequence[Section], title: str, report_path: Path) -> str:
     """The Markdown text; images link to :func:`plot_file_name` relative to the report."""
-    out = [f"# {title}", ""]
+    out = [f"# {_esc(title)}", ""]
     for s in sections:
-        out += ["#" * s.level + " " + s.title, ""]
+        out += ["#" * s.level + " " + _esc(s.title), ""]
         for b in s.blocks:
             if isinstance(b, Table):
                 out.append(_table(b))
             elif isinstance(b, Plot):
-                out.append(f"![{b.title}]({plot_file_name(report_path, b)})")
+                out.append(f"![{_esc(b.title)}]({plot_file_name(report_path, b)})")
             elif isinstance(b, Text):
                 if b.style == "warning":
-                    out.append(f"> **Warning:** {b.text}")
+                    out.append(f"> **Warning:** {_esc(b.text)}")
                 elif b.style == "note":
-                    out.append(f"> {b.text}")
+                    out.append(f"> {_esc(b.text)}")
                 else:
-                    out.append(b.text)
+                    out.append(_esc(b.text))
             elif isinstance(b, Code):
                 out += [
-                    f"<details><summary>{b.caption}</summary>",
+                    f"<details><summary>{_esc(b.caption)}</summary>",
                     "",
                     "```json",
                     b.text,

@@ -21,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg", force=False)
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 
 # Points: (x, y) pairs; series map a legend label to points.
 Points = Sequence[tuple[float, float]]
@@ -32,7 +33,9 @@ def eps_label(eps: float) -> str:
 
 
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:
-    """The figure rendered as PNG bytes (Agg)."""
+    """The figure rendered as PNG bytes (Agg); every text as written (no ``$...$`` math)."""
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)  # a run named "a$b" is a name, not a formula to typeset
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
