@@ -30,6 +30,7 @@ from advscale.attacks import ATTACKS, ONE_STEP, build_attack, model_mode
 from advscale.data import ImageDataset, to_float
 from advscale.errors import UserError
 from advscale.evaluate import masking
+from advscale.evaluate.examples import AdversarialExamples, broken_examples
 from advscale.models.fuse import fuse_for_eval
 from advscale.results import EPS_UNIT, Results
 from advscale.utils import environment_info, resolve_device
@@ -99,6 +100,7 @@ class EvalReport:
     checks: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
+    examples: AdversarialExamples | None = None
 
     @property
     def n(self) -> int:
@@ -150,6 +152,7 @@ def evaluate(
     checks: bool = True,
     check_unbounded: bool = False,
     fuse: bool = True,
+    keep_examples: int = 0,
 ) -> EvalReport:
     """Clean and robust accuracy of ``model`` under each attack at each ε, and the worst case.
 
@@ -174,6 +177,8 @@ def evaluate(
             attack is asked to keep the model's mode (``"mode": "keep"``). The config's
             ``fused`` says whether a copy was used (a TorchScript model, or one with nothing
             to fold, is attacked as it is) and ``folded_batchnorm`` how many layers it folded.
+        keep_examples: keep up to this many broken examples per attack × ε in the report's
+            ``examples`` (:func:`advscale.evaluate.examples.broken_examples`).
 
     Returns:
         An :class:`EvalReport`. Records hold ``attack``, ``eps``, ``eps_unit``, ``accuracy``,
@@ -319,6 +324,12 @@ def evaluate(
         "folded_batchnorm": int(getattr(model, "folded", 0)) if fused else 0,
         "attack_kwargs": {a: dict(kwargs_for[a]) for a in attacks},
     }
+    examples = None
+    if keep_examples > 0:
+        examples = broken_examples(
+            model, images, labels, clean_correct, robust_mask, kwargs_for, keep_examples,
+            cascade=cascade, device=dev, seed=seed,
+        )  # fmt: skip
     return EvalReport(
         records=records,
         warnings=warnings,
@@ -330,6 +341,7 @@ def evaluate(
         checks=ran,
         config=config,
         device=str(dev),
+        examples=examples,
     )
 
 

@@ -22,6 +22,8 @@ import matplotlib
 matplotlib.use("Agg", force=False)
 from matplotlib.figure import Figure  # noqa: E402
 
+from advscale.report.labels import attack_label, column_label  # noqa: E402
+
 # Points: (x, y) pairs; series map a legend label to points.
 Points = Sequence[tuple[float, float]]
 
@@ -85,7 +87,7 @@ def accuracy_vs_eps(
         ticks = sorted(xs_all)
         ax.set_xticks(ticks, ["clean" if t == 0 else eps_label(t) for t in ticks], rotation=30)
         ax.set_xlabel("ε")
-        ax.set_title(attack)
+        ax.set_title(attack_label(attack))
         _percent_axis(ax)
         ax.legend(fontsize="small")
     fig.suptitle(title)
@@ -96,35 +98,41 @@ def training_curves(
     metrics: Mapping[str, Points],
     events: Sequence[tuple[float, str]] = (),
     title: str = "Training",
+    xlabel: str = "epoch",
 ) -> Figure:
-    """Loss-like metrics on the left, accuracy-like metrics (%) on the right, against epoch.
+    """Loss-like metrics on the left, accuracy-like metrics (%, 0-100) on the right.
 
     Args:
-        metrics: ``{name: [(epoch, value), ...]}``; names containing "loss" go left, the
-            rest (accuracies in [0, 1]) right.
-        events: ``(epoch, label)`` pairs drawn as red dashed lines, e.g. catastrophic
-            overfitting detected at that epoch.
+        metrics: ``{name: [(x, value), ...]}``; names containing "loss" go left, the rest
+            (accuracies in [0, 1]) right. Names starting with "guard" (the
+            catastrophic-overfitting guard's checks) are drawn as markers only.
+        events: ``(x, label)`` pairs drawn as red dashed lines, e.g. catastrophic
+            overfitting detected there.
+        xlabel: what x is ("epoch", "optimizer step").
     """
     losses = {k: v for k, v in metrics.items() if "loss" in k}
     accs = {k: v for k, v in metrics.items() if "loss" not in k}
     panels = [p for p in (("loss", losses), ("accuracy (%)", accs)) if p[1]]
-    fig, axes = _grid(len(panels), max_cols=2, size=(5.0, 3.4))
+    fig, axes = _grid(len(panels), max_cols=2, size=(5.4, 3.6))
+    xs_all = sorted({x for pts in metrics.values() for x, _ in pts} | {e for e, _ in events})
     for ax, (ylabel, group) in zip(axes, panels, strict=False):
         for name, pts in group.items():
-            pts = sorted(pts)
-            xs, ys = zip(*pts, strict=True)
+            xs, ys = zip(*sorted(pts), strict=True)
             scale = 1 if ylabel == "loss" else 100
-            ax.plot(xs, [scale * y for y in ys], marker=".", label=name)
+            style = {"marker": "D", "linestyle": "none"} if name.startswith("guard") else {}
+            marker = "o" if len(xs) == 1 else "."
+            ax.plot(xs, [scale * y for y in ys], **{"marker": marker, **style}, label=name)
         if ylabel == "loss":
             ax.set_ylabel("loss")
+            ax.set_ylim(bottom=0)
             ax.grid(True, alpha=0.3)
         else:
             _percent_axis(ax)
-        for epoch, label in events:
-            ax.axvline(epoch, color="crimson", linestyle="--", linewidth=1.2)
+        for x, label in events:
+            ax.axvline(x, color="crimson", linestyle="--", linewidth=1.2)
             ax.annotate(
                 label,
-                (epoch, 0.97),
+                (x, 0.97),
                 xycoords=("data", "axes fraction"),
                 color="crimson",
                 fontsize="small",
@@ -132,7 +140,12 @@ def training_curves(
                 va="top",
                 rotation=90,
             )
-        ax.set_xlabel("epoch")
+        if xs_all and xs_all[0] == xs_all[-1]:
+            # A single point (a one-epoch run): a range around it, not matplotlib's ±0.04.
+            ax.set_xlim(xs_all[0] - 1, xs_all[0] + 1)
+        elif xs_all:
+            ax.set_xlim(min(0.0, xs_all[0]), xs_all[-1] * 1.02 + 0.5)
+        ax.set_xlabel(xlabel)
         ax.legend(fontsize="small")
     fig.suptitle(title)
     return fig
@@ -272,8 +285,58 @@ def cost_robustness_scatter(
         ax.set_xlabel("training time (s, log scale)")
     else:
         ax.set_xlabel("training time (s)")
-    ax.set_ylabel(f"{robust_key.replace('_', ' ')} (%)")
-    ax.grid(True, alpha=0.3)
+    _percent_axis(ax, column_label(robust_key))
     ax.legend(fontsize="small")
+    ax.set_title(title, fontsize="medium")
+    return fig
+
+
+def frontier_plot(
+    points: Sequence[tuple[str, float, float, bool, bool]],
+    eps: float,
+    title: str = "Robustness against training cost",
+) -> Figure:
+    """Worst-case robust accuracy (%, 0-100) against training time, one point per model or
+    recipe; Pareto points filled and joined, the rest hollow, one-step-only figures crossed.
+
+    Args:
+        points: ``(name, seconds, robust accuracy in [0, 1], on the front, multi-step)``.
+        eps: the ε (pixel levels) the accuracies are measured at, for the axis label.
+    """
+    fig = Figure(figsize=(7.0, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    front = sorted((s, 100 * r) for _, s, r, on, multi in points if on and multi)
+    if len(front) > 1:
+        xs, ys = zip(*front, strict=True)
+        ax.plot(xs, ys, color="tab:blue", linewidth=1.2, zorder=1, label="Pareto front")
+    for name, s, r, on, multi in points:
+        y = 100 * r
+        if not multi:
+            ax.scatter(s, y, marker="x", color="grey", s=45, zorder=2)
+        else:
+            ax.scatter(
+                s, y, s=60, zorder=3, color="tab:blue" if on else "white",
+                edgecolors="tab:blue",
+            )  # fmt: skip
+        ax.annotate(name, (s, y), fontsize="small", xytext=(5, 4), textcoords="offset points")
+    ax.scatter([], [], s=60, color="tab:blue", label="on the front")
+    ax.scatter([], [], s=60, color="white", edgecolors="tab:blue", label="dominated")
+    if any(not p[4] for p in points):
+        ax.scatter([], [], marker="x", color="grey", label="one-step attacks only (upper bound)")
+    secs = [p[1] for p in points]
+    if secs and min(secs) > 0 and max(secs) / min(secs) > 5:
+        ax.set_xscale("log")
+        ax.set_xlabel("training time (s, log scale)")
+    else:
+        ax.set_xlabel("training time (s)")
+    if secs:
+        lo, hi = min(secs), max(secs)
+        pad = (hi - lo) * 0.15 if hi > lo else max(hi * 0.5, 1.0)
+        if ax.get_xscale() == "log":
+            ax.set_xlim(lo / 1.6, hi * 2.5)
+        else:
+            ax.set_xlim(max(0.0, lo - pad), hi + 2 * pad)
+    _percent_axis(ax, f"worst-case robust accuracy at ε={eps_label(eps)} (%)")
+    ax.legend(fontsize="small", loc="best")
     ax.set_title(title, fontsize="medium")
     return fig
