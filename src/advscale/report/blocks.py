@@ -15,7 +15,7 @@ from advscale.report.labels import column_label
 from advscale.results import RECORD_KIND_KEY
 
 # Widest table a page shows side by side; wider ones are split (the first column repeated).
-MAX_COLUMNS = 8
+MAX_COLUMNS = 10
 
 
 @dataclass

@@ -32,7 +32,7 @@ table { border-collapse: collapse; margin: .6rem 0 1.2rem; font-size: .9rem; max
 caption { caption-side: top; text-align: left; font-style: italic; padding-bottom: .3rem; }
 th, td { border: 1px solid #ccc; padding: .25rem .55rem; text-align: right;
          overflow-wrap: anywhere; }
-th { background: #f2f2f2; font-weight: 600; vertical-align: bottom; }
+th { background: #f2f2f2; font-weight: 600; vertical-align: bottom; overflow-wrap: normal; }
 tbody tr:nth-child(even) { background: #fafafa; }
 td:first-child, th:first-child { text-align: left; }
 figure { margin: 1rem 0; }

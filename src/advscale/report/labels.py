@@ -103,6 +103,11 @@ def covers_multi_step(attacks: list[str] | tuple[str, ...]) -> bool:
     return any(a not in ONE_STEP for a in attacks)
 
 
-def attack_list(attacks: list[str] | tuple[str, ...]) -> str:
-    """``["fgsm", "pgd"]`` -> ``"FGSM, PGD"``."""
-    return ", ".join(attack_label(a) for a in attacks)
+def attack_list(attacks: list[str] | tuple[str, ...], short: int = 4) -> str:
+    """``["fgsm", "pgd"]`` -> ``"FGSM, PGD"``; more than ``short`` attacks are summed up by
+    their iterative ones: ``"PGD, APGD + 6 one-step"``."""
+    if len(attacks) <= short:
+        return ", ".join(attack_label(a) for a in attacks)
+    multi = [attack_label(a) for a in attacks if a not in ONE_STEP]
+    one = len(attacks) - len(multi)
+    return ", ".join(multi) + (f" + {one} one-step" if one else "")

@@ -124,7 +124,8 @@ def training_curves(
             ax.plot(xs, [scale * y for y in ys], **{"marker": marker, **style}, label=name)
         if ylabel == "loss":
             ax.set_ylabel("loss")
-            ax.set_ylim(bottom=0)
+            top = max((y for pts in group.values() for _, y in pts), default=1.0)
+            ax.set_ylim(0, 1.1 * top if math.isfinite(top) and top > 0 else 1.0)
             ax.grid(True, alpha=0.3)
         else:
             _percent_axis(ax)
@@ -231,6 +232,17 @@ def capacity_plot(
     return fig
 
 
+def _log_seconds_axis(ax) -> None:
+    """Training time on a log scale with plain-number ticks (1, 2, 5, 10, 20 ...)."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("training time (s, log scale)")
+
+
 def cost_robustness_scatter(
     points: Sequence[Mapping[str, object]],
     robust_key: str,
@@ -243,8 +255,6 @@ def cost_robustness_scatter(
         points: dicts with ``method``, ``mode``, ``eps``, ``seconds`` and ``robust_key``.
         robust_key: the accuracy field to plot, e.g. "pgd_accuracy".
     """
-    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
-
     fig = Figure(figsize=(6.0, 4.2), layout="constrained")
     ax = fig.add_subplot()
     markers = ["o", "s", "^", "D", "v", "P", "X"]
@@ -278,11 +288,7 @@ def cost_robustness_scatter(
             ax.scatter([], [], marker="o", color=colors(i % 10), label=m)
     if points and min(float(p["seconds"]) for p in points) > 0:
         # Times of fast and multi-step methods differ by factors: their ratio is what matters.
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("training time (s, log scale)")
+        _log_seconds_axis(ax)
     else:
         ax.set_xlabel("training time (s)")
     _percent_axis(ax, column_label(robust_key))
@@ -325,16 +331,13 @@ def frontier_plot(
         ax.scatter([], [], marker="x", color="grey", label="one-step attacks only (upper bound)")
     secs = [p[1] for p in points]
     if secs and min(secs) > 0 and max(secs) / min(secs) > 5:
-        ax.set_xscale("log")
-        ax.set_xlabel("training time (s, log scale)")
+        _log_seconds_axis(ax)
+        ax.set_xlim(min(secs) / 1.6, max(secs) * 2.5)
     else:
         ax.set_xlabel("training time (s)")
-    if secs:
-        lo, hi = min(secs), max(secs)
-        pad = (hi - lo) * 0.15 if hi > lo else max(hi * 0.5, 1.0)
-        if ax.get_xscale() == "log":
-            ax.set_xlim(lo / 1.6, hi * 2.5)
-        else:
+        if secs:
+            lo, hi = min(secs), max(secs)
+            pad = (hi - lo) * 0.15 if hi > lo else max(hi * 0.5, 1.0)
             ax.set_xlim(max(0.0, lo - pad), hi + 2 * pad)
     _percent_axis(ax, f"worst-case robust accuracy at ε={eps_label(eps)} (%)")
     ax.legend(fontsize="small", loc="best")

@@ -146,6 +146,12 @@ def collect_runs(items: Iterable[RunInput]) -> list[Run]:
         raise UserError(
             "no results to report on: give run directories or results.json files written by advscale"
         )
+    # A model's training run and its evaluation share the model's name: the training run is the
+    # one renamed.
+    shared = {lb for lb in (r.label for r in runs) if sum(r.label == lb for r in runs) > 1}
+    for run in runs:
+        if run.label in shared and run.results.kind in TRAIN_KINDS:
+            run.label = f"{run.label} (training)"
     seen: dict[str, int] = defaultdict(int)
     for run in runs:
         seen[run.label] += 1
