@@ -28,7 +28,7 @@ def test_html_report_from_every_kind_has_every_section_and_embedded_images(full_
     assert {alt for alt, _ in srcs} == {
         "Accuracy against ε per attack",
         "Worst-case robust accuracy against training time (filled: Pareto front)",
-        "Training curves of fgsm-run (incomplete) (per epoch)",
+        "Training curves of fgsm-run (incomplete), per epoch",
         "Robust accuracy against training time",
         "transfer rate, fgsm, ε=8/255",
         "Ratio against model.kwargs.width",

@@ -1,8 +1,10 @@
 """Self-contained HTML report: one file, images as base64 data URIs, inline CSS, no network.
 
-A small inline script records in the page, once it has loaded, how many images rendered and
-whether any script error occurred (``<body data-images-loaded=... data-images-broken=...
-data-script-errors=...>``), so a headless browser can check the report as a reader would see it.
+A small inline script records in the page, once it has loaded, how many images rendered,
+whether any script error occurred and whether the page is wider than the window
+(``<body data-images-loaded=... data-images-broken=... data-script-errors=...
+data-scroll-width=... data-window-width=...>``), so a headless browser can check the report as
+a reader would see it.
 
 Example:
     >>> write_html_report(["runs/demo"], "report.html")  # doctest: +SKIP
@@ -61,6 +63,14 @@ window.addEventListener("load", function () {
   document.body.setAttribute("data-images-loaded", String(ok));
   document.body.setAttribute("data-images-broken", broken.join("|"));
   document.body.setAttribute("data-script-errors", String(advscaleScriptErrors));
+  // Whether anything is wider than the window (a reader would have to scroll sideways).
+  document.body.setAttribute("data-scroll-width", String(document.documentElement.scrollWidth));
+  document.body.setAttribute("data-window-width", String(window.innerWidth));
+  var figures = document.querySelectorAll("figure img"), narrow = [];
+  for (var j = 0; j < figures.length; j++) {
+    if (figures[j].getBoundingClientRect().right > window.innerWidth) { narrow.push(figures[j].alt); }
+  }
+  document.body.setAttribute("data-overflowing", narrow.join("|"));
   document.body.setAttribute("data-report-status", "done");
 });
 """

@@ -96,9 +96,9 @@ def build(
         ]
         if metrics:
             fig = plots.training_curves(metrics, marks, f"Training: {run.shown}", xlabel)
-            caption = f"Training curves of {run.shown} (per {xlabel})"
+            caption = f"Training curves of {run.shown}, per {xlabel}"
             if any(k.startswith("guard") for k in metrics):
-                caption += " (diamonds: the catastrophic-overfitting guard's checks)"
+                caption += "; diamonds: the catastrophic-overfitting guard's checks"
             blocks.append(make_plot(f"training_{run.label}", caption, fig))
         for e in evs:
             what = e.get("event") or e.get("type") or "event"
