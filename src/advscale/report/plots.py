@@ -147,7 +147,10 @@ def training_curves(
         elif xs_all:
             ax.set_xlim(min(0.0, xs_all[0]), xs_all[-1] * 1.02 + 0.5)
         ax.set_xlabel(xlabel)
-        ax.legend(fontsize="small")
+        # Below the panel: curves reach every corner of it.
+        ax.legend(
+            fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False
+        )
     fig.suptitle(title)
     return fig
 

@@ -10,6 +10,7 @@ from advscale.report.gallery import gallery_figure, read_examples
 from advscale.report.labels import attack_list
 from advscale.report.plots import eps_label
 from advscale.report.runs import Run
+from advscale.results import ResultsError
 
 
 def build(runs: Sequence[Run], make_plot: Plots, eps: float | None = None) -> list[Section]:
@@ -20,7 +21,14 @@ def build(runs: Sequence[Run], make_plot: Plots, eps: float | None = None) -> li
         path = run.examples_file()
         if path is None:
             continue
-        ex = read_examples(path)
+        try:
+            ex = read_examples(path)
+        except ResultsError as e:
+            # The numbers stand without the pictures: say what is wrong, show the rest.
+            sections.append(
+                Section(f"Adversarial examples: {run.shown}", [Text(str(e), "warning")])
+            )
+            continue
         have = sorted({float(e) for e in ex.eps.tolist()})
         if not have:
             blocks: list[Block] = [Text(f"{path}: no attack broke any example that was kept.")]
