@@ -5,7 +5,8 @@ attack and ε it takes up to ``k`` examples the evaluation counted as broken by 
 runs the attack again on them alone, and keeps those whose returned adversarial image the model
 misclassifies (so every example shown is one the model really gets wrong, found by the attack
 named beside it). :func:`save_examples` writes them to one safetensors file that the report
-reads with no advscale import (tensors ``x``, ``x_adv``, ``y``, ``pred``, ``attack``, ``eps``;
+reads with no advscale import (tensors ``x``, ``x_adv``, ``y``, ``pred``, ``attack``, ``eps``,
+``index``;
 metadata ``attacks``, ``classes``, ``eps_unit`` and ``format`` as JSON strings).
 
 Example:
@@ -40,8 +41,9 @@ OVERSAMPLE = 2
 
 @dataclass
 class AdversarialExamples:
-    """Broken examples: row i is image ``x[i]`` of true label ``y[i]``, turned by attack
-    ``attacks[attack[i]]`` at ``eps[i]`` (pixel levels) into ``x_adv[i]``, predicted ``pred[i]``."""
+    """Broken examples: row i is image ``x[i]`` of true label ``y[i]`` (example ``index[i]`` of
+    the evaluated data), turned by attack ``attacks[attack[i]]`` at ``eps[i]`` (pixel levels)
+    into ``x_adv[i]``, predicted ``pred[i]``."""
 
     x: Tensor
     x_adv: Tensor
@@ -50,6 +52,7 @@ class AdversarialExamples:
     attack: Tensor
     eps: Tensor
     attacks: list[str]
+    index: Tensor
 
     def __len__(self) -> int:
         return int(self.y.numel())
@@ -81,7 +84,8 @@ def broken_examples(
     """
     dev = torch.device(device)
     names = list(dict.fromkeys(a for a, _ in robust_mask if a in attack_kwargs))
-    keep: dict[str, list[Tensor]] = {f: [] for f in ("x", "x_adv", "y", "pred", "attack", "eps")}
+    fields = ("x", "x_adv", "y", "pred", "attack", "eps", "index")
+    keep: dict[str, list[Tensor]] = {f: [] for f in fields}
     before: dict[float, Tensor] = {}
     for (name, e), still in robust_mask.items():
         if name not in attack_kwargs:  # the worst case of all attacks is no attack of its own
@@ -107,6 +111,7 @@ def broken_examples(
         keep["pred"].append(pred[hit].cpu())
         keep["attack"].append(torch.full((len(hit),), names.index(name), dtype=torch.int64))
         keep["eps"].append(torch.full((len(hit),), float(e), dtype=torch.float32))
+        keep["index"].append(candidates[hit.cpu()].cpu())
     shape = tuple(images.shape[1:])
     empty = {
         "x": torch.zeros((0, *shape)),
@@ -115,6 +120,7 @@ def broken_examples(
         "pred": torch.zeros(0, dtype=torch.int64),
         "attack": torch.zeros(0, dtype=torch.int64),
         "eps": torch.zeros(0, dtype=torch.float32),
+        "index": torch.zeros(0, dtype=torch.int64),
     }
     cat = {f: torch.cat(v) if v else empty[f] for f, v in keep.items()}
     return AdversarialExamples(
@@ -125,6 +131,7 @@ def broken_examples(
         cat["attack"],
         cat["eps"],
         names,
+        cat["index"].long(),
     )
 
 
@@ -149,6 +156,7 @@ def save_examples(
         "pred": examples.pred.contiguous(),
         "attack": examples.attack.contiguous(),
         "eps": examples.eps.contiguous(),
+        "index": examples.index.contiguous(),
     }
     meta = {
         "format": FORMAT,

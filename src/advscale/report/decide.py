@@ -112,33 +112,18 @@ def candidates(runs: Sequence[Run]) -> list[Candidate]:
             out += _compare_candidates(run)
         elif kind == "demo":
             out += _demo_candidates(run, robust_recs)
-        elif kind in EVAL_KINDS and robust_recs:
-            trained = [t for t in runs if t.results.kind in TRAIN_KINDS and evaluates(run, t)]
-            seconds, passes = _cost_of(trained[0].results.summary) if trained else (None, None)
-            out.append(
-                Candidate(
-                    run.shown,
-                    run.label,
-                    _clean_of(run, robust_recs),
-                    _worst_by_eps(robust_recs),
-                    seconds,
-                    passes,
-                    _n_of(run, robust_recs),
-                )
-            )
-        elif kind in TRAIN_KINDS and robust_recs and not any(evaluates(e, run) for e in evals):
-            seconds, passes = _cost_of(run.results.summary)
-            out.append(
-                Candidate(
-                    run.shown,
-                    run.label,
-                    _clean_of(run, robust_recs),
-                    _worst_by_eps(robust_recs),
-                    seconds,
-                    passes,
-                    _n_of(run, robust_recs),
-                )
-            )
+        elif robust_recs and (kind in EVAL_KINDS or kind in TRAIN_KINDS):
+            if kind in EVAL_KINDS:
+                # The cost of an evaluated model is that of the run that trained it.
+                trained = [t for t in runs if t.results.kind in TRAIN_KINDS and evaluates(run, t)]
+                cost = _cost_of(trained[0].results.summary) if trained else (None, None)
+            elif any(evaluates(e, run) for e in evals):
+                continue  # an evaluation in the report stands for its end-of-training check
+            else:
+                cost = _cost_of(run.results.summary)
+            clean, worst = _clean_of(run, robust_recs), _worst_by_eps(robust_recs)
+            n = _n_of(run, robust_recs)
+            out.append(Candidate(run.shown, run.label, clean, worst, *cost, n))
     return [c for c in out if c.robust]
 
 
