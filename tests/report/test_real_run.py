@@ -60,6 +60,9 @@ def test_report_on_real_runs_has_summary_gallery_and_step_curves(real_runs, tmp_
     assert "ε = 8/255 (the largest ε every run was evaluated at)" in summary
     assert "robustness_vs_cost.png" in summary
     assert "## Adversarial examples: kurakin" in md
+    gallery = md.split("## Adversarial examples: kurakin")[1].split("\n## ")[0]
+    assert "Attacks that broke kurakin at ε = 8/255: FGSM, PGD." in gallery
+    assert "All ε with examples: 4/255, 8/255 (in " in gallery
     assert "(report_gallery_kurakin.png)" in md
     training = md.split("## Training: ")[1].split("\n## ")[0]
     assert "per optimizer step; diamonds: the catastrophic-overfitting" in training

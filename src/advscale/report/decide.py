@@ -236,6 +236,12 @@ def verdict(cands: Sequence[Candidate], eps: float) -> list[str]:
         )
     if not strong:
         return out or ["No run was evaluated with an iterative attack."]
+    if len({tuple(sorted(t[2])) for t in strong}) > 1:
+        out.append(
+            "The worst cases cover different attacks (see the table): one over fewer or weaker "
+            "attacks can overstate robustness; evaluate every model with the same attacks to "
+            "compare them exactly."
+        )
     best, best_acc, best_att = max(strong, key=lambda t: (t[1], -(t[0].seconds or math.inf)))
     tol = tolerance_points(best_acc, best.n)
     head = (

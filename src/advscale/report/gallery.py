@@ -87,6 +87,12 @@ def _image(ax, img: np.ndarray) -> None:
         ax.imshow(np.clip(np.transpose(img[:3], (1, 2, 0)), 0, 1))
 
 
+def _delta_caption(ex: Examples, eps: float) -> str:
+    if ex.x.shape[1] == 1:
+        return f"red +, blue − (±{eps_label(eps)})"
+    return f"×{255 / (2 * max(eps, 1e-12)):.0f} around grey"
+
+
 def _perturbation(ax, delta: np.ndarray, eps: float) -> None:
     # Amplified so that ±ε spans the whole colour range: at 8/255 the raw difference is
     # invisible.
@@ -120,7 +126,7 @@ def gallery_figure(
             panes = (
                 ("clean", f"true: {ex.class_name(y)}", lambda ax, i=i: _image(ax, ex.x[i])),
                 ("adversarial", f"pred: {ex.class_name(p)}", lambda ax, i=i: _image(ax, ex.x_adv[i])),
-                ("perturbation", f"scaled to ±{eps_label(e)}",
+                ("perturbation", _delta_caption(ex, e),
                  lambda ax, i=i, e=e: _perturbation(ax, ex.x_adv[i] - ex.x[i], e)),
             )  # fmt: skip
             for k, (what, caption, draw) in enumerate(panes):

@@ -39,11 +39,11 @@ def build(runs: Sequence[Run], make_plot: Plots, eps: float | None = None) -> li
         broke = [a for a, _, _ in groups]
         blocks = [
             Text(
-                f"Attacks that broke {run.shown} at ε = {eps_label(at)}: {attack_list(broke)}. "
-                "Each triplet: the clean image with its true label, the adversarial image with "
-                "the model's prediction, and the perturbation scaled so that ±ε spans the colour "
-                f"range. All ε with examples: {', '.join(eps_label(e) for e in have)} "
-                f"(in {path}).",
+                f"Attacks that broke {run.shown} at ε = {eps_label(at)}: "
+                f"{attack_list(broke, short=len(broke))}. Each triplet: the clean image with its "
+                "true label, the adversarial image with the model's prediction, and the "
+                "perturbation (adversarial minus clean) scaled so that ±ε spans the colour range. "
+                f"All ε with examples: {', '.join(eps_label(e) for e in have)} (in {path}).",
                 "note",
             )
         ]
