@@ -235,6 +235,36 @@ def capacity_plot(
     return fig
 
 
+def _label_points(ax, points: Sequence[tuple[str, float, float]]) -> None:
+    """Name each point beside it; of two close points (similar cost and robustness) the left
+    one is named on its left and the lower one below, so that the names do not overlap."""
+    x0, x1 = ax.get_xlim()
+    log = ax.get_xscale() == "log"
+
+    def where(x: float, y: float) -> tuple[float, float]:
+        fx = (math.log(x / x0) / math.log(x1 / x0)) if log else (x - x0) / (x1 - x0)
+        return fx, y / 100
+
+    spots = [where(x, y) for _, x, y in points]
+    for i, (name, x, y) in enumerate(points):
+        fx, fy = spots[i]
+        near = [
+            (px, py)
+            for j, (px, py) in enumerate(spots)
+            if j != i and abs(fx - px) < 0.15 and abs(fy - py) < 0.08
+        ]
+        left = any(px > fx for px, _ in near) and not any(px < fx for px, _ in near)
+        below = any(py > fy for _, py in near)
+        ax.annotate(
+            name,
+            (x, y),
+            fontsize="small",
+            xytext=(-5 if left else 5, -11 if below else 4),
+            textcoords="offset points",
+            ha="right" if left else "left",
+        )
+
+
 def _log_seconds_axis(ax) -> None:
     """Training time on a log scale with plain-number ticks (1, 2, 5, 10, 20 ...)."""
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
@@ -318,7 +348,7 @@ def frontier_plot(
     if len(front) > 1:
         xs, ys = zip(*front, strict=True)
         ax.plot(xs, ys, color="tab:blue", linewidth=1.2, zorder=1, label="Pareto front")
-    for name, s, r, on, multi in points:
+    for _, s, r, on, multi in points:
         y = 100 * r
         if not multi:
             ax.scatter(s, y, marker="x", color="grey", s=45, zorder=2)
@@ -327,7 +357,6 @@ def frontier_plot(
                 s, y, s=60, zorder=3, color="tab:blue" if on else "white",
                 edgecolors="tab:blue",
             )  # fmt: skip
-        ax.annotate(name, (s, y), fontsize="small", xytext=(5, 4), textcoords="offset points")
     ax.scatter([], [], s=60, color="tab:blue", label="on the front")
     ax.scatter([], [], s=60, color="white", edgecolors="tab:blue", label="dominated")
     if any(not p[4] for p in points):
@@ -343,6 +372,7 @@ def frontier_plot(
             pad = (hi - lo) * 0.15 if hi > lo else max(hi * 0.5, 1.0)
             ax.set_xlim(max(0.0, lo - pad), hi + 2 * pad)
     _percent_axis(ax, f"worst-case robust accuracy at ε={eps_label(eps)} (%)")
+    _label_points(ax, [(p[0], p[1], 100 * p[2]) for p in points])
     ax.legend(fontsize="small", loc="best")
     ax.set_title(title, fontsize="medium")
     return fig
