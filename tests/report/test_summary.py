@@ -153,6 +153,8 @@ def test_report_of_a_demo_directory_shows_its_evaluations_and_training_runs(tmp_
     md = write_markdown_report([out], tmp_path / "r.md").read_text()
     assert "## Training: baseline (training)" in md and "## Training: fgsm (training)" in md
     assert "| baseline | 80.0 | 30.0 | PGD | 5.0 |" in _summary(md)
+    # Below a directory given, the demo's runs are each shown once.
+    assert [r.label for r in collect_runs([tmp_path])] == [r.label for r in runs]
     # Given the results file alone, without the runs beside it, the demo's records are shown.
     alone = tmp_path / "alone" / "results.json"
     alone.parent.mkdir()

@@ -146,6 +146,17 @@ def collect_runs(items: Iterable[RunInput]) -> list[Run]:
         raise UserError(
             "no results to report on: give run directories or results.json files written by advscale"
         )
+    # A file found twice (a demo's training runs, also found below a directory given) is one
+    # run, named where it was first found.
+    files: set[Path] = set()
+    kept = []
+    for run in runs:
+        if run.source != IN_MEMORY:
+            if Path(run.source).resolve() in files:
+                continue
+            files.add(Path(run.source).resolve())
+        kept.append(run)
+    runs = kept
     # A model's training run and its evaluation share the model's name: the training run is the
     # one renamed.
     shared = {lb for lb in (r.label for r in runs) if sum(r.label == lb for r in runs) > 1}
