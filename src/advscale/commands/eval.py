@@ -64,6 +64,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="attack the model as loaded, not a copy with batch norm folded (slower, same numbers)",
     )
     p.add_argument("--out", type=Path, default=Path("results.json"))
+    p.add_argument(
+        "--save-adv",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep up to 8 broken examples per attack × ε: DIR/examples.safetensors (x, x_adv, "
+        "y, pred, attack, eps) and DIR/examples.png; the report shows them",
+    )
     p.set_defaults(handler=run)
 
 
@@ -97,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         check_unbounded=not args.no_unbounded_check,
         fuse=not args.no_fuse,
         trust=args.trust_checkpoint,
+        save_adv=args.save_adv,
     )
     s = results.summary
     print(
@@ -110,4 +119,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"gradient-masking checks passed: {', '.join(s['checks'])}")
     print(f"wrote {results.save(args.out)}")
+    if "adversarial_examples" in results.config:
+        from advscale.report import write_gallery_png
+
+        saved = Path(results.config["adversarial_examples"])
+        png = write_gallery_png(saved, saved.with_suffix(".png"))
+        print(f"wrote {saved}" + (f", {png}" if png else " (no attack broke any example)"))
     return 0

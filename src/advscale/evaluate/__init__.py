@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from advscale.errors import UserError
+from advscale.evaluate.examples import FILE_NAME as EXAMPLES_FILE
+from advscale.evaluate.examples import AdversarialExamples, save_examples
 from advscale.evaluate.label_leak import label_leak, leak_flag
 from advscale.evaluate.robust import (
     APGD_NAMES,
@@ -29,6 +32,8 @@ from advscale.evaluate.robust import (
 from advscale.results import Results
 
 __all__ = [
+    "AdversarialExamples",
+    "save_examples",
     "DEFAULT_ATTACK_KWARGS",
     "PRESETS",
     "WORST_CASE",
@@ -60,13 +65,16 @@ def evaluate_spec(
     fuse: bool = True,
     progress: bool = True,
     trust: bool = False,
+    save_adv: str | os.PathLike | None = None,
 ) -> Results:
     """Load the model named by ``model`` (see :func:`advscale.models.load_any_model`; ``trust``
     allows a weights file that needs full unpickling) and ``n`` examples of
     ``data``/``split``, evaluate, and return the ``eval`` results (not saved).
 
     ``preset`` other than "custom" replaces ``attacks`` and turns the cascade on; ``apgd_steps``
-    sets the iterations of every APGD attack.
+    sets the iterations of every APGD attack. ``save_adv`` (a directory) keeps up to 8 broken
+    examples per attack × ε in ``save_adv/examples.safetensors``, named in the config's
+    ``adversarial_examples``.
 
     Raises:
         UserError: bad ``n``, ``batch_size`` or ``apgd_steps``, unknown attack, unreadable model
@@ -122,8 +130,16 @@ def evaluate_spec(
         progress=progress,
         check_unbounded=check_unbounded,
         fuse=fuse,
+        keep_examples=8 if save_adv is not None else 0,
     )
     report.warnings[:0] = warnings
+    saved = {}
+    if save_adv is not None and report.examples is not None:
+        path = save_examples(
+            report.examples, Path(save_adv) / EXAMPLES_FILE, classes=dataset.classes,
+            model=checkpoint_name(str(model)),
+        )  # fmt: skip
+        saved["adversarial_examples"] = str(path.resolve())
     return report.to_results(
         {
             "command": "eval",
@@ -135,5 +151,6 @@ def evaluate_spec(
             "data_dir": str(data_dir) if data_dir else None,
             "preset": preset,
             "class_order": class_order,
+            **saved,
         }
     )

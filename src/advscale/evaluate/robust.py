@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from advscale.attacks import ATTACKS, ONE_STEP, build_attack, model_mode
 from advscale.errors import UserError
 from advscale.evaluate import masking
+from advscale.evaluate.examples import AdversarialExamples, broken_examples
 from advscale.evaluate.inputs import (  # noqa: F401 - APGD_NAMES, DEFAULT_ATTACK_KWARGS: public here too
     APGD_NAMES,
     DEFAULT_ATTACK_KWARGS,
@@ -99,6 +100,7 @@ class EvalReport:
     checks: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
+    examples: AdversarialExamples | None = None
 
     @property
     def n(self) -> int:
@@ -151,6 +153,7 @@ def evaluate(
     check_unbounded: bool = False,
     fuse: bool = True,
     eps_unit: EpsUnit = "1/255",
+    keep_examples: int = 0,
 ) -> EvalReport:
     """Clean and robust accuracy of ``model`` under each attack at each ε, and the worst case.
 
@@ -180,6 +183,8 @@ def evaluate(
             to fold, is attacked as it is) and ``folded_batchnorm`` how many layers it folded.
         eps_unit: ``"1/255"`` (pixel levels) or ``"1"`` (``eps`` are [0, 1] fractions);
             records always hold pixel levels.
+        keep_examples: keep up to this many broken examples per attack × ε in the report's
+            ``examples`` (:func:`advscale.evaluate.examples.broken_examples`).
 
     Returns:
         An :class:`EvalReport`. Records hold ``attack``, ``eps``, ``eps_unit``, ``accuracy``,
@@ -325,6 +330,12 @@ def evaluate(
         "folded_batchnorm": int(getattr(model, "folded", 0)) if fused else 0,
         "attack_kwargs": {a: dict(kwargs_for[a]) for a in attacks},
     }
+    examples = None
+    if keep_examples > 0:
+        examples = broken_examples(
+            model, images, labels, clean_correct, robust_mask, kwargs_for, keep_examples,
+            cascade=cascade, device=dev, seed=seed,
+        )  # fmt: skip
     return EvalReport(
         records=records,
         warnings=warnings,
@@ -336,6 +347,7 @@ def evaluate(
         checks=ran,
         config=config,
         device=str(dev),
+        examples=examples,
     )
 
 

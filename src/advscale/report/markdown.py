@@ -27,6 +27,10 @@ def _cell(text: str) -> str:
 
 
 def _table(t: Table) -> str:
+    return "\n\n".join(_one_table(p) for p in t.parts())
+
+
+def _one_table(t: Table) -> str:
     lines = []
     if t.caption:
         lines += [f"*{_esc(t.caption)}*", ""]
@@ -83,7 +87,10 @@ def write_markdown(sections: Sequence[Section], out_path: str | os.PathLike, tit
 
 
 def write_markdown_report(
-    results: Iterable[RunInput], out_path: str | os.PathLike, title: str = "advscale report"
+    results: Iterable[RunInput],
+    out_path: str | os.PathLike,
+    title: str = "advscale report",
+    eps: float | None = None,
 ) -> Path:
     """Markdown report on ``results`` with its plots as PNG files next to it.
 
@@ -92,6 +99,7 @@ def write_markdown_report(
             those)`` pairs to choose the label a run is shown under (by default the config's
             ``name`` or ``model``, else the run directory's name).
         out_path: the ``.md`` file to write; plots go beside it as ``<stem>_<plot>.png``.
+        eps: the ε (pixel levels) the summary compares robustness at.
 
     Returns:
         The path written.
@@ -100,4 +108,4 @@ def write_markdown_report(
         ResultsError: a results file that cannot be read (names the file).
     """
     runs = collect_runs(results)
-    return write_markdown(build_sections(runs), out_path, title)
+    return write_markdown(build_sections(runs, eps), out_path, title)
