@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from advscale.commands import (
     compare,
@@ -27,11 +28,18 @@ from advscale.commands import (
 COMMANDS = (data, eval, train, finetune, compare, transfer_matrix, sweep, report, demo, export)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the usage block is in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand; each sets ``handler`` to the function that runs it."""
     from advscale import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="advscale",
         description="Adversarial machine learning at scale: attack, evaluate, harden and compare models.",
     )
@@ -76,13 +84,18 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``advscale`` console script and ``python -m advscale``."""
     args = build_parser().parse_args(argv)
-    from advscale.errors import UserError
+    from advscale.errors import RunInterrupted, UserError
 
     try:
         return int(args.handler(args) or 0)
     except UserError as e:
-        print(f"advscale {args.command}: error: {e}", file=sys.stderr)
+        # One line, whatever the message: a log scanner or a CI summary shows all of it.
+        message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"advscale {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except RunInterrupted as e:
+        print(f"advscale {args.command}: {e}", file=sys.stderr)
+        return e.exit_status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

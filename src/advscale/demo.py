@@ -26,9 +26,10 @@ from typing import Any
 
 from advscale.data import load_dataset
 from advscale.evaluate import evaluate
+from advscale.evaluate.examples import save_examples
 from advscale.evaluate.label_leak import label_leak
 from advscale.models import load_model, save_model
-from advscale.report import write_html_report
+from advscale.report import write_gallery_png, write_html_report
 from advscale.report.text import format_demo_summary
 from advscale.results import EPS_UNIT, Results
 from advscale.train import TrainConfig, train, validate_config
@@ -137,7 +138,6 @@ def run_demo(
         },
         complete=False,
     )
-    eval_results: list[tuple[str, Results]] = []
     for name, recipe in MODELS.items():
         _say(
             f"[demo] training {name} ({recipe['name']}"
@@ -171,7 +171,11 @@ def run_demo(
             seed=0,
             attack_kwargs={"apgd": {"steps": size["apgd_steps"]}},
             progress=progress,
+            keep_examples=8,
         )
+        examples = out / "eval" / f"{name}.examples.safetensors"
+        save_examples(report.examples, examples, classes=test.classes, model=name)
+        write_gallery_png(examples, examples.with_suffix(".png"))
         leaks = label_leak(model, test, LEAK_EPS, device=dev, seed=0)
         ev = report.to_results(
             {
@@ -180,6 +184,7 @@ def run_demo(
                 # The training run of this model: the report shows this evaluation in place of
                 # that run's end-of-training check.
                 "train_run": str(run_dir),
+                "adversarial_examples": examples.name,  # beside this results file
                 "dataset": "fashion-mnist",
                 "n": len(test),
             }
@@ -187,7 +192,6 @@ def run_demo(
         ev.records.extend({"check": "label_leak", "model": name, **row} for row in leaks)
         ev.summary["label_leak"] = any(row["leak"] for row in leaks)
         ev.save(out / "eval" / f"{name}.json")
-        eval_results.append((name, ev))
 
         results.records.extend({"model": name, **r} for r in ev.records)
         results.summary[name] = {
@@ -204,8 +208,9 @@ def run_demo(
     results.complete = True
     results.summary["seconds"] = round(time.perf_counter() - started, 1)
     results.save(out / "results.json")
-    runs: list[Any] = [*eval_results, *[(f"{n} (training)", out / "train" / n) for n in MODELS]]
-    html = write_html_report(runs, out / "report.html", title="advscale demo: Fashion-MNIST")
+    # The same report as `advscale report OUT`: the demo's results stand for its evaluations
+    # and training runs.
+    html = write_html_report([out], out / "report.html", title="advscale demo: Fashion-MNIST")
     _say(
         format_demo_summary(results)
         + f"\n[demo] wrote {out / 'results.json'}, {out / 'report.md'}, {html}",

@@ -7,6 +7,7 @@ import os
 import platform
 import random
 import secrets
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +63,37 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     )
 
 
+def check_writable(path: str | os.PathLike, what: str, *, directory: bool = False) -> Path:
+    """Refuse, before any work starts, an output ``path`` that could not be written.
+
+    ``path`` is a file (or, with ``directory``, a directory) that may not exist yet: its nearest
+    existing ancestor must be a directory in which a file can be created, and an existing
+    ``path`` must be of the right kind. Nothing is left behind. ``what`` names the output in
+    the error ("--out", "run directory").
+
+    Raises:
+        UserError: naming ``what``, ``path`` and the reason.
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        kind = "a directory" if path.is_dir() else "a file"
+        raise UserError(
+            f"{what} {path}: is {kind}, expected a {'directory' if directory else 'file'}"
+        )
+    parent = path if directory and path.exists() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{what} {path}: cannot be created ({parent} is not a directory)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".advscale-probe-", dir=parent)
+    except OSError as e:
+        raise UserError(f"{what} {path}: not writable ({parent}: {e.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
 def read_structured(
     path: str | os.PathLike,
     what: str,
@@ -96,7 +128,10 @@ def read_structured(
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise error(f"{path}: not valid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise error(f"{path}: not valid YAML ({where}{what})") from None
 
 
 def _json_default(obj: Any) -> Any:
@@ -134,10 +169,27 @@ def set_submodule(model: torch.nn.Module, name: str, module: torch.nn.Module) ->
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"`` picks CUDA when available, else CPU."""
+    """``None``/``"auto"`` picks CUDA when available, else CPU.
+
+    Raises:
+        UserError: a device name torch does not know, or a CUDA device this machine lacks.
+    """
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(
+            f"device {str(device)!r}: not a device name (auto, cpu, cuda, cuda:N, mps)"
+        ) from None
+    if dev.type == "cuda" and (
+        not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()
+    ):
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise UserError(
+            f"device {str(device)!r}: this machine has {have} CUDA device(s); use cpu or auto"
+        )
+    return dev
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

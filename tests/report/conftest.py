@@ -157,3 +157,53 @@ def full_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = root / "rep" / "report.html"
     assert main(["report", str(next(iter(dirs.values())).parent), "--out", str(out)]) == 0
     return out
+
+
+def write_real_runs(root: Path, data_dir: Path) -> dict[str, Path]:
+    """A real training run (Kurakin step l.l.) on 512 Fashion-MNIST images (steps logged every 2,
+    the guard checking every 3 steps) and ``advscale eval --save-adv`` of its model: what a user has
+    after one small experiment."""
+    from advscale.cli import main
+    from advscale.train import TrainConfig, train, validate_config
+
+    cfg = validate_config(
+        {
+            "model": {"arch": "small_cnn", "kwargs": {"width": 0.25}},
+            "data": {
+                "name": "fashion-mnist",
+                "data_dir": str(data_dir),
+                "n_train": 512,
+                "n_val": 60,
+            },
+            "recipe": {"name": "kurakin", "method": "step_ll", "eps": 8.0},
+            "optimizer": {"name": "adamw", "lr": 0.01},
+            "guard": {"every": 3, "n": 40, "pgd_steps": 3, "action": "continue"},
+            "eval": {
+                "attacks": ["fgsm", "pgd"],
+                "n": 40,
+                "attack_kwargs": {"pgd": {"steps": 3}},
+                "label_leak": False,
+            },
+            "epochs": 1,
+            "batch_size": 32,
+            "log_every": 2,
+            "device": "cpu",
+            "tensorboard": False,
+            "progress": False,
+        },
+        TrainConfig,
+        source="test",
+    )
+    run = root / "runs" / "kurakin"
+    train(cfg, run, force=True)
+    ev = root / "runs" / "kurakin_eval"
+    args = ["eval", "--model", str(run / "model"), "--data-dir", str(data_dir), "--n", "60"]
+    args += ["--attacks", "fgsm,pgd", "--eps", "4,8", "--device", "cpu", "--no-unbounded-check"]
+    assert main([*args, "--out", str(ev / "results.json"), "--save-adv", str(ev / "adv")]) == 0
+    return {"train": run, "eval": ev}
+
+
+@pytest.fixture(scope="session")
+def real_runs(tmp_path_factory: pytest.TempPathFactory, fmnist_dir: Path) -> dict[str, Path]:
+    """:func:`write_real_runs`, once per session (do not modify)."""
+    return write_real_runs(tmp_path_factory.mktemp("real_runs"), fmnist_dir)

@@ -12,6 +12,7 @@ def test_html_report_from_every_kind_has_every_section_and_embedded_images(full_
     out = full_report
     page = out.read_text()
     for title in (
+        "Summary",
         "Runs",
         "Robust accuracy",
         "Label leaking",
@@ -26,7 +27,8 @@ def test_html_report_from_every_kind_has_every_section_and_embedded_images(full_
     srcs = re.findall(r'<img alt="([^"]*)" src="([^"]*)"', page)
     assert {alt for alt, _ in srcs} == {
         "Accuracy against ε per attack",
-        "Training curves of fgsm-run (incomplete)",
+        "Worst-case robust accuracy against training time (filled: Pareto front)",
+        "Training curves of fgsm-run (incomplete), per epoch",
         "Robust accuracy against training time",
         "transfer rate, fgsm, ε=8/255",
         "Ratio against model.kwargs.width",
@@ -42,7 +44,7 @@ def test_html_report_from_every_kind_has_every_section_and_embedded_images(full_
     assert "catastrophic_overfit at epoch 3" in page
     assert "Failed: variant kurakin, model.kwargs.width=2.0: RuntimeError: boom" in page
     assert "Failed: method=fgsm, mode=lora, eps=8/255: BackboneError: no LoRA target" in page
-    assert "multi-step minus fast method" in page and "robust_accuracy_gap_points" in page
+    assert "multi-step minus fast method" in page and "robust gap (points)" in page
     assert "&quot;recipe&quot;" in page and "torch_threads" in page
     # The Markdown version with the same plots as files is written beside it.
     md = out.with_suffix(".md").read_text()

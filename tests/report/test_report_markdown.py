@@ -22,8 +22,8 @@ def test_markdown_report_has_a_table_per_model_and_the_plot(run_dirs, tmp_path):
     assert "*baseline: accuracy under attack*" in text
     assert "*hardened: accuracy under attack*" in text
     assert "| attack | ε=2/255 | ε=4/255 | ε=8/255 |" in text
-    assert "| pgd | 20.0% | 10.0% | 5.0% |" in text  # baseline: 0.2 * 2 / eps
-    assert "| pgd | 60.0% | 30.0% | 15.0% |" in text
+    assert "| PGD | 20.0% | 10.0% | 5.0% |" in text  # baseline: 0.2 * 2 / eps
+    assert "| PGD | 60.0% | 30.0% | 15.0% |" in text
     assert "clean accuracy: 90.0%" in text
     # The plot is a real PNG next to the Markdown, linked relatively.
     links = [line for line in text.splitlines() if line.startswith("![")]
@@ -116,7 +116,7 @@ def test_one_results_file_with_several_models_shows_each(tmp_path):
         }
     text = write_markdown_report([("demo", res)], tmp_path / "r.md").read_text()
     assert "*baseline: accuracy under attack*" in text and "*fgsm: accuracy under attack*" in text
-    assert "| fgsm | 50.0% |" in text
+    assert "| FGSM | 50.0% |" in text
     assert "> **Warning:** demo/fgsm: label leaking detected." in text
     assert "> **Warning:** demo/baseline: [zero_gradients] m" in text
 
@@ -139,9 +139,9 @@ def test_an_unrelated_evaluation_keeps_a_training_runs_numbers(run_dirs, tmp_pat
     # The baseline evaluation attacked runs/demo/models/baseline, not this run's model.
     text = write_markdown_report([train_dir, run_dirs["baseline"]], tmp_path / "r.md").read_text()
     assert "*pgd-run: accuracy under attack*" in text
-    assert "| pgd | 37.0% |" in text
+    assert "| PGD | 37.0% |" in text
     assert "*baseline: accuracy under attack*" in text
-    assert "| pgd | 20.0% | 10.0% | 5.0% |" in text
+    assert "| PGD | 20.0% | 10.0% | 5.0% |" in text
     assert "left out" not in text
 
 
@@ -159,7 +159,7 @@ def test_an_evaluation_of_a_training_runs_model_replaces_its_check_with_a_note(t
         ).read_text()
         robust = text.split("## Robust accuracy")[1].split("\n## ")[0]
         assert "pgd-run: accuracy under attack" not in robust and "37.0%" not in robust
-        assert "| pgd | 29.0% |" in robust
+        assert "| PGD | 29.0% |" in robust
         # The note says what was left out and where to find it.
         assert (
             "pgd-run: its end-of-training robustness check (2 records) is left out of this "
@@ -167,7 +167,7 @@ def test_an_evaluation_of_a_training_runs_model_replaces_its_check_with_a_note(t
             f"{train_dir / 'results.json'}."
         ) in robust
         # The other training run, which nothing evaluated again, keeps its numbers.
-        assert "other-run: accuracy under attack" in robust and "| pgd | 11.0% |" in robust
+        assert "other-run: accuracy under attack" in robust and "| PGD | 11.0% |" in robust
         assert "other-run: its end-of-training" not in robust
         # Nothing is lost from the run itself.
         assert len(load_results(train_dir).records) == 3

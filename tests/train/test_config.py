@@ -72,7 +72,7 @@ def test_eval_section_is_checked_at_load_time_from_a_file(tmp_path):
     # A typo in the evaluation must not wait for the end of training to be found.
     path = tmp_path / "c.yaml"
     path.write_text("recipe:\n  name: fgsm\neval:\n  attacks: [fgsm, pgd]\n  eps: 0.031\n")
-    with pytest.raises(ConfigError, match=rf"{path}: invalid training config\n  eval.eps: "):
+    with pytest.raises(ConfigError, match=rf"{path}: invalid training config: eval.eps: "):
         load_config(path)
     path.write_text("eval:\n  attacks: [fgsm, pgd]\n  eps: 4\n")
     assert load_config(path).eval_eps() == [4.0]
@@ -156,7 +156,7 @@ def test_existing_run_needs_force_and_resume_needs_the_same_config(
     with pytest.raises(UserError, match="already holds a run.*--resume.*--force"):
         train(load_config(None, settings), out)
     with pytest.raises(
-        UserError, match=r"different config:\n  recipe.eps: 8.0 in the run, 4.0 now"
+        UserError, match=r"different config \(recipe.eps: 8.0 in the run, 4.0 now\)"
     ):
         train(load_config(None, [*settings, "recipe.eps=4"]), out, resume=True)
     # Resuming a finished run returns its summary without training again.

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from advscale.errors import UserError
 from advscale.results import Results
 from advscale.train import load_config, train
 from advscale.train.rundir import LOCK, RunDir, RunLockedError, config_diff
@@ -109,3 +110,18 @@ def test_a_sweep_into_a_directory_another_sweep_writes_is_refused(holder, tmp_pa
     with pytest.raises(RunLockedError, match=rf"process {p.pid} on "):
         run_sweep(cfg)
     assert not (out / "results.json").exists() and not (out / "run").exists()
+
+
+def test_a_run_differing_only_in_its_eval_section_resumes_to_evaluate_again(tmp_path):
+    rd = RunDir(tmp_path / "run")
+    saved = {"recipe": {"eps": 8.0}, "eval": {"n": 1000, "eps": [8.0]}}
+    rd.start(saved, [])
+    cheaper = {**saved, "eval": {"n": 100, "eps": [8.0]}}
+    assert rd.state(saved) == "started" and rd.state(cheaper) == "started"
+    assert rd.check_resume(cheaper) == ["eval.n: 1000 in the run, 100 now"]
+    other = {**cheaper, "recipe": {"eps": 4.0}}
+    assert rd.state(other) == "changed"
+    with pytest.raises(
+        UserError, match=r"different config \(recipe.eps: 8.0 in the run, 4.0 now\)"
+    ):
+        rd.check_resume(other)

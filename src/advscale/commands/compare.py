@@ -25,12 +25,14 @@ def run(args: argparse.Namespace) -> int:
     from advscale.report.files import write_compare_files
     from advscale.report.text import compare_markdown
     from advscale.transfer.compare import compare, load_compare_config
+    from advscale.utils import check_writable
 
-    cfg = load_compare_config(args.config, args.set, trust=args.trust_checkpoint)
     if args.resume and args.force:
         raise UserError(
             "--resume and --force contradict each other: --force deletes the finished points"
         )
+    cfg = load_compare_config(args.config, args.set, trust=args.trust_checkpoint)
+    check_writable(args.out, "--out", directory=True)
     results = compare(cfg, args.out, force=args.force)
     write_compare_files(results, args.out, plot=cfg.compare.plot)
     print(compare_markdown(results.records, results.summary), end="")

@@ -22,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the demo; it prints its progress and summary itself."""
     from advscale.demo import run_demo
+    from advscale.utils import check_writable
 
+    check_writable(args.out, "--out", directory=True)
     run_demo(args.out, args.data_dir, quick=args.quick, device=args.device)
     return 0

@@ -148,6 +148,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("results.json"), help="results file")
     p.add_argument("--force", action="store_true", help="overwrite an existing results file")
+    p.add_argument(
+        "--save-adv",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep up to 8 broken examples per attack × ε: DIR/examples.safetensors (x, x_adv, "
+        "y, pred, attack, eps) and DIR/examples.png; the report shows them",
+    )
     p.set_defaults(handler=run)
 
 
@@ -158,8 +166,10 @@ def run(args: argparse.Namespace) -> int:
     from advscale.evaluate.norms import check_eps
     from advscale.report.text import format_table, format_warnings
     from advscale.train.distributed import init_distributed, shutdown
+    from advscale.utils import check_writable
 
     positive_n(args.n)
+    check_writable(args.out, "--out")
     if args.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     if args.apgd_steps is not None and args.apgd_steps < 1:
@@ -194,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
             check_unbounded=not args.no_unbounded_check,
             fuse=not args.no_fuse,
             trust=args.trust_checkpoint,
+            save_adv=args.save_adv,
             norm=args.norm,
             attack_kwargs=kwargs,
             target=args.target,
@@ -217,4 +228,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"gradient-masking checks passed: {', '.join(s['checks'])}")
     print(f"wrote {results.save(out)}")
+    if "adversarial_examples" in results.config:
+        from advscale.report import write_gallery_png
+
+        saved = Path(results.config["adversarial_examples"])
+        png = write_gallery_png(saved, saved.with_suffix(".png"))
+        print(f"wrote {saved}" + (f", {png}" if png else " (no attack broke any example)"))
     return 0

@@ -1,25 +1,48 @@
-"""``advscale report``: one self-contained HTML (and Markdown) report from run directories."""
+"""``advscale report``: one report from run directories: HTML (and Markdown), Markdown or CSV."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from advscale.commands import eps_list
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "report", help="one self-contained HTML (and Markdown) report from run directories"
+        "report",
+        help="one report from run directories: self-contained HTML (+ Markdown), Markdown or CSV",
     )
     p.add_argument("runs", nargs="+", type=Path, help="run directories or results.json files")
-    p.add_argument("--out", type=Path, default=Path("report.html"))
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("report.html"),
+        help="report file; its extension chooses the format: .html (also writes the .md "
+        "beside it), .md, or .csv (one row per record of every run)",
+    )
+    p.add_argument(
+        "--eps",
+        type=eps_list,
+        default=None,
+        help="the ε (pixel levels, 8 means 8/255) the summary compares robustness at "
+        "(default: the largest ε every run was evaluated at)",
+    )
+    p.add_argument("--title", default="advscale report")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the HTML report and the Markdown beside it; print both paths."""
-    from advscale.report import write_html_report
+    """Write the report; print every file written."""
+    from advscale.errors import UserError
+    from advscale.report import write_report
+    from advscale.utils import check_writable
 
-    out = write_html_report(args.runs, args.out)
-    print(out)
-    print(out.with_suffix(".md"))
+    check_writable(args.out, "--out")
+    if args.eps is not None and len(args.eps) != 1:
+        raise UserError(f"--eps takes one ε for the summary, got {len(args.eps)}")
+    for path in write_report(
+        args.runs, args.out, title=args.title, eps=None if args.eps is None else args.eps[0]
+    ):
+        print(path)
     return 0

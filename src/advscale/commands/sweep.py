@@ -32,8 +32,10 @@ def run(args: argparse.Namespace) -> int:
     from advscale.report import write_markdown_report
     from advscale.report.text import format_sweep, format_warnings
     from advscale.sweep import load_sweep, run_sweep
+    from advscale.utils import check_writable
 
     cfg = load_sweep(args.config, args.out, args.set)
+    check_writable(cfg.out, "sweep directory", directory=True)  # type: ignore[arg-type]
     res = run_sweep(cfg)
     out = Path(cfg.out)  # type: ignore[arg-type]
     report = write_markdown_report([out], out / "report.md", title=f"Sweep over {cfg.field}")

@@ -34,11 +34,12 @@ def run(args: argparse.Namespace) -> int:
     from advscale.evaluate.transfer_matrix import transfer_matrix_from_specs
     from advscale.report.files import write_heatmaps
     from advscale.report.text import format_matrix
+    from advscale.utils import check_writable
 
     if len(args.models) < 2:
         raise UserError("--models needs at least two models (comma-separated) to measure transfer")
     positive_n(args.n)
-    out_dir = Path(args.out)
+    out_dir = check_writable(args.out, "--out", directory=True)
     res = transfer_matrix_from_specs(
         args.models,
         args.attacks,

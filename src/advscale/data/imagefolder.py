@@ -128,6 +128,12 @@ def load_image_folder(
         train_idx, test_idx = stratified_split(y, TEST_FRACTION, SPLIT_SEED)
         keep = (train_idx if split == "train" else test_idx).tolist()
         files, y = [files[i] for i in keep], y[keep]
+        if not files:
+            raise DataError(
+                f"{root}: {len(labels)} images leave none for the {split!r} split (a stratified "
+                f"{TEST_FRACTION:.0%} is held out per class); add images or use {root}/train and "
+                f"{root}/test folders"
+            )
 
     if channels is None:
         channels = 1 if all(_is_grey(f) for f in files) else 3

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from advscale.errors import UserError
 from advscale.evaluate.distributed import Shard
+from advscale.evaluate.examples import FILE_NAME as EXAMPLES_FILE
+from advscale.evaluate.examples import AdversarialExamples, save_examples
 from advscale.evaluate.label_leak import label_leak, leak_flag
+from advscale.evaluate.norms import EPS_UNITS
 from advscale.evaluate.robust import (
     APGD_NAMES,
     DEFAULT_ATTACK_KWARGS,
@@ -30,6 +34,8 @@ from advscale.evaluate.robust import (
 from advscale.results import Results
 
 __all__ = [
+    "AdversarialExamples",
+    "save_examples",
     "DEFAULT_ATTACK_KWARGS",
     "PRESETS",
     "WORST_CASE",
@@ -62,6 +68,7 @@ def evaluate_spec(
     fuse: bool = True,
     progress: bool = True,
     trust: bool = False,
+    save_adv: str | os.PathLike | None = None,
     norm: str = "linf",
     attack_kwargs: dict[str, dict[str, Any]] | None = None,
     target: str | int | None = None,
@@ -72,7 +79,9 @@ def evaluate_spec(
     ``data``/``split``, evaluate, and return the ``eval`` results (not saved).
 
     ``preset`` other than "custom" replaces ``attacks`` and turns the cascade on; ``apgd_steps``
-    sets the iterations of every APGD attack. ``norm``, ``attack_kwargs`` and ``shard`` are
+    sets the iterations of every APGD attack. ``save_adv`` (a directory) keeps up to 8 broken
+    examples per attack × ε in ``save_adv/examples.safetensors``, named in the config's
+    ``adversarial_examples``. ``norm``, ``attack_kwargs`` and ``shard`` are
     :func:`evaluate`'s; ``target`` ("ll", "random" or a class index) makes every attack
     targeted. ``eps`` are pixel levels for L∞ and L2 radii in [0, 1] units for L2.
 
@@ -135,10 +144,18 @@ def evaluate_spec(
         progress=progress,
         check_unbounded=check_unbounded,
         fuse=fuse,
+        keep_examples=8 if save_adv is not None else 0,
         norm=norm,  # type: ignore[arg-type]
         shard=shard,
     )
     report.warnings[:0] = warnings
+    saved = {}
+    if save_adv is not None and report.examples is not None:
+        path = save_examples(
+            report.examples, Path(save_adv) / EXAMPLES_FILE, classes=dataset.classes,
+            model=checkpoint_name(str(model)), eps_unit=EPS_UNITS[norm],
+        )  # fmt: skip
+        saved["adversarial_examples"] = str(path.resolve())
     return report.to_results(
         {
             "command": "eval",
@@ -150,5 +167,6 @@ def evaluate_spec(
             "data_dir": str(data_dir) if data_dir else None,
             "preset": preset,
             "class_order": class_order,
+            **saved,
         }
     )

@@ -30,6 +30,7 @@ from advscale.attacks import ATTACKS, ONE_STEP, build_attack, model_mode
 from advscale.errors import UserError
 from advscale.evaluate import masking
 from advscale.evaluate.distributed import Shard, batch_seed
+from advscale.evaluate.examples import AdversarialExamples, broken_examples
 from advscale.evaluate.inputs import (  # noqa: F401 - APGD_NAMES, DEFAULT_ATTACK_KWARGS: public here too
     APGD_NAMES,
     DEFAULT_ATTACK_KWARGS,
@@ -110,6 +111,7 @@ class EvalReport:
     checks: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
+    examples: AdversarialExamples | None = None
 
     @property
     def n(self) -> int:
@@ -168,6 +170,7 @@ def evaluate(
     check_unbounded: bool = False,
     fuse: bool = True,
     eps_unit: EpsUnit | None = None,
+    keep_examples: int = 0,
     norm: Norm = "linf",
     shard: Shard | None = None,
 ) -> EvalReport:
@@ -201,6 +204,9 @@ def evaluate(
             to fold, is attacked as it is) and ``folded_batchnorm`` how many layers it folded.
         eps_unit: L∞ only: ``"1/255"`` (pixel levels, the default) or ``"1"`` (``eps`` are
             [0, 1] fractions); records always hold pixel levels.
+        keep_examples: keep up to this many broken examples per attack × ε in the report's
+            ``examples`` (:func:`advscale.evaluate.examples.broken_examples`); under a
+            ``shard``, rank 0 alone keeps them.
         norm: ``"linf"`` or ``"l2"``: the norm every attack measures ε in. Attacks registered
             for L∞ that have an L2 form (PGD, APGD-CE/T, Square, ...) run in L2.
         shard: this process's share of a data-parallel evaluation
@@ -349,6 +355,12 @@ def evaluate(
         "folded_batchnorm": int(getattr(model, "folded", 0)) if fused else 0,
         "attack_kwargs": {a: dict(kwargs_for[a]) for a in attacks},
     }
+    examples = None
+    if keep_examples > 0 and shard.is_main:
+        examples = broken_examples(
+            model, images, labels, clean_correct, robust_mask, kwargs_for, keep_examples,
+            cascade=cascade, device=dev, seed=seed, norm=norm,
+        )  # fmt: skip
     return EvalReport(
         records=records,
         warnings=warnings,
@@ -360,6 +372,7 @@ def evaluate(
         checks=ran,
         config=config,
         device=str(dev),
+        examples=examples,
     )
 
 

@@ -36,6 +36,10 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     p = Path(path)
     if p.suffix in {".safetensors", ".json"}:
         p = p.with_suffix("")
+    if not p.name:
+        raise CheckpointError(
+            f"{path}: a directory, not a checkpoint (name it, e.g. {p / 'model'})"
+        )
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
@@ -135,14 +139,44 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
             f"{sidecar}: not an advscale checkpoint sidecar (format="
             f"{meta.get('format') if isinstance(meta, dict) else None!r})"
         )
-    if int(meta.get("version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{sidecar}: checkpoint version {meta['version']} is newer than this advscale reads"
-        )
     for key in ("arch", "mean", "std"):
         if key not in meta:
             raise CheckpointError(f"{sidecar}: missing key {key!r}")
+    for key, (ok, expected) in SIDECAR_TYPES.items():
+        if key in meta and not ok(meta[key]):
+            raise CheckpointError(
+                f"{sidecar}: {key} must be {expected}, got {type(meta[key]).__name__} "
+                f"{meta[key]!r:.60}"
+            )
+    if meta.get("version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{sidecar}: checkpoint version {meta['version']} is newer than this advscale reads"
+        )
     return meta
+
+
+def _numbers(v: Any) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v
+    )
+
+
+#: What each sidecar field must be: (check, description for the error).
+SIDECAR_TYPES: dict[str, tuple[Any, str]] = {
+    "version": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "arch": (lambda v: isinstance(v, str), "an architecture name"),
+    "arch_kwargs": (lambda v: v is None or isinstance(v, dict), "a mapping"),
+    "mean": (lambda v: _numbers(v) and len(v) > 0, "a list of numbers"),
+    "std": (lambda v: _numbers(v) and len(v) > 0, "a list of numbers"),
+    "input_size": (
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)) or _numbers(v),
+        "null, an integer or a list of integers",
+    ),
+    "classes": (
+        lambda v: v is None or (isinstance(v, list) and all(isinstance(c, str) for c in v)),
+        "null or a list of class names",
+    ),
+}
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> Classifier:
@@ -159,7 +193,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> C
     try:
         model = build_classifier(
             meta["arch"],
-            meta.get("arch_kwargs", {}),
+            meta.get("arch_kwargs") or {},
             meta["mean"],
             meta["std"],
             meta.get("input_size"),

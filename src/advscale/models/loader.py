@@ -68,6 +68,12 @@ def _is_torchscript(path: Path) -> bool:
         return any("/code/" in n or n.endswith("constants.pkl") for n in z.namelist())
 
 
+def _is_damaged_zip(path: Path) -> bool:
+    """A file with a zip header but no readable directory at its end: cut short in a copy."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04" and not zipfile.is_zipfile(path)
+
+
 def _is_checkpoint(spec: str) -> bool:
     weights, sidecar = checkpoint_paths(spec)
     # A lone .safetensors file is no checkpoint: without a sidecar it names no architecture.
@@ -177,6 +183,11 @@ def load_any_model(
             raise ExternalModelError(
                 f"{path}: a weights file alone does not say which network it belongs to; pass the "
                 f"network as the spec (timm:NAME or package.module:factory) and this file as weights"
+            )
+        if _is_damaged_zip(path):
+            raise ExternalModelError(
+                f"{path}: a truncated or damaged archive (it starts as the zip files TorchScript and "
+                "torch.save write, but its end is missing or corrupt); copy or save it again"
             )
         if not _is_torchscript(path):
             hint = " (a plain torch.save file: pass its network as the spec and it as weights)"

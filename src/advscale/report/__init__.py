@@ -1,4 +1,5 @@
-"""Reports: results JSON of any advscale command -> Markdown (with PNG plots) and self-contained HTML.
+"""Reports: results JSON of any advscale command -> Markdown (with PNG plots), self-contained HTML
+or one CSV table; galleries of the adversarial examples an evaluation saved.
 
 Example:
     >>> from advscale.report import write_html_report, write_markdown_report
@@ -8,6 +9,8 @@ Example:
 from __future__ import annotations
 
 from advscale.report.blocks import Section
+from advscale.report.export import write_csv_report, write_report
+from advscale.report.gallery import read_examples, write_gallery_png
 from advscale.report.html import render_html, write_html_report
 from advscale.report.markdown import render_markdown, write_markdown_report
 from advscale.report.plots import figure_png, png_data_uri
@@ -22,7 +25,11 @@ __all__ = [
     "figure_png",
     "png_data_uri",
     "render_html",
+    "read_examples",
     "render_markdown",
+    "write_csv_report",
+    "write_gallery_png",
     "write_html_report",
     "write_markdown_report",
+    "write_report",
 ]

@@ -11,16 +11,45 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advscale.report import plots
+from advscale.report.labels import column_label
 from advscale.results import RECORD_KIND_KEY
+
+# Widest table a page shows side by side; wider ones are split (the first column repeated).
+MAX_COLUMNS = 10
 
 
 @dataclass
 class Table:
-    """A table of already formatted cells."""
+    """A table of already formatted cells (``columns`` are the headers a reader sees)."""
 
     columns: list[str]
     rows: list[list[str]]
     caption: str = ""
+
+    def transposed(self, header: str = "") -> Table:
+        """One row per column (header, then the cells of each row): a one-record table read
+        down the page."""
+        rows = [[c] + [row[i] for row in self.rows] for i, c in enumerate(self.columns)]
+        return Table([header or "field", *("value" for _ in self.rows)], rows, self.caption)
+
+    def parts(self, max_columns: int = MAX_COLUMNS) -> list[Table]:
+        """The table split into tables of at most ``max_columns`` columns, each repeating the
+        first column so that every part can be read alone."""
+        if len(self.columns) <= max_columns:
+            return [self]
+        rest = len(self.columns) - 1
+        n = math.ceil(rest / (max_columns - 1))
+        step = math.ceil(rest / n)  # parts of even width, not a full one and a stub
+        out = []
+        for k, start in enumerate(range(1, len(self.columns), step)):
+            cols = [0, *range(start, min(start + step, len(self.columns)))]
+            cap = f"{self.caption} ({k + 1}/{n})" if self.caption else f"({k + 1}/{n})"
+            out.append(
+                Table(
+                    [self.columns[i] for i in cols], [[r[i] for i in cols] for r in self.rows], cap
+                )
+            )
+        return out
 
 
 @dataclass
@@ -60,6 +89,8 @@ class Section:
 
 def _is_share(key: str) -> bool:
     """Fields holding a share in [0, 1] shown as a percentage (accuracies, rates)."""
+    if key.endswith("_points"):
+        return False
     return "acc" in key or key.endswith("rate") or key in ("leaked", "share")
 
 
@@ -69,7 +100,7 @@ def fmt(key: str, value: Any) -> str:
         return "–"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if key in ("eps", "train_eps") and isinstance(value, (int, float)):
+    if (key == "eps" or key.endswith("_eps")) and isinstance(value, (int, float)):
         return plots.eps_label(float(value))
     if isinstance(value, float):
         if math.isnan(value):
@@ -114,7 +145,7 @@ def records_table(
     rows = [[fmt(c, r.get(c)) if c in r else "" for c in cols] for r in records[:limit]]
     if len(records) > limit:
         caption = (caption + " " if caption else "") + f"(first {limit} of {len(records)} rows)"
-    return Table(cols, rows, caption)
+    return Table([column_label(c) for c in cols], rows, caption)
 
 
 def _slug(text: str) -> str:

@@ -1,8 +1,10 @@
 """Self-contained HTML report: one file, images as base64 data URIs, inline CSS, no network.
 
-A small inline script records in the page, once it has loaded, how many images rendered and
-whether any script error occurred (``<body data-images-loaded=... data-images-broken=...
-data-script-errors=...>``), so a headless browser can check the report as a reader would see it.
+A small inline script records in the page, once it has loaded, how many images rendered,
+whether any script error occurred and whether the page is wider than the window
+(``<body data-images-loaded=... data-images-broken=... data-script-errors=...
+data-scroll-width=... data-window-width=...>``), so a headless browser can check the report as
+a reader would see it.
 
 Example:
     >>> write_html_report(["runs/demo"], "report.html")  # doctest: +SKIP
@@ -28,17 +30,21 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; ma
        max-width: 1200px; padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
 h1 { border-bottom: 2px solid #444; padding-bottom: .3rem; }
 h2 { margin-top: 2.2rem; border-bottom: 1px solid #ccc; padding-bottom: .2rem; }
-table { border-collapse: collapse; margin: .6rem 0 1.2rem; font-size: .9rem; }
+table { border-collapse: collapse; margin: .6rem 0 1.2rem; font-size: .9rem; max-width: 100%; }
 caption { caption-side: top; text-align: left; font-style: italic; padding-bottom: .3rem; }
-th, td { border: 1px solid #ccc; padding: .25rem .55rem; text-align: right; }
-th { background: #f2f2f2; }
+th, td { border: 1px solid #ccc; padding: .25rem .55rem; text-align: right;
+         overflow-wrap: anywhere; }
+th { background: #f2f2f2; font-weight: 600; vertical-align: bottom; overflow-wrap: normal; }
+tbody tr:nth-child(even) { background: #fafafa; }
 td:first-child, th:first-child { text-align: left; }
 figure { margin: 1rem 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: .85rem; color: #555; }
 .warning { background: #fff4e5; border-left: 4px solid #e67e22; padding: .45rem .7rem; }
 .note { color: #444; background: #f6f8fa; border-left: 4px solid #9aa5b1; padding: .45rem .7rem; }
-pre { background: #f6f8fa; padding: .6rem; overflow-x: auto; font-size: .8rem; }
+pre { background: #f6f8fa; padding: .6rem; overflow-x: auto; font-size: .8rem;
+      white-space: pre-wrap; overflow-wrap: anywhere; }
+p, li, figcaption, caption { overflow-wrap: anywhere; }
 nav ul { columns: 2; }
 .scroll { overflow-x: auto; max-width: 100%; }
 """
@@ -57,6 +63,14 @@ window.addEventListener("load", function () {
   document.body.setAttribute("data-images-loaded", String(ok));
   document.body.setAttribute("data-images-broken", broken.join("|"));
   document.body.setAttribute("data-script-errors", String(advscaleScriptErrors));
+  // Whether anything is wider than the window (a reader would have to scroll sideways).
+  document.body.setAttribute("data-scroll-width", String(document.documentElement.scrollWidth));
+  document.body.setAttribute("data-window-width", String(window.innerWidth));
+  var figures = document.querySelectorAll("figure img"), narrow = [];
+  for (var j = 0; j < figures.length; j++) {
+    if (figures[j].getBoundingClientRect().right > window.innerWidth) { narrow.push(figures[j].alt); }
+  }
+  document.body.setAttribute("data-overflowing", narrow.join("|"));
   document.body.setAttribute("data-report-status", "done");
 });
 """
@@ -72,6 +86,10 @@ def _anchor(i: int) -> str:
 
 
 def _table(t: Table) -> str:
+    return "".join(_one_table(p) for p in t.parts())
+
+
+def _one_table(t: Table) -> str:
     esc = html.escape
     head = "".join(f"<th>{esc(c)}</th>" for c in t.columns)
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in t.rows)
@@ -121,6 +139,7 @@ def write_html_report(
     out_path: str | os.PathLike,
     title: str = "advscale report",
     markdown: bool = True,
+    eps: float | None = None,
 ) -> Path:
     """One self-contained HTML report on ``results`` (and, with ``markdown``, ``<stem>.md`` beside it).
 
@@ -130,6 +149,8 @@ def write_html_report(
         out_path: the ``.html`` file to write.
         title: the report's heading.
         markdown: also write the Markdown version with its PNG plots next to the HTML file.
+        eps: the ε (pixel levels) the summary compares robustness at; by default the largest
+            ε every run was evaluated at.
 
     Returns:
         The HTML path.
@@ -138,7 +159,7 @@ def write_html_report(
         ResultsError: a results file that cannot be read (names the file).
     """
     out_path = Path(out_path)
-    sections = build_sections(collect_runs(results))
+    sections = build_sections(collect_runs(results), eps)
     if markdown:
         write_markdown(sections, out_path.with_suffix(".md"), title)
     return atomic_write_text(out_path, render_html(sections, title))

@@ -6,6 +6,7 @@ Example:
 
 from __future__ import annotations
 
+import html
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -16,14 +17,23 @@ from advscale.report.sections import build_sections
 from advscale.utils import atomic_write_bytes, atomic_write_text
 
 
+def _esc(text: str) -> str:
+    # Markdown passes HTML through: a run named "<img onerror=...>" must stay text.
+    return html.escape(text, quote=False)
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _esc(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _table(t: Table) -> str:
+    return "\n\n".join(_one_table(p) for p in t.parts())
+
+
+def _one_table(t: Table) -> str:
     lines = []
     if t.caption:
-        lines += [f"*{t.caption}*", ""]
+        lines += [f"*{_esc(t.caption)}*", ""]
     lines.append("| " + " | ".join(_cell(c) for c in t.columns) + " |")
     lines.append("|" + "|".join("---" for _ in t.columns) + "|")
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in t.rows]
@@ -37,24 +47,24 @@ def plot_file_name(report_path: Path, plot: Plot) -> str:
 
 def render_markdown(sections: Sequence[Section], title: str, report_path: Path) -> str:
     """The Markdown text; images link to :func:`plot_file_name` relative to the report."""
-    out = [f"# {title}", ""]
+    out = [f"# {_esc(title)}", ""]
     for s in sections:
-        out += ["#" * s.level + " " + s.title, ""]
+        out += ["#" * s.level + " " + _esc(s.title), ""]
         for b in s.blocks:
             if isinstance(b, Table):
                 out.append(_table(b))
             elif isinstance(b, Plot):
-                out.append(f"![{b.title}]({plot_file_name(report_path, b)})")
+                out.append(f"![{_esc(b.title)}]({plot_file_name(report_path, b)})")
             elif isinstance(b, Text):
                 if b.style == "warning":
-                    out.append(f"> **Warning:** {b.text}")
+                    out.append(f"> **Warning:** {_esc(b.text)}")
                 elif b.style == "note":
-                    out.append(f"> {b.text}")
+                    out.append(f"> {_esc(b.text)}")
                 else:
-                    out.append(b.text)
+                    out.append(_esc(b.text))
             elif isinstance(b, Code):
                 out += [
-                    f"<details><summary>{b.caption}</summary>",
+                    f"<details><summary>{_esc(b.caption)}</summary>",
                     "",
                     "```json",
                     b.text,
@@ -77,7 +87,10 @@ def write_markdown(sections: Sequence[Section], out_path: str | os.PathLike, tit
 
 
 def write_markdown_report(
-    results: Iterable[RunInput], out_path: str | os.PathLike, title: str = "advscale report"
+    results: Iterable[RunInput],
+    out_path: str | os.PathLike,
+    title: str = "advscale report",
+    eps: float | None = None,
 ) -> Path:
     """Markdown report on ``results`` with its plots as PNG files next to it.
 
@@ -86,6 +99,7 @@ def write_markdown_report(
             those)`` pairs to choose the label a run is shown under (by default the config's
             ``name`` or ``model``, else the run directory's name).
         out_path: the ``.md`` file to write; plots go beside it as ``<stem>_<plot>.png``.
+        eps: the ε (pixel levels) the summary compares robustness at.
 
     Returns:
         The path written.
@@ -94,4 +108,4 @@ def write_markdown_report(
         ResultsError: a results file that cannot be read (names the file).
     """
     runs = collect_runs(results)
-    return write_markdown(build_sections(runs), out_path, title)
+    return write_markdown(build_sections(runs, eps), out_path, title)

@@ -21,6 +21,9 @@ import matplotlib
 
 matplotlib.use("Agg", force=False)
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
+
+from advscale.report.labels import attack_label, column_label  # noqa: E402
 
 # Points: (x, y) pairs; series map a legend label to points.
 Points = Sequence[tuple[float, float]]
@@ -32,7 +35,9 @@ def eps_label(eps: float) -> str:
 
 
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:
-    """The figure rendered as PNG bytes (Agg)."""
+    """The figure rendered as PNG bytes (Agg); every text as written (no ``$...$`` math)."""
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)  # a run named "a$b" is a name, not a formula to typeset
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
@@ -85,7 +90,7 @@ def accuracy_vs_eps(
         ticks = sorted(xs_all)
         ax.set_xticks(ticks, ["clean" if t == 0 else eps_label(t) for t in ticks], rotation=30)
         ax.set_xlabel("ε")
-        ax.set_title(attack)
+        ax.set_title(attack_label(attack))
         _percent_axis(ax)
         ax.legend(fontsize="small")
     fig.suptitle(title)
@@ -96,35 +101,42 @@ def training_curves(
     metrics: Mapping[str, Points],
     events: Sequence[tuple[float, str]] = (),
     title: str = "Training",
+    xlabel: str = "epoch",
 ) -> Figure:
-    """Loss-like metrics on the left, accuracy-like metrics (%) on the right, against epoch.
+    """Loss-like metrics on the left, accuracy-like metrics (%, 0-100) on the right.
 
     Args:
-        metrics: ``{name: [(epoch, value), ...]}``; names containing "loss" go left, the
-            rest (accuracies in [0, 1]) right.
-        events: ``(epoch, label)`` pairs drawn as red dashed lines, e.g. catastrophic
-            overfitting detected at that epoch.
+        metrics: ``{name: [(x, value), ...]}``; names containing "loss" go left, the rest
+            (accuracies in [0, 1]) right. Names starting with "guard" (the
+            catastrophic-overfitting guard's checks) are drawn as markers only.
+        events: ``(x, label)`` pairs drawn as red dashed lines, e.g. catastrophic
+            overfitting detected there.
+        xlabel: what x is ("epoch", "optimizer step").
     """
     losses = {k: v for k, v in metrics.items() if "loss" in k}
     accs = {k: v for k, v in metrics.items() if "loss" not in k}
     panels = [p for p in (("loss", losses), ("accuracy (%)", accs)) if p[1]]
-    fig, axes = _grid(len(panels), max_cols=2, size=(5.0, 3.4))
+    fig, axes = _grid(len(panels), max_cols=2, size=(5.4, 3.6))
+    xs_all = sorted({x for pts in metrics.values() for x, _ in pts} | {e for e, _ in events})
     for ax, (ylabel, group) in zip(axes, panels, strict=False):
         for name, pts in group.items():
-            pts = sorted(pts)
-            xs, ys = zip(*pts, strict=True)
+            xs, ys = zip(*sorted(pts), strict=True)
             scale = 1 if ylabel == "loss" else 100
-            ax.plot(xs, [scale * y for y in ys], marker=".", label=name)
+            style = {"marker": "D", "linestyle": "none"} if name.startswith("guard") else {}
+            marker = "o" if len(xs) == 1 else "."
+            ax.plot(xs, [scale * y for y in ys], **{"marker": marker, **style}, label=name)
         if ylabel == "loss":
             ax.set_ylabel("loss")
+            top = max((y for pts in group.values() for _, y in pts), default=1.0)
+            ax.set_ylim(0, 1.1 * top if math.isfinite(top) and top > 0 else 1.0)
             ax.grid(True, alpha=0.3)
         else:
             _percent_axis(ax)
-        for epoch, label in events:
-            ax.axvline(epoch, color="crimson", linestyle="--", linewidth=1.2)
+        for x, label in events:
+            ax.axvline(x, color="crimson", linestyle="--", linewidth=1.2)
             ax.annotate(
                 label,
-                (epoch, 0.97),
+                (x, 0.97),
                 xycoords=("data", "axes fraction"),
                 color="crimson",
                 fontsize="small",
@@ -132,8 +144,16 @@ def training_curves(
                 va="top",
                 rotation=90,
             )
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize="small")
+        if xs_all and xs_all[0] == xs_all[-1]:
+            # A single point (a one-epoch run): a range around it, not matplotlib's ±0.04.
+            ax.set_xlim(xs_all[0] - 1, xs_all[0] + 1)
+        elif xs_all:
+            ax.set_xlim(min(0.0, xs_all[0]), xs_all[-1] * 1.02 + 0.5)
+        ax.set_xlabel(xlabel)
+        # Below the panel: curves reach every corner of it.
+        ax.legend(
+            fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False
+        )
     fig.suptitle(title)
     return fig
 
@@ -218,6 +238,47 @@ def capacity_plot(
     return fig
 
 
+def _label_points(ax, points: Sequence[tuple[str, float, float]]) -> None:
+    """Name each point beside it; of two close points (similar cost and robustness) the left
+    one is named on its left and the lower one below, so that the names do not overlap."""
+    x0, x1 = ax.get_xlim()
+    log = ax.get_xscale() == "log"
+
+    def where(x: float, y: float) -> tuple[float, float]:
+        fx = (math.log(x / x0) / math.log(x1 / x0)) if log else (x - x0) / (x1 - x0)
+        return fx, y / 100
+
+    spots = [where(x, y) for _, x, y in points]
+    for i, (name, x, y) in enumerate(points):
+        fx, fy = spots[i]
+        near = [
+            (px, py)
+            for j, (px, py) in enumerate(spots)
+            if j != i and abs(fx - px) < 0.15 and abs(fy - py) < 0.08
+        ]
+        left = any(px > fx for px, _ in near) and not any(px < fx for px, _ in near)
+        below = any(py > fy for _, py in near)
+        ax.annotate(
+            name,
+            (x, y),
+            fontsize="small",
+            xytext=(-5 if left else 5, -11 if below else 4),
+            textcoords="offset points",
+            ha="right" if left else "left",
+        )
+
+
+def _log_seconds_axis(ax) -> None:
+    """Training time on a log scale with plain-number ticks (1, 2, 5, 10, 20 ...)."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("training time (s, log scale)")
+
+
 def cost_robustness_scatter(
     points: Sequence[Mapping[str, object]],
     robust_key: str,
@@ -230,8 +291,6 @@ def cost_robustness_scatter(
         points: dicts with ``method``, ``mode``, ``eps``, ``seconds`` and ``robust_key``.
         robust_key: the accuracy field to plot, e.g. "pgd_accuracy".
     """
-    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
-
     fig = Figure(figsize=(6.0, 4.2), layout="constrained")
     ax = fig.add_subplot()
     markers = ["o", "s", "^", "D", "v", "P", "X"]
@@ -265,15 +324,58 @@ def cost_robustness_scatter(
             ax.scatter([], [], marker="o", color=colors(i % 10), label=m)
     if points and min(float(p["seconds"]) for p in points) > 0:
         # Times of fast and multi-step methods differ by factors: their ratio is what matters.
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("training time (s, log scale)")
+        _log_seconds_axis(ax)
     else:
         ax.set_xlabel("training time (s)")
-    ax.set_ylabel(f"{robust_key.replace('_', ' ')} (%)")
-    ax.grid(True, alpha=0.3)
+    _percent_axis(ax, column_label(robust_key))
     ax.legend(fontsize="small")
+    ax.set_title(title, fontsize="medium")
+    return fig
+
+
+def frontier_plot(
+    points: Sequence[tuple[str, float, float, bool, bool]],
+    eps: float,
+    title: str = "Robustness against training cost",
+) -> Figure:
+    """Worst-case robust accuracy (%, 0-100) against training time, one point per model or
+    recipe; Pareto points filled and joined, the rest hollow, one-step-only figures crossed.
+
+    Args:
+        points: ``(name, seconds, robust accuracy in [0, 1], on the front, multi-step)``.
+        eps: the ε (pixel levels) the accuracies are measured at, for the axis label.
+    """
+    fig = Figure(figsize=(7.0, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    front = sorted((s, 100 * r) for _, s, r, on, multi in points if on and multi)
+    if len(front) > 1:
+        xs, ys = zip(*front, strict=True)
+        ax.plot(xs, ys, color="tab:blue", linewidth=1.2, zorder=1, label="Pareto front")
+    for _, s, r, on, multi in points:
+        y = 100 * r
+        if not multi:
+            ax.scatter(s, y, marker="x", color="grey", s=45, zorder=2)
+        else:
+            ax.scatter(
+                s, y, s=60, zorder=3, color="tab:blue" if on else "white",
+                edgecolors="tab:blue",
+            )  # fmt: skip
+    ax.scatter([], [], s=60, color="tab:blue", label="on the front")
+    ax.scatter([], [], s=60, color="white", edgecolors="tab:blue", label="dominated")
+    if any(not p[4] for p in points):
+        ax.scatter([], [], marker="x", color="grey", label="one-step attacks only (upper bound)")
+    secs = [p[1] for p in points]
+    if secs and min(secs) > 0 and max(secs) / min(secs) > 5:
+        _log_seconds_axis(ax)
+        ax.set_xlim(min(secs) / 1.6, max(secs) * 2.5)
+    else:
+        ax.set_xlabel("training time (s)")
+        if secs:
+            lo, hi = min(secs), max(secs)
+            pad = (hi - lo) * 0.15 if hi > lo else max(hi * 0.5, 1.0)
+            ax.set_xlim(max(0.0, lo - pad), hi + 2 * pad)
+    _percent_axis(ax, f"worst-case robust accuracy at ε={eps_label(eps)} (%)")
+    _label_points(ax, [(p[0], p[1], 100 * p[2]) for p in points])
+    ax.legend(fontsize="small", loc="best")
     ax.set_title(title, fontsize="medium")
     return fig

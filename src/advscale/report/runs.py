@@ -3,6 +3,7 @@ sorted by what they measure (:func:`advscale.results.record_kind`)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -27,6 +28,46 @@ class Run:
         """The label, marked when the run did not finish."""
         return self.label if self.results.complete else f"{self.label} (incomplete)"
 
+    @property
+    def directory(self) -> Path | None:
+        """The directory of the results file (None for results given in memory)."""
+        return None if self.source == IN_MEMORY else Path(self.source).parent
+
+    def steps(self) -> list[dict[str, Any]]:
+        """The records of the run's ``metrics.jsonl`` (steps, epochs, guard checks, events),
+        or [] without one; unreadable lines are skipped (a run killed mid-write)."""
+        path = self.directory / "metrics.jsonl" if self.directory else None
+        if path is None or not path.is_file():
+            return []
+        out = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+    def examples_file(self) -> Path | None:
+        """The adversarial examples saved with this run: the file its config names
+        (``adversarial_examples``, relative to the results file), else one of that name or
+        ``examples.safetensors`` beside the results file."""
+        cfg = self.results.config if isinstance(self.results.config, dict) else {}
+        named = cfg.get("adversarial_examples")
+        where = self.directory
+        candidates: list[Path] = []
+        if isinstance(named, str) and named:
+            p = Path(named)
+            candidates.append(p if p.is_absolute() or where is None else where / p)
+            if where is not None:
+                candidates.append(where / p.name)
+        if where is not None and self.results.kind in EVAL_KINDS:
+            candidates.append(where / "examples.safetensors")
+        return next((c for c in candidates if c.is_file()), None)
+
+
+IN_MEMORY = "(in memory)"
 
 RunInput = Results | str | os.PathLike | tuple[str, Results | str | os.PathLike]
 
@@ -57,15 +98,35 @@ def _default_label(results: Results, source: Path | None) -> str:
     return results.kind
 
 
+def _demo_parts(res: Results, f: Path) -> list[Run]:
+    """The runs a demo's results file stands for, as the demo's own report shows them: each
+    model's evaluation (``eval/<model>.json``) and training run (``train/<model>/``)."""
+    if res.kind != "demo" or not isinstance(res.config.get("models"), dict):
+        return []
+    parts = []
+    for model in res.config["models"]:
+        for label, path in (
+            (model, f.parent / "eval" / f"{model}.json"),
+            (f"{model} (training)", f.parent / "train" / model / "results.json"),
+        ):
+            if path.is_file():
+                parts.append(Run(label, str(path), load_results(path)))
+    return parts
+
+
 def collect_runs(items: Iterable[RunInput]) -> list[Run]:
-    """Load and name every run; labels are made unique. Raises ResultsError naming a bad file."""
+    """Load and name every run; labels are made unique. Raises ResultsError naming a bad file.
+
+    A demo's results file stands for the evaluations and training runs beside it (as the
+    demo's own report shows them), when they are there.
+    """
     runs: list[Run] = []
     for item in items:
         name: str | None = None
         if isinstance(item, tuple):
             name, item = item
         if isinstance(item, Results):
-            runs.append(Run(name or _default_label(item, None), "(in memory)", item))
+            runs.append(Run(name or _default_label(item, None), IN_MEMORY, item))
             continue
         files = _results_files(Path(item))
         for f in files:
@@ -75,12 +136,33 @@ def collect_runs(items: Iterable[RunInput]) -> list[Run]:
                 if str(f) in str(e):
                     raise
                 raise ResultsError(f"{f}: {e}") from None
+            parts = _demo_parts(res, f)
+            if parts:
+                runs += parts
+                continue
             label = name if (name and len(files) == 1) else _default_label(res, f)
             runs.append(Run(label, str(f), res))
     if not runs:
         raise UserError(
             "no results to report on: give run directories or results.json files written by advscale"
         )
+    # A file found twice (a demo's training runs, also found below a directory given) is one
+    # run, named where it was first found.
+    files: set[Path] = set()
+    kept = []
+    for run in runs:
+        if run.source != IN_MEMORY:
+            if Path(run.source).resolve() in files:
+                continue
+            files.add(Path(run.source).resolve())
+        kept.append(run)
+    runs = kept
+    # A model's training run and its evaluation share the model's name: the training run is the
+    # one renamed.
+    shared = {lb for lb in (r.label for r in runs) if sum(r.label == lb for r in runs) > 1}
+    for run in runs:
+        if run.label in shared and run.results.kind in TRAIN_KINDS:
+            run.label = f"{run.label} (training)"
     seen: dict[str, int] = defaultdict(int)
     for run in runs:
         seen[run.label] += 1
@@ -124,6 +206,33 @@ def summaries(run: Run) -> list[tuple[str, dict[str, Any]]]:
         if isinstance(v, dict) and ("warnings" in v or "label_leak" in v)
     ]
     return [(run.shown, s), *nested]
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return a.expanduser().resolve() == b.expanduser().resolve()
+
+
+def evaluates(evaluation: Run, training: Run) -> bool:
+    """Whether ``evaluation`` names ``training`` as the run whose model it attacked: its config's
+    ``train_run`` (a run directory or its results file, or a list of them, as the demo writes
+    it), or a ``model``/``checkpoint`` saved in that run's directory."""
+    if training.source == IN_MEMORY:
+        return False
+    results_file = Path(training.source)
+    cfg = evaluation.results.config if isinstance(evaluation.results.config, dict) else {}
+    named = cfg.get("train_run")
+    for p in named if isinstance(named, list) else [named]:
+        if (
+            isinstance(p, str)
+            and p
+            and (_same_path(Path(p), results_file.parent) or _same_path(Path(p), results_file))
+        ):
+            return True
+    for key in ("model", "checkpoint"):
+        p = cfg.get(key)
+        if isinstance(p, str) and p and _same_path(Path(p).parent, results_file.parent):
+            return True
+    return False
 
 
 TRAIN_KINDS = ("train", "finetune")

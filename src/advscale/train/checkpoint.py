@@ -21,7 +21,10 @@ import torch
 from torch import nn
 
 from advscale import models
+from advscale.errors import UserError
 from advscale.models import CheckpointError
+from advscale.train.distributed import gather_objects
+from advscale.train.step import Optimization
 from advscale.utils import atomic_write
 
 STATE_FILE = "state.pt"
@@ -47,6 +50,35 @@ def save_weights(model: nn.Module, path: Path, **meta: Any) -> Path:
 def load_weights(model: nn.Module, path: Path) -> None:
     """:func:`advscale.models.load_weights` into the plain module inside any wrapper (strict)."""
     models.load_weights(unwrap(model), path)
+
+
+class NonFiniteWeightsError(UserError):
+    """A parameter or buffer holds NaN or ±inf: nothing is saved, the last checkpoint stays."""
+
+
+def nonfinite_tensors(model: nn.Module) -> list[str]:
+    """Names of the floating-point parameters and buffers of ``model`` that are not all finite."""
+    named = [*unwrap(model).named_parameters(), *unwrap(model).named_buffers()]
+    return [
+        n for n, t in named if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all())
+    ]
+
+
+def require_finite(model: nn.Module, *, step: int, last: Path | None) -> None:
+    """Refuse to save weights that are not finite, so that every checkpoint is a good one.
+
+    Raises:
+        NonFiniteWeightsError: naming the tensors, the step and the checkpoint kept (``last``).
+    """
+    bad = nonfinite_tensors(model)
+    if not bad:
+        return
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    kept = f"the last good checkpoint ({last}) is intact" if last else "no checkpoint was written"
+    raise NonFiniteWeightsError(
+        f"training stopped: non-finite weights ({', '.join(bad[:3])}{more}) after step {step}; "
+        f"{kept}. Lower optimizer.lr or add schedule.warmup."
+    )
 
 
 def rng_state() -> dict[str, Any]:
@@ -99,6 +131,49 @@ def save_checkpoint(
     if old.exists():
         shutil.rmtree(old)
     return final
+
+
+def training_state(
+    opt: Optimization, guard: Any, progress: dict[str, Any], epoch_sums: list[float]
+) -> dict[str, Any]:
+    """Everything a resume needs besides the weights: the trainer's ``progress``, optimizer,
+    schedule, scaler and ``guard`` (None without one) states, and each process's random states,
+    recipe state and ``epoch_sums`` (every process must call it)."""
+    mine = {"rng": rng_state(), "recipe": opt.recipe.state_dict(), "epoch_sums": list(epoch_sums)}
+    return {
+        **progress,
+        "world_size": opt.dist.world_size,
+        "optimizer": opt.optimizer.state_dict(),
+        "scheduler": opt.scheduler.state_dict(),
+        "scaler": opt.scaler.state_dict() if opt.scaler is not None else None,
+        "ranks": gather_objects(mine, opt.dist),
+        "guard": guard.state_dict() if guard is not None else None,
+    }
+
+
+def load_training_state(path: Path, model: nn.Module, opt: Optimization, guard: Any) -> dict:
+    """Load checkpoint ``path`` into ``model``, ``opt``'s parts, ``guard`` and this process's
+    random states; return the state (for the progress counters).
+
+    Raises:
+        UserError: the checkpoint was written by another number of processes.
+    """
+    state = load_checkpoint(path, model)
+    if state["world_size"] != opt.dist.world_size:
+        raise UserError(
+            f"--resume: {path} was written by {state['world_size']} process(es), now "
+            f"{opt.dist.world_size}; resume with the same number of processes"
+        )
+    opt.optimizer.load_state_dict(state["optimizer"])
+    opt.scheduler.load_state_dict(state["scheduler"])
+    if opt.scaler is not None and state.get("scaler"):
+        opt.scaler.load_state_dict(state["scaler"])
+    mine = state["ranks"][opt.dist.rank]
+    set_rng_state(mine["rng"])
+    opt.recipe.load_state_dict(mine["recipe"])
+    if guard is not None and state.get("guard"):
+        guard.load_state_dict(state["guard"])
+    return state
 
 
 def find_checkpoint(root: Path, tag: str) -> Path | None:

@@ -237,22 +237,22 @@ C = TypeVar("C", bound=TrainConfig)
 
 
 def _format_validation_error(err: ValidationError, cls: type[BaseModel], source: str) -> str:
-    lines = [f"{source}: invalid training config"]
+    lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
             allowed = _allowed_keys(cls, list(e["loc"][:-1]))
-            lines.append(f"  unknown key {loc!r}; allowed: {', '.join(allowed)}")
+            lines.append(f"unknown key {loc!r}; allowed: {', '.join(allowed)}")
         elif e["type"] == "literal_error":
             expected = (
                 str(e.get("ctx", {}).get("expected", "")).replace(" or ", ", ").replace("'", "")
             )
-            lines.append(f"  {loc}: got {e.get('input')!r}; allowed: {expected}")
+            lines.append(f"{loc}: got {e.get('input')!r}; allowed: {expected}")
         else:
             where = f"{loc}: " if loc else ""
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"  {where}{msg} (got {e.get('input')!r})" if loc else f"  {msg}")
-    return "\n".join(lines)
+            lines.append(f"{where}{msg} (got {e.get('input')!r:.200})" if loc else msg)
+    return f"{source}: invalid training config: " + "; ".join(lines)
 
 
 def _allowed_keys(cls: type[BaseModel], path: list[Any]) -> list[str]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from advscale.errors import UserError
+from advscale.errors import RunInterrupted, UserError
 from advscale.train.rundir import RunDir, RunState
 
 
@@ -108,9 +108,9 @@ def run_grid(
             if start.state == "changed" and on_changed == "refuse":
                 diffs = RunDir(p.run_dir).diff(p.config)
                 raise UserError(
-                    f"{p.run_dir} holds a run by a different config:\n  "
-                    + "\n  ".join(diffs or ["(its results.json)"])
-                    + "\ndelete that directory to rerun this point"
+                    f"{p.run_dir} holds a run by a different config ("
+                    + "; ".join(diffs or ["its results.json"])
+                    + "); delete that directory to rerun this point"
                 )
             if start.reuse:
                 log(f"{tag}: finished earlier, reused ({p.run_dir})")
@@ -122,7 +122,7 @@ def run_grid(
             log(f"{tag}: FAILED: {error.splitlines()[0] if error else ''}")
             value = e.value if isinstance(e, PointFailed) else None
             outcomes.append(PointOutcome(p, "failed", value, error=error, exception=e))
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, RunInterrupted):
             outcomes.append(PointOutcome(p, "interrupted"))
             save(outcomes, False)
             raise

@@ -31,7 +31,6 @@ from advscale.train.distributed import (
     all_reduce_sum,
     barrier,
     broadcast,
-    gather_objects,
     init_distributed,
     main_says,
     shutdown,
@@ -39,11 +38,13 @@ from advscale.train.distributed import (
 )
 from advscale.train.evaluation import clean_accuracy, final_records, label_leak_rows
 from advscale.train.guards import check_finite
-from advscale.train.metrics import MetricsLog, progress_bar
+from advscale.train.interrupt import StopSignals
+from advscale.train.metrics import MetricsLog, epoch_record, progress_bar
 from advscale.train.optim import build_optimizer, build_scheduler
 from advscale.train.recipes import Recipe, build_recipe
 from advscale.train.rundir import (
     CHECKPOINTS,
+    CONFIG,
     MODEL,
     RESULTS,
     SUMMARY,
@@ -133,6 +134,8 @@ class Trainer:
         self.epoch_sums = [0.0] * 5
         self.stop_reason: str | None = None
         self.finished = False
+        self.stop = StopSignals()
+        self.eval_changed = False  # a resume with other eval: settings (evaluate again)
 
     # -- set-up ------------------------------------------------------------------------------
     def _prepare_dir(self) -> None:
@@ -143,7 +146,12 @@ class Trainer:
         if not main_says(refused is None, d):
             raise refused or RunLockedError(f"{self.out} is being written by another process")
         if self.resume:
-            rd.check_resume(cfg_now)
+            eval_diffs = rd.check_resume(cfg_now)
+            if eval_diffs and d.is_main:  # the run now records the settings it evaluates with
+                atomic_write_json(self.out / CONFIG, cfg_now)
+            self.eval_changed = bool(eval_diffs)
+            if eval_diffs:
+                self.notes.append(f"evaluation settings changed on resume: {'; '.join(eval_diffs)}")
             return
         replace = rd.check_new(self.force)
         barrier(d)  # every process has looked before the first one writes
@@ -200,35 +208,26 @@ class Trainer:
         self.notes += [note] if note else []
 
     # -- checkpoint state --------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
-        mine = {
-            "rng": ckpt.rng_state(),
-            "recipe": self.recipe.state_dict(),
-            "epoch_sums": list(self.epoch_sums),
-        }
-        return {
-            **self._progress(),
-            "world_size": self.dist.world_size,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "ranks": gather_objects(mine, self.dist),
-            "guard": self.guard.state_dict() if self.guard is not None else None,
-        }
-
     def _progress(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in PROGRESS}
 
     def save(self, tag: str = "last") -> None:
-        """Checkpoint ``tag`` (every process takes part; process 0 writes)."""
-        state = self._state()
+        """Checkpoint ``tag`` (every process takes part; process 0 writes); refused, keeping
+        the previous one, when a weight is not finite."""
+        self._require_finite()
+        state = ckpt.training_state(self.opt, self.guard, self._progress(), self.epoch_sums)
         if self.dist.is_main:
             ckpt.save_checkpoint(
                 self.out / CHECKPOINTS, tag, self.model, state, recipe=self.cfg.recipe.name
             )
         barrier(self.dist)
 
+    def _require_finite(self) -> None:
+        last = ckpt.find_checkpoint(self.out / CHECKPOINTS, "last")
+        ckpt.require_finite(self.model, step=self.step, last=last)
+
     def _save_best_weights(self) -> None:
+        self._require_finite()
         if self.dist.is_main:
             path = self.out / CHECKPOINTS / "best"
             ckpt.save_weights(self.model, path, step=self.step, metric=self.best_metric)
@@ -239,22 +238,8 @@ class Trainer:
             self.notes.append("resume found no checkpoint: started from the beginning")
             self.metrics.reset()
             return False
-        state = ckpt.load_checkpoint(path, self.model)
-        if state["world_size"] != self.dist.world_size:
-            raise UserError(
-                f"--resume: {path} was written by {state['world_size']} process(es), now "
-                f"{self.dist.world_size}; resume with the same number of processes"
-            )
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        mine = state["ranks"][self.dist.rank]
-        ckpt.set_rng_state(mine["rng"])
-        self.recipe.load_state_dict(mine["recipe"])
-        self.epoch_sums = [float(v) for v in mine["epoch_sums"]]
-        if self.guard is not None and state.get("guard"):
-            self.guard.load_state_dict(state["guard"])
+        state = ckpt.load_training_state(path, self.model, self.opt, self.guard)
+        self.epoch_sums = [float(v) for v in state["ranks"][self.dist.rank]["epoch_sums"]]
         for key in PROGRESS:
             setattr(self, key, state[key])
         self.metrics.truncate(self.step)
@@ -369,37 +354,32 @@ class Trainer:
                     break
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save("last")
+                self._stop_if_signalled()
         finally:
             bar.close()
         elapsed = self.epoch_sums[4]  # training steps only: no guard, checkpoint or validation time
         sums = all_reduce_sum(
             torch.tensor(self.epoch_sums[:4], dtype=torch.float64, device=d.device), d
         ).cpu()
-        complete = self.batch_in_epoch >= self.steps_per_epoch
         if self.guard is not None and not cfg.guard.every and not self.stop_reason:
             self._guard_check()
         val = clean_accuracy(self.gen_model, self.data.val, d)
-        rec = {
-            "type": "epoch",
-            "epoch": self.epoch,
-            "step": self.step,
-            "complete": complete,
-            "train_loss": float(sums[0] / sums[1].clamp_min(1e-12)),
-            "train_acc": float(sums[2] / sums[3].clamp_min(1)),
-            "val_acc": val,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "time_s": elapsed,
-            "images_per_s": self.batch_in_epoch * cfg.batch_size / elapsed if elapsed > 0 else None,
-        }
-        if self.guard is not None and self.guard.history:
-            last = self.guard.history[-1]
-            rec.update({f"guard_{k}": last[k] for k in ("clean_acc", "fgsm_acc", "pgd_acc")})
+        rec = epoch_record(
+            self._progress(),
+            sums.tolist(),
+            complete=self.batch_in_epoch >= self.steps_per_epoch,
+            val=val,
+            lr=self.optimizer.param_groups[0]["lr"],
+            images=self.batch_in_epoch * cfg.batch_size,
+            elapsed=elapsed,
+            guard=self.guard.history if self.guard is not None else None,
+        )
         if self.guard is None and val > self.best_metric:
             self.best_metric = val
             self._save_best_weights()
         self.records.append(rec)
         self._log(rec)
-        if complete:
+        if rec["complete"]:
             self.epoch += 1
             self.batch_in_epoch = 0
             self.epoch_sums = [0.0] * 5
@@ -408,6 +388,14 @@ class Trainer:
         self.save("last")
         if d.is_main:
             write_results(self.out / RESULTS, self.results_kind, cfg, self.records, d.device)
+        self._stop_if_signalled()
+
+    def _stop_if_signalled(self) -> None:
+        """At a step boundary: after SIGTERM/SIGINT (in any process), checkpoint and stop."""
+        signum = self.stop.agreed(self.dist)
+        if signum:
+            self.save("last")
+            raise self.stop.interrupted(signum, self.step, self.out / CHECKPOINTS, self._log)
 
     def run(self) -> dict[str, Any]:
         """Set up, resume if asked, train epoch by epoch, evaluate; returns the summary."""
@@ -415,17 +403,23 @@ class Trainer:
         try:
             self.setup()  # inside: a process that fails here still leaves the group cleanly
             if self.resume and self._restore() and self.finished:
-                return json.loads((self.out / SUMMARY).read_text())
+                # Trained: the final evaluation alone remains, unless it completed with these
+                # settings.
+                done = self.dist.is_main and self.run_dir.finished() is not None
+                if main_says(done and not self.eval_changed, self.dist):
+                    return json.loads((self.out / SUMMARY).read_text())
             if self.cfg.tensorboard:
                 self.notes += self.metrics.open_tensorboard()
-            while (
-                self.epoch < self.cfg.epochs
-                and self.step < self.total_steps
-                and not self.stop_reason
-            ):
-                self._epoch()
+            with self.stop:
+                while (
+                    self.epoch < self.cfg.epochs
+                    and self.step < self.total_steps
+                    and not self.stop_reason
+                    and not self.finished
+                ):
+                    self._epoch()
             self.finished = True
-            self.save("last")
+            self.save("last")  # the final evaluation may be killed: a resume starts it again
             summary = self._finish()
             barrier(self.dist)  # no process tears the group down while another still uses it
         finally:

@@ -27,6 +27,37 @@ def progress_bar(desc: str, total: int, initial: int, enabled: bool) -> Any:
     )
 
 
+def epoch_record(
+    progress: dict[str, Any],
+    sums: list[float],
+    *,
+    complete: bool,
+    val: float,
+    lr: float,
+    images: int,
+    elapsed: float,
+    guard: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """The ``epoch`` record at the trainer's ``progress`` (step, epoch...), ``complete`` or
+    cut short: ``sums`` are Σ w·CE, Σ w, correct and n over all processes; ``images`` were trained on in
+    ``elapsed`` seconds of training steps; the last ``guard`` check, when there is one."""
+    rec = {
+        "type": "epoch",
+        "epoch": progress["epoch"],
+        "step": progress["step"],
+        "complete": complete,
+        "train_loss": sums[0] / max(sums[1], 1e-12),
+        "train_acc": sums[2] / max(sums[3], 1),
+        "val_acc": val,
+        "lr": lr,
+        "time_s": elapsed,
+        "images_per_s": images / elapsed if elapsed > 0 else None,
+    }
+    if guard:
+        rec.update({f"guard_{k}": guard[-1][k] for k in ("clean_acc", "fgsm_acc", "pgd_acc")})
+    return rec
+
+
 class MetricsLog:
     """Appends records to ``run_dir/metrics.jsonl`` and mirrors their numbers to TensorBoard.
 

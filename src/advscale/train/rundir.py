@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from advscale.errors import UserError
 from advscale.results import Results, ResultsError, load_results
-from advscale.utils import atomic_write_json
+from advscale.utils import atomic_write_json, check_writable
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -51,8 +51,16 @@ RUN_FILES = (
 )
 # Keys that may change between a run and its resume without changing what is computed.
 RESUME_FREE = {"progress", "log_every", "tensorboard", "checkpoint_every", "device"}
+# Sections that never touch the weights: a resume may change them (the final evaluation then
+# runs again with the new settings, without retraining).
+EVAL_ONLY = ("eval",)
 
 RunState = Literal["new", "started", "finished", "changed"]
+
+
+def weight_diffs(diffs: list[str]) -> list[str]:
+    """The entries of a :func:`config_diff` outside the :data:`EVAL_ONLY` sections."""
+    return [d for d in diffs if d.split(":", 1)[0].split(".", 1)[0] not in EVAL_ONLY]
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -120,30 +128,37 @@ class RunDir:
 
     def state(self, config: dict[str, Any]) -> RunState:
         """``new`` (no run), ``finished`` / ``started`` (by this config, logging keys aside) or
-        ``changed`` (a run by another config)."""
+        ``changed`` (a run by another config). A run that differs only in its ``eval:`` section
+        is ``started``: resuming it evaluates again without retraining."""
         done = self.finished()
         saved = done.config if done is not None else self.saved_config()
         if saved is None:
             return "new"
-        if config_diff(saved, config):
+        diffs = config_diff(saved, config)
+        if weight_diffs(diffs):
             return "changed"
-        return "finished" if done is not None else "started"
+        return "finished" if done is not None and not diffs else "started"
 
     # -- writing -------------------------------------------------------------------------------
-    def check_resume(self, config: dict[str, Any]) -> None:
-        """Raise UserError unless a run started by ``config`` is here to resume."""
+    def check_resume(self, config: dict[str, Any]) -> list[str]:
+        """Raise UserError unless a run started by ``config`` is here to resume; return the
+        differences limited to the ``eval:`` section (allowed: they do not touch the weights)."""
         saved = self.path / CONFIG
         if not saved.exists():
             raise UserError(
                 f"--resume: {self.path} holds no run (no config.json); start it without --resume"
             )
-        diffs = self.diff(config)
-        if diffs:
+        try:
+            diffs = self.diff(config)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"--resume: {saved} is not valid JSON ({e})") from None
+        refused = weight_diffs(diffs)
+        if refused:
             raise UserError(
-                f"--resume: {saved} was written by a different config:\n  "
-                + "\n  ".join(diffs)
-                + "\nResume with the same config, or start a new run (--force overwrites)."
+                f"--resume: {saved} was written by a different config ({'; '.join(refused)}); "
+                "resume with the same config, or start a new run (--force overwrites)"
             )
+        return diffs
 
     def check_new(self, force: bool) -> list[str]:
         """The run files a new run replaces; UserError when there are some and not ``force``."""
@@ -186,6 +201,7 @@ class RunDir:
         """
         if self._lock_fd is not None:
             return
+        check_writable(self.path, "run directory", directory=True)
         self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / LOCK
         while True:

@@ -12,7 +12,12 @@ from advscale.report.runs import Run, summaries
 def build(items: list[tuple[Run, dict[str, Any]]], runs: Sequence[Run]) -> Section | None:
     blocks: list[Block] = []
     if items:
-        recs = [{"run": run.shown, **r} for run, r in items]
+        # "check" only says what put the record here; "model" repeats the run in all but a demo.
+        recs = [
+            {"run": run.shown, **{k: v for k, v in r.items() if k != "check"}} for run, r in items
+        ]
+        if all(r.get("model") in (None, run.label) for run, r in items):
+            recs = [{k: v for k, v in r.items() if k != "model"} for r in recs]
         blocks.append(
             records_table(
                 recs,

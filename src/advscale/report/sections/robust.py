@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from advscale.report import plots
 from advscale.report.blocks import Block, Plots, Section, Table, Text, fmt
-from advscale.report.runs import EVAL_KINDS, TRAIN_KINDS, Run
+from advscale.report.labels import attack_label
+from advscale.report.runs import EVAL_KINDS, TRAIN_KINDS, Run, evaluates
 from advscale.results import is_number
 
 CLEAN_ATTACKS = ("clean", "none")
@@ -66,7 +66,7 @@ def build(items: list[tuple[Run, dict[str, Any]]], make_plot: Plots) -> Section 
         eps_all = sorted({e for pts in acc[m].values() for e in pts})
         if eps_all:
             rows = [
-                [att]
+                [attack_label(att)]
                 + [fmt("accuracy", acc[m][att].get(e)) if e in acc[m][att] else "" for e in eps_all]
                 for att in acc[m]
             ]
@@ -78,33 +78,6 @@ def build(items: list[tuple[Run, dict[str, Any]]], make_plot: Plots) -> Section 
                 )
             )
     return Section("Robust accuracy", blocks)
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    return a.expanduser().resolve() == b.expanduser().resolve()
-
-
-def _evaluates(evaluation: Run, training: Run) -> bool:
-    """Whether ``evaluation`` names ``training`` as the run whose model it attacked: its config's
-    ``train_run`` (a run directory or its results file, or a list of them, as the demo writes
-    it), or a ``model``/``checkpoint`` saved in that run's directory."""
-    if training.source == "(in memory)":
-        return False
-    results_file = Path(training.source)
-    cfg = evaluation.results.config if isinstance(evaluation.results.config, dict) else {}
-    named = cfg.get("train_run")
-    for p in named if isinstance(named, list) else [named]:
-        if (
-            isinstance(p, str)
-            and p
-            and (_same_path(Path(p), results_file.parent) or _same_path(Path(p), results_file))
-        ):
-            return True
-    for key in ("model", "checkpoint"):
-        p = cfg.get(key)
-        if isinstance(p, str) and p and _same_path(Path(p).parent, results_file.parent):
-            return True
-    return False
 
 
 def without_rechecked(
@@ -122,7 +95,7 @@ def without_rechecked(
     for run in runs:
         if run.results.kind not in TRAIN_KINDS:
             continue
-        by = [ev.shown for ev in evaluations if _evaluates(ev, run)]
+        by = [ev.shown for ev in evaluations if evaluates(ev, run)]
         count = sum(1 for r, _ in items if r.label == run.label)
         if not by or not count:
             continue

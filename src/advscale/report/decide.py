@@ -1,0 +1,296 @@
+"""What the runs of a report decide: each model's (or recipe's, or fine-tuning mode's) clean and
+worst-case robust accuracy at the ε that matters, what it cost, the Pareto front of robustness
+against cost, and the one sentence that names the best trade-off.
+
+Candidates come from evaluations (their worst case over every attack they ran, and the training
+time of the run that trained the model, when that run is in the report), from training runs no
+evaluation in the report attacks again (their end-of-training check), from compare runs (one
+per method, mode and ε) and from a demo's results file (one per model).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from advscale.report.labels import attack_list, covers_multi_step
+from advscale.report.plots import eps_label
+from advscale.report.runs import EVAL_KINDS, TRAIN_KINDS, Run, classify, evaluates
+from advscale.results import is_number
+
+WORST_CASE = "worst_case"
+CLEAN_ATTACKS = ("clean", "none")
+# Accuracy differences smaller than this are never called a difference (points).
+MIN_TOLERANCE = 1.0
+
+
+@dataclass
+class Candidate:
+    """One model, recipe or fine-tuning mode as the summary compares it."""
+
+    name: str
+    run: str
+    clean: float | None
+    # ε (pixel levels) -> (worst-case accuracy in [0, 1], attacks it covers)
+    robust: dict[float, tuple[float, list[str]]] = field(default_factory=dict)
+    seconds: float | None = None
+    passes: int | None = None
+    n: int | None = None
+
+    def at(self, eps: float) -> tuple[float, list[str]] | None:
+        return self.robust.get(float(eps))
+
+
+def _worst_by_eps(recs: Sequence[dict[str, Any]]) -> dict[float, tuple[float, list[str]]]:
+    """Worst case per ε: the evaluation's own ``worst_case`` record (per-example minimum over
+    its attacks) where there is one, else the minimum over the attacks' accuracies."""
+    out: dict[float, tuple[float, list[str]]] = {}
+    per: dict[float, dict[str, float]] = {}
+    for r in recs:
+        attack, e, a = str(r.get("attack")), r.get("eps"), r.get("accuracy")
+        if not (is_number(e) and is_number(a)) or attack in CLEAN_ATTACKS or e == 0:
+            continue
+        if attack == WORST_CASE:
+            covered = [x for x in str(r.get("attacks") or "").split("+") if x]
+            out[float(e)] = (float(a), covered)
+        else:
+            per.setdefault(float(e), {})[attack] = float(a)
+    for e, accs in per.items():
+        if e not in out or not out[e][1]:
+            out[e] = (min(accs.values()), list(accs))
+    return out
+
+
+def _clean_of(run: Run, recs: Sequence[dict[str, Any]]) -> float | None:
+    s = run.results.summary if isinstance(run.results.summary, dict) else {}
+    if is_number(s.get("clean_accuracy")):
+        return float(s["clean_accuracy"])
+    for r in recs:
+        if str(r.get("attack")) in CLEAN_ATTACKS and is_number(r.get("accuracy")):
+            return float(r["accuracy"])
+        if is_number(r.get("clean_accuracy")):
+            return float(r["clean_accuracy"])
+    return None
+
+
+def _cost_of(summary: Any) -> tuple[float | None, int | None]:
+    """Training seconds and forward+backward passes a training summary records."""
+    s = summary if isinstance(summary, dict) else {}
+    seconds = next(
+        (
+            float(s[k])
+            for k in ("train_time_s", "train_seconds", "wall_time_s")
+            if is_number(s.get(k))
+        ),
+        None,
+    )
+    fwd, bwd = (
+        s.get("forward_passes", s.get("forward")),
+        s.get("backward_passes", s.get("backward")),
+    )
+    passes = int(fwd + bwd) if is_number(fwd) and is_number(bwd) else None
+    return seconds, passes
+
+
+def _n_of(run: Run, recs: Sequence[dict[str, Any]]) -> int | None:
+    for src in (run.results.summary, run.results.config, *recs):
+        if isinstance(src, dict) and is_number(src.get("n")) and src["n"] > 0:
+            return int(src["n"])
+    return None
+
+
+def candidates(runs: Sequence[Run]) -> list[Candidate]:
+    """Every model, recipe or fine-tuning mode of ``runs`` with a robustness figure."""
+    out: list[Candidate] = []
+    evals = [r for r in runs if r.results.kind == "eval"]
+    for run in runs:
+        kind = run.results.kind
+        robust_recs = [r for r in run.results.records if classify(run, r) == "robust"]
+        if kind == "compare":
+            out += _compare_candidates(run)
+        elif kind == "demo":
+            out += _demo_candidates(run, robust_recs)
+        elif robust_recs and (kind in EVAL_KINDS or kind in TRAIN_KINDS):
+            if kind in EVAL_KINDS:
+                # The cost of an evaluated model is that of the run that trained it.
+                trained = [t for t in runs if t.results.kind in TRAIN_KINDS and evaluates(run, t)]
+                cost = _cost_of(trained[0].results.summary) if trained else (None, None)
+            elif any(evaluates(e, run) for e in evals):
+                continue  # an evaluation in the report stands for its end-of-training check
+            else:
+                cost = _cost_of(run.results.summary)
+            clean, worst = _clean_of(run, robust_recs), _worst_by_eps(robust_recs)
+            n = _n_of(run, robust_recs)
+            out.append(Candidate(run.shown, run.label, clean, worst, *cost, n))
+    return [c for c in out if c.robust]
+
+
+def _demo_candidates(run: Run, recs: list[dict[str, Any]]) -> list[Candidate]:
+    s = run.results.summary if isinstance(run.results.summary, dict) else {}
+    out = []
+    for model in dict.fromkeys(str(r.get("model")) for r in recs if r.get("model")):
+        mine = [r for r in recs if r.get("model") == model]
+        ms = s.get(model) if isinstance(s.get(model), dict) else {}
+        seconds, passes = _cost_of(ms)
+        clean = ms.get("clean_accuracy") if is_number(ms.get("clean_accuracy")) else None
+        out.append(
+            Candidate(
+                f"{model}",
+                run.label,
+                clean if clean is not None else _clean_of(run, mine),
+                _worst_by_eps(mine),
+                seconds,
+                passes,
+                _n_of(run, mine),
+            )
+        )
+    return out
+
+
+def _compare_candidates(run: Run) -> list[Candidate]:
+    """One candidate per (method, mode) of a compare run, robust at each ε it trained for."""
+    by: dict[str, Candidate] = {}
+    for r in run.results.records:
+        if r.get("status", "done") != "done" or not is_number(r.get("eps")):
+            continue
+        if not is_number(r.get("robust_accuracy")):
+            continue
+        name = f"{str(r.get('method', '?')).upper()} fine-tuning ({r.get('mode', '?')})"
+        covered = [
+            k[: -len("_accuracy")]
+            for k, v in r.items()
+            if k.endswith("_accuracy")
+            and is_number(v)
+            and k not in ("clean_accuracy", "robust_accuracy", "worst_case_accuracy")
+        ]
+        c = by.setdefault(name, Candidate(name, run.label, None))
+        c.robust[float(r["eps"])] = (float(r["robust_accuracy"]), covered)
+        if is_number(r.get("clean_accuracy")):
+            c.clean = float(r["clean_accuracy"])
+        seconds = r.get("wall_time_s", r.get("seconds"))
+        c.seconds = float(seconds) if is_number(seconds) else c.seconds
+    return list(by.values())
+
+
+def headline_eps(cands: Sequence[Candidate], eps: float | None = None) -> float | None:
+    """``eps`` when given, else the largest ε every candidate was evaluated at (failing that,
+    the ε most candidates share, the larger on a tie)."""
+    if eps is not None:
+        return float(eps)
+    sets = [set(c.robust) for c in cands]
+    if not sets:
+        return None
+    common = set.intersection(*sets)
+    if common:
+        return max(common)
+    counts: dict[float, int] = {}
+    for s in sets:
+        for e in s:
+            counts[e] = counts.get(e, 0) + 1
+    return max(counts, key=lambda e: (counts[e], e))
+
+
+def pareto(points: Sequence[tuple[float, float]]) -> list[bool]:
+    """For (cost, robustness) points: whether each is on the front (no other point is at
+    least as robust for no more cost, and better in one of them)."""
+    out = []
+    for i, (c, r) in enumerate(points):
+        dominated = any(
+            (c2 <= c and r2 >= r) and (c2 < c or r2 > r)
+            for j, (c2, r2) in enumerate(points)
+            if j != i
+        )
+        out.append(not dominated)
+    return out
+
+
+def tolerance_points(p: float, n: int | None) -> float:
+    """Robust-accuracy differences within this many points are not called differences: the
+    95% sampling half-width of an accuracy ``p`` measured on ``n`` images (at least 1 point)."""
+    if not n:
+        return MIN_TOLERANCE
+    return max(MIN_TOLERANCE, 100 * 1.96 * math.sqrt(max(p * (1 - p), 0.0) / n))
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def verdict(cands: Sequence[Candidate], eps: float) -> list[str]:
+    """Plain sentences: the best trade-off at ``eps`` and why, and what the figures rest on."""
+    at = [(c, c.at(eps)) for c in cands]
+    scored = [(c, v[0], v[1]) for c, v in at if v is not None]
+    if not scored:
+        return [f"No run was evaluated at ε = {eps_label(eps)}."]
+    strong = [t for t in scored if covers_multi_step(t[2])]
+    out = []
+    weak = [t for t in scored if not covers_multi_step(t[2])]
+    if weak:
+        out.append(
+            f"{', '.join(c.name for c, _, _ in weak)}: only one-step attacks "
+            f"({attack_list(weak[0][2])}) were run at ε = {eps_label(eps)}, which bounds "
+            "robustness from above; these figures are not robust accuracy and are left out of "
+            "the comparison below."
+        )
+    if not strong:
+        return out or ["No run was evaluated with an iterative attack."]
+    if len({tuple(sorted(t[2])) for t in strong}) > 1:
+        out.append(
+            "The worst cases cover different attacks (see the table): one over fewer or weaker "
+            "attacks can overstate robustness; evaluate every model with the same attacks to "
+            "compare them exactly."
+        )
+    best, best_acc, best_att = max(strong, key=lambda t: (t[1], -(t[0].seconds or math.inf)))
+    tol = tolerance_points(best_acc, best.n)
+    head = (
+        f"worst case over {attack_list(best_att)} at ε = {eps_label(eps)}"
+        if best_att
+        else f"at ε = {eps_label(eps)}"
+    )
+    costed = [t for t in strong if t[0].seconds is not None]
+    near = [t for t in costed if 100 * (best_acc - t[1]) <= tol]
+    if best.seconds is None or not near:
+        out.insert(
+            0,
+            f"Most robust: {best.name}, {_pct(best_acc)} ({head}); no training time is recorded "
+            "for it, so no trade-off against cost can be named.",
+        )
+        return out
+    pick, pick_acc, _ = min(near, key=lambda t: (t[0].seconds, -t[1]))
+    noise = f"{tol:.1f}-point sampling uncertainty of {best.n} test images" if best.n else ""
+    if pick is best:
+        cheaper = [t for t in costed if t[0].seconds < best.seconds]
+        why = (
+            f"every cheaper option is more than {tol:.1f} points less robust"
+            + (f" (the {noise})" if noise else "")
+            if cheaper
+            else "nothing in this report costs less"
+        )
+        out.insert(
+            0,
+            f"Best trade-off: {best.name} — the most robust, {_pct(best_acc)} ({head}), at "
+            f"{_seconds(best.seconds)} of training; {why}.",
+        )
+        return out
+    gap = 100 * (best_acc - pick_acc)
+    ratio = best.seconds / pick.seconds if pick.seconds else math.inf
+    clean = ""
+    if pick.clean is not None and best.clean is not None:
+        clean = f" Clean accuracy: {_pct(pick.clean)} against {_pct(best.clean)}."
+    out.insert(
+        0,
+        f"Best trade-off: {pick.name} reaches {best.name}'s robustness within {gap:.1f} points "
+        f"({_pct(pick_acc)} against {_pct(best_acc)}, {head}) at 1/{ratio:.1f} of its training "
+        f"time ({_seconds(pick.seconds)} against {_seconds(best.seconds)})"
+        + (f"; the difference is within the {noise}." if noise else ".")
+        + clean,
+    )
+    return out
+
+
+def _seconds(s: float | None) -> str:
+    if s is None:
+        return "–"
+    return f"{s:.0f} s" if s < 600 else f"{s / 60:.1f} min"
