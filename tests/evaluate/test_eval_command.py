@@ -80,7 +80,15 @@ def test_unknown_attack_argument_is_one_line_naming_it(ckpt, fmnist_dir, tmp_pat
 def test_l2_evaluation_keeps_l2_radii_and_says_the_norm(ckpt, fmnist_dir, tmp_path):
     out = tmp_path / "l2.json"
     args = _args(ckpt, fmnist_dir, out, "--norm", "l2", "--eps", "0.5,2", "--attacks", "pgd")
-    assert main(args) == 0
+    assert main([*args, "--save-adv", str(tmp_path / "adv")]) == 0
+    # The examples kept are L2 ones: within each radius, and labelled in its unit.
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "adv" / "examples.safetensors"), "pt") as f:
+        assert f.metadata()["eps_unit"] == "1"
+        x, x_adv, eps = f.get_tensor("x"), f.get_tensor("x_adv"), f.get_tensor("eps")
+    assert len(eps) and bool(((x_adv - x).flatten(1).norm(dim=1) <= eps + 1e-4).all())
+    assert bool(((x_adv - x).flatten(1).abs().amax(1) > 2 / 255).any())  # not read as 0.5/255
     res = load_results(out)
     assert res.config["norm"] == "l2" and res.config["eps"] == [0.5, 2.0]
     assert res.config["attack_kwargs"]["pgd"]["norm"] == "l2"
