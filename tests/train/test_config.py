@@ -51,7 +51,7 @@ def test_unknown_key_names_it_and_lists_the_allowed_ones(tmp_path):
         ("eval.attack_kwargs={pgd: {stepz: 5}}", r"eval.attack_kwargs: 'pgd'.*'stepz'"),
         (
             "eval.attack_kwargs={pgd: {restarts: 0}}",
-            r"eval.attack_kwargs: 'pgd': restarts must be >= 1",
+            r"eval.attack_kwargs: 'pgd': restarts must be an integer >= 1",
         ),
         ("eval.attack_kwargs={pgd: {eps: 0.1}}", r"eval.attack_kwargs: 'pgd': eps cannot be set"),
         (
