@@ -140,6 +140,12 @@ def check_records(
     )
 
 
+def _unit(records: Sequence[dict[str, Any]]) -> str:
+    """How the records' ε reads in a message: "/255" (L∞ pixel levels) or " (L2)" radii."""
+    norm = next((r.get("norm") for r in records if r.get("norm")), "linf")
+    return "/255" if norm == "linf" else f" ({str(norm).upper()})"
+
+
 def _by_attack(records: Sequence[dict[str, Any]]) -> dict[str, dict[float, float]]:
     acc: dict[str, dict[float, float]] = {}
     for r in records:
@@ -160,6 +166,7 @@ def _eps_warning(
 
 
 def _check_eps_trend(records: Sequence[dict[str, Any]], tol: float) -> list[dict[str, Any]]:
+    u = _unit(records)
     warnings = []
     for name, by_eps in _by_attack(records).items():
         eps = sorted(by_eps)
@@ -180,8 +187,8 @@ def _check_eps_trend(records: Sequence[dict[str, Any]], tol: float) -> list[dict
                     lo,
                     hi,
                     by_eps,
-                    f"{name}: accuracy rises from {by_eps[lo]:.1%} at {lo:g}/255 to "
-                    f"{by_eps[hi]:.1%} at {hi:g}/255; a larger budget contains every smaller "
+                    f"{name}: accuracy rises from {by_eps[lo]:.1%} at {lo:g}{u} to "
+                    f"{by_eps[hi]:.1%} at {hi:g}{u}; a larger budget contains every smaller "
                     "one, so a working attack cannot do worse: a sign of gradient masking or of "
                     "an attack that overshoots (one-step attacks, label leaking)",
                 )
@@ -197,8 +204,8 @@ def _check_eps_trend(records: Sequence[dict[str, Any]], tol: float) -> list[dict
                         lo,
                         hi,
                         by_eps,
-                        f"{name}: accuracy does not fall from {lo:g}/255 ({by_eps[lo]:.1%}) to "
-                        f"{hi:g}/255 ({by_eps[hi]:.1%}) although the budget grew "
+                        f"{name}: accuracy does not fall from {lo:g}{u} ({by_eps[lo]:.1%}) to "
+                        f"{hi:g}{u} ({by_eps[hi]:.1%}) although the budget grew "
                         f"{hi / lo:g}-fold: the attack is not finding its way (gradient masking "
                         "or too few steps)",
                     )
@@ -228,6 +235,7 @@ def applicable_record_checks(attacks: Sequence[str], cascade: bool) -> list[str]
 
 
 def _check_one_step(records: Sequence[dict[str, Any]], tol: float) -> list[dict[str, Any]]:
+    u = _unit(records)
     acc = _by_attack(records)
     warnings = []
     for one, it in _one_step_pairs(list(acc)):
@@ -241,7 +249,7 @@ def _check_one_step(records: Sequence[dict[str, Any]], tol: float) -> list[dict[
                         "eps": e,
                         "accuracy": [acc[one][e], acc[it][e]],
                         "message": (
-                            f"{one} leaves {acc[one][e]:.1%} accuracy at {e:g}/255 but its iterative "
+                            f"{one} leaves {acc[one][e]:.1%} accuracy at {e:g}{u} but its iterative "
                             f"version {it} leaves {acc[it][e]:.1%}: more steps of the same attack "
                             "should not do worse, a sign of gradient masking (a jagged loss surface "
                             "that traps small steps) or of a badly tuned iterative attack"
@@ -259,6 +267,7 @@ def _check_gradient_free(
     cascade: bool,
     tol: float,
 ) -> list[dict[str, Any]]:
+    u = _unit(records)
     free = [a for a in attacks if a in GRADIENT_FREE]
     grad = [a for a in attacks if a not in GRADIENT_FREE]
     if not free or not grad:
@@ -289,7 +298,7 @@ def _check_gradient_free(
                         "eps": e,
                         "share": share,
                         "message": (
-                            f"{g} (no gradients) broke {share:.1%} of the examples at {e:g}/255 that "
+                            f"{g} (no gradients) broke {share:.1%} of the examples at {e:g}{u} that "
                             f"every gradient attack ({', '.join(grad)}) failed on: the gradients "
                             "mislead the attacks (gradient masking), so trust the worst case over all "
                             "attacks, not the gradient attacks alone"

@@ -50,6 +50,8 @@ def _worst_by_eps(recs: Sequence[dict[str, Any]]) -> dict[float, tuple[float, li
     per: dict[float, dict[str, float]] = {}
     for r in recs:
         attack, e, a = str(r.get("attack")), r.get("eps"), r.get("accuracy")
+        if r.get("norm", "linf") != "linf":  # the summary weighs L∞ robustness (pixel levels)
+            continue
         if not (is_number(e) and is_number(a)) or attack in CLEAN_ATTACKS or e == 0:
             continue
         if attack == WORST_CASE:

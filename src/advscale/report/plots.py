@@ -29,8 +29,11 @@ from advscale.report.labels import attack_label, column_label  # noqa: E402
 Points = Sequence[tuple[float, float]]
 
 
-def eps_label(eps: float) -> str:
-    """ε in pixel levels as the papers write it: 8 -> "8/255", 0.5 -> "0.5/255"."""
+def eps_label(eps: float, norm: str | None = None) -> str:
+    """ε as the papers write it: L∞ in pixel levels, 8 -> "8/255"; an L2 or L1 radius on [0, 1]
+    images (records with ``norm`` "l2"/"l1") as it is, 0.5 -> "0.5 (L2)"."""
+    if norm in ("l2", "l1"):
+        return f"{eps:g} ({norm.upper()})"
     return f"{eps:g}/255"
 
 

@@ -14,6 +14,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from advscale.report.plots import eps_label
 from advscale.results import Results
 
 
@@ -24,15 +25,17 @@ def _pct(v: Any) -> str:
 def format_table(records: Sequence[dict[str, Any]]) -> str:
     """A fixed-width table of eval records: attack, ε, clean %, adversarial %, top-5 %, ratio,
     final % (one-step attacks), seconds, forward and backward passes."""
-    head = ["attack", "eps", "clean %", "adv %", "top-5 %", "ratio", "final %", "seconds"]
-    head += ["fwd", "bwd"]
+    # Top-5 under attack is shown only where an attack measured it (records of older files).
+    top5 = any(r.get("top5") is not None for r in records)
+    head = ["attack", "eps", "clean %", "adv %"] + (["top-5 %"] if top5 else [])
+    head += ["ratio", "final %", "seconds", "fwd", "bwd"]
     rows = [
         [
             str(r["attack"]),
-            f"{r['eps']:g}/255",
+            eps_label(float(r["eps"]), r.get("norm")),
             _pct(r.get("clean_accuracy")),
             _pct(r.get("accuracy")),
-            _pct(r.get("top5")),
+            *([_pct(r.get("top5"))] if top5 else []),
             "-" if r.get("ratio") is None else f"{r['ratio']:.3f}",
             _pct(r.get("accuracy_final")),
             f"{r.get('seconds', 0.0):.2f}",

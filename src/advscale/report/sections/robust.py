@@ -39,8 +39,12 @@ def build(items: list[tuple[Run, dict[str, Any]]], make_plot: Plots) -> Section 
     clean: dict[str, float] = {}
     extra: dict[str, list[dict[str, Any]]] = defaultdict(list)
     several_runs = len({run.label for run, _ in items}) > 1
+    norm_of: dict[str, str | None] = {}
     for run, r in items:
         model = _model_name(run, r, len(models_per_run[run.label]) > 1, several_runs)
+        if r.get("norm") in ("l2", "l1"):  # another threat model: its own rows, never mixed
+            model = f"{model} ({r['norm'].upper()})"
+        norm_of[model] = r.get("norm")
         attack, eps, a = str(r["attack"]), float(r["eps"]), float(r["accuracy"])
         if attack in CLEAN_ATTACKS or eps == 0:
             clean[model] = a
@@ -72,7 +76,7 @@ def build(items: list[tuple[Run, dict[str, Any]]], make_plot: Plots) -> Section 
             ]
             blocks.append(
                 Table(
-                    ["attack"] + [f"ε={plots.eps_label(e)}" for e in eps_all],
+                    ["attack"] + [f"ε={plots.eps_label(e, norm_of.get(m))}" for e in eps_all],
                     rows,
                     f"{m}: accuracy under attack",
                 )
