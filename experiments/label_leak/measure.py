@@ -1,8 +1,8 @@
 """Label-leak test with controls on trained runs: one results file and a Markdown table.
 
 Usage:
-    python experiments/label_leak/measure.py runs/label_leak/w1 runs/label_leak/w2 \
-        --out experiments/label_leak/results.json [--n 2000] [--eps 2,4,8,16,32,64]
+    python experiments/label_leak/measure.py runs/label_leak/kurakin_fgsm_w1 \
+        --out experiments/label_leak/results/kurakin_fgsm_w1.json [--n 2000] [--eps 2,4,8,16,32,64]
 
 Each run directory is an ``advscale train`` output (``model`` checkpoint, ``summary.json``).
 Every model is tested on the same class-stratified Fashion-MNIST test images.

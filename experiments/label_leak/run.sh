@@ -8,6 +8,7 @@ PY=${PYTHON:-python}
 for run in kurakin_fgsm_w1 kurakin_fgsm_w2 demo_fgsm64; do
   $PY -m advscale train --config experiments/label_leak/$run.yaml --out runs/label_leak/$run --force
 done
-$PY experiments/label_leak/measure.py runs/label_leak/kurakin_fgsm_w1 \
-    runs/label_leak/kurakin_fgsm_w2 runs/label_leak/demo_fgsm64 \
-    --out experiments/label_leak/results.json
+for run in kurakin_fgsm_w1 kurakin_fgsm_w2 demo_fgsm64; do
+  $PY experiments/label_leak/measure.py runs/label_leak/$run \
+      --out experiments/label_leak/results/$run.json
+done
