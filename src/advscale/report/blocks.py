@@ -91,7 +91,7 @@ def _is_share(key: str) -> bool:
     """Fields holding a share in [0, 1] shown as a percentage (accuracies, rates)."""
     if key.endswith("_points"):
         return False
-    return "acc" in key or key.endswith("rate") or key in ("leaked", "share")
+    return "acc" in key or key.endswith("rate") or key in ("leaked", "share", "leak_effect")
 
 
 def fmt(key: str, value: Any) -> str:

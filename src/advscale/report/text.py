@@ -165,7 +165,14 @@ def format_demo_summary(results: Results, eps: float = 8.0) -> str:
             ]
             accs.append(f"{100 * rec[0]['accuracy']:10.1f}" if rec else f"{'-':>10s}")
         clean = 100 * results.summary[name]["clean_accuracy"]
-        leak = "  <- label leaking" if results.summary[name]["label_leak"] else ""
+        s = results.summary[name]
+        leak = (
+            "  <- label leaking"
+            if s["label_leak"]
+            else "  <- prefers perturbed inputs (not a label leak)"
+            if s.get("prefers_perturbed")
+            else ""
+        )
         lines.append(f"  {name:18s} {clean:6.1f} " + " ".join(accs) + leak)
     return "\n".join(lines)
 
