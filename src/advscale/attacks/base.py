@@ -355,7 +355,7 @@ class Attack:
         extra = 0
         if target is None and self.target is not None:
             target, extra = self._choose_targets(x, y), len(x) if self.target == "ll" else 0
-        self._check_batch(x, y, eps_t, target)
+        self._check_batch(x, y, eps_t, target, probe=final_check)
         with model_mode(self.model, self.mode), torch.enable_grad():
             r = self._run(x, y, eps_t, target, early_stop=early_stop, final_check=final_check)
         r.forward += extra
@@ -376,8 +376,14 @@ class Attack:
             return (y + offset) % k
         return torch.full_like(y, int(self.target))  # type: ignore[arg-type]
 
-    def _check_batch(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None) -> None:
-        """Refuse non-finite or out-of-range pixels, budgets and labels: one host sync per batch."""
+    def _check_batch(
+        self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None, *, probe: bool = True
+    ) -> None:
+        """Refuse non-finite or out-of-range pixels, budgets and labels: one host sync per batch.
+
+        ``probe=False`` (``perturb``: adversarial training, exactly one forward per step)
+        checks labels against the number of logits only when it is already known.
+        """
         parts = [torch.stack(torch.aminmax(x)), torch.stack(torch.aminmax(eps))]
         labels = y if target is None else torch.cat([y, target])
         parts.append(torch.stack(torch.aminmax(labels)).to(x.dtype))
@@ -392,7 +398,7 @@ class Attack:
         # its training mode (mode="keep", adversarial training) is not probed: labels there
         # come from the training data, and the probe would be a forward pass in another mode.
         known = self._classes_of is not None and self._classes_of[0] is self.model
-        probe = known or self.mode == "eval" or not self.model.training
+        probe = known or (probe and (self.mode == "eval" or not self.model.training))
         k = self.num_classes(x) if l_lo >= 0 and probe else (0 if l_lo < 0 else math.inf)
         if not (l_lo >= 0 and l_hi < k):
             what = "labels y" if target is None else "labels y and target"
