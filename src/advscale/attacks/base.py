@@ -1,4 +1,4 @@
-"""The shared attack machinery: mode handling, ε handling, projection, the iterative loop.
+"""The shared attack machinery: input checks, mode handling, targets, the iterative loop.
 
 Every attack takes images in [0, 1] of shape (N, C, H, W) and labels (N,), and returns
 adversarial images in [0, 1] within the ε-ball of the input. Attacks put the model in eval mode
@@ -17,76 +17,44 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from advscale.attacks.norms import (
+    Norm,
+    as_eps,
+    ascent_step,
+    canonical_norm,
+    check_eps,
+    check_positive,
+    eps_range,
+    lp_norm,
+    project,
+    random_start,
+)
 from advscale.errors import UserError
 from advscale.utils import eval_mode
 
-Norm = Literal["linf", "l2"]
+__all__ = [  # the geometry lives in norms.py; these names stay importable from here
+    "Attack",
+    "AttackResult",
+    "GradientAttack",
+    "Norm",
+    "as_eps",
+    "ascent_step",
+    "canonical_norm",
+    "ce_loss",
+    "check_eps",
+    "check_positive",
+    "dlr_loss",
+    "lp_norm",
+    "model_mode",
+    "project",
+    "random_start",
+]
+
 TargetChoice = Literal["ll", "random"] | int
 
 
 def _is_class_index(t: object) -> bool:
     return isinstance(t, int) and not isinstance(t, bool) and t >= 0
-
-
-def check_positive(name: str, value: float, *, integer: bool = False) -> None:
-    """Refuse a count below 1 (``integer``) or a size that is not a positive finite number.
-
-    The message names the constructor argument, e.g. ``steps must be >= 1, got 0``.
-    """
-    if integer:
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise UserError(f"{name} must be an integer >= 1, got {value!r}")
-    elif not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-        raise UserError(f"{name} must be a positive finite number, got {value!r}")
-
-
-def check_eps(lo: float, hi: float, norm: Norm, numel: int | None = None, who: str = "") -> None:
-    """Refuse budgets outside what an attack can mean, given their smallest and largest value.
-
-    L∞ ε above 1 covers the whole [0, 1] range: almost always pixel levels passed where [0, 1]
-    units are expected (``eps=8`` for 8/255), which would report ~0% robust accuracy.
-    An L2 ε above √(pixels) contains the whole image box likewise.
-    """
-    at = f" given to {who}" if who else ""
-    if not (lo >= 0 and math.isfinite(hi)):  # also refuses NaN
-        raise UserError(f"eps{at} must be finite and >= 0, got values in [{lo:g}, {hi:g}]")
-    if norm == "linf" and hi > 1:
-        raise UserError(
-            f"eps={hi:g}{at} is above 1: attacks take ε in [0, 1] units of the image. "
-            f"Pixel levels? pass {hi:g}/255"
-        )
-    if norm == "l2" and numel is not None and hi > math.sqrt(numel):
-        raise UserError(
-            f"L2 eps={hi:g}{at} exceeds √{numel} = {math.sqrt(numel):.4g}, the diameter of the "
-            "[0, 1] image box: attacks take ε in [0, 1] units (RobustBench's CIFAR-10 L2: 0.5)"
-        )
-
-
-def canonical_norm(norm: str | float) -> Norm:
-    """advscale's name of a norm spelled as torchattacks, Foolbox or ART users spell it.
-
-    Example:
-        >>> canonical_norm("Linf"), canonical_norm(float("inf")), canonical_norm(2)
-        ('linf', 'linf', 'l2')
-    """
-    from advscale.attacks.registry import NORM_ALIASES  # the one alias table
-
-    key = norm.lower() if isinstance(norm, str) else norm
-    if isinstance(key, str | int | float) and key in NORM_ALIASES:
-        return NORM_ALIASES[key]
-    raise UserError(
-        f"unknown norm {norm!r}; allowed: 'linf' (also 'Linf', 'inf', float('inf')), "
-        "'l2' (also 'L2', 2)"
-    )
-
-
-def _eps_range(eps: float | Tensor) -> tuple[float, float]:
-    if isinstance(eps, Tensor):
-        if eps.numel() == 0:
-            return 0.0, 0.0
-        lo, hi = torch.aminmax(eps.detach().float().flatten())
-        return float(lo), float(hi)
-    return float(eps), float(eps)
 
 
 @dataclass
@@ -110,87 +78,6 @@ class AttackResult:
     fooled: Tensor
     forward: int = 0
     backward: int = 0
-
-
-def as_eps(eps: float | Tensor, n: int, like: Tensor, *, check: bool = True) -> Tensor:
-    """ε as a (N, 1, 1, 1) tensor on ``like``'s device and dtype; accepts a float or (N,).
-
-    ``check=False`` skips the sign check (the caller checks the values itself).
-    """
-    if isinstance(eps, Tensor):
-        e = eps.detach().to(like.device, like.dtype).flatten()
-        if e.numel() == 1:
-            e = e.expand(n)
-        if e.numel() != n:
-            raise UserError(f"per-example eps has {e.numel()} values for a batch of {n}")
-    else:
-        e = torch.full((n,), float(eps), device=like.device, dtype=like.dtype)
-    if check and n and not bool((e >= 0).all()):  # also rejects NaN
-        raise UserError(f"eps must be >= 0, got min {float(e.min())}")
-    return e.view(n, *([1] * (like.ndim - 1)))
-
-
-def lp_norm(v: Tensor, norm: Norm) -> Tensor:
-    """Per-example norm, shape (N, 1, 1, 1)."""
-    flat = v.flatten(1)
-    n = flat.abs().amax(1) if norm == "linf" else flat.norm(p=2, dim=1)
-    return n.view(-1, *([1] * (v.ndim - 1)))
-
-
-def project(delta: Tensor, x: Tensor, eps: Tensor | float, norm: Norm) -> Tensor:
-    """Project a perturbation onto the ε-ball and so that ``x + delta`` stays in [0, 1].
-
-    L∞: the ε-box and the [0, 1] box intersect in the box [max(−ε, −x), min(ε, 1 − x)], and
-    clipping to it is the exact projection. Clipping ``delta`` itself (not ``x + delta``) keeps
-    a perturbation already inside bit-for-bit unchanged. L2: scale into the ball, then clip to
-    the [0, 1] box (which only shrinks the norm, so the result stays feasible).
-
-    Args:
-        delta: perturbation, same shape as ``x``.
-        x: clean images in [0, 1].
-        eps: radius, a float or a tensor broadcastable to ``x`` such as (N, 1, 1, 1).
-        norm: "linf" or "l2".
-    """
-    if not isinstance(eps, Tensor):
-        eps = torch.tensor(float(eps), device=x.device, dtype=x.dtype)
-    if norm == "linf":
-        return torch.clamp(delta, torch.maximum(-eps, -x), torch.minimum(eps, 1 - x))
-    if norm == "l2":
-        length = lp_norm(delta, "l2")
-        scale = torch.where(length > eps, eps / length.clamp_min(1e-30), torch.ones_like(length))
-        return torch.clamp(delta * scale, -x, 1 - x)
-    raise UserError(f"unknown norm {norm!r}; allowed: linf, l2")
-
-
-def random_start(
-    x: Tensor,
-    eps: Tensor,
-    norm: Norm,
-    generator: torch.Generator | None = None,
-    *,
-    sphere: bool = False,
-) -> Tensor:
-    """A uniformly random perturbation in the ε-ball (L∞: per pixel; L2: uniform in the ball,
-    or with ``sphere`` a random direction of length ε, as APGD starts), clipped to [0, 1]."""
-    if norm == "linf":
-        u = torch.rand(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-        delta = (2 * u - 1) * eps
-    else:
-        g = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-        g = g / (lp_norm(g, "l2") + 1e-12)
-        d = x[0].numel()
-        r = torch.rand(
-            (x.shape[0],) + (1,) * (x.ndim - 1), device=x.device, dtype=x.dtype, generator=generator
-        )
-        delta = g * eps if sphere else g * eps * r.pow(1.0 / d)
-    return project(delta, x, eps, norm)
-
-
-def ascent_step(grad: Tensor, norm: Norm) -> Tensor:
-    """Steepest-ascent direction of unit size: sign for L∞, normalized gradient for L2."""
-    if norm == "linf":
-        return grad.sign()
-    return grad / (lp_norm(grad, "l2") + 1e-12)
 
 
 def dlr_loss(logits: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
@@ -266,7 +153,7 @@ class Attack:
         self.model = model
         if norm is not None:
             self.norm = canonical_norm(norm)
-        check_eps(*_eps_range(eps), self.norm, who=type(self).__name__)
+        check_eps(*eps_range(eps), self.norm, who=type(self).__name__)
         self.eps = eps
         self.mode = mode
         self.early_stop = early_stop
@@ -355,7 +242,7 @@ class Attack:
         extra = 0
         if target is None and self.target is not None:
             target, extra = self._choose_targets(x, y), len(x) if self.target == "ll" else 0
-        self._check_batch(x, y, eps_t, target)
+        self._check_batch(x, y, eps_t, target, probe=final_check)
         with model_mode(self.model, self.mode), torch.enable_grad():
             r = self._run(x, y, eps_t, target, early_stop=early_stop, final_check=final_check)
         r.forward += extra
@@ -376,8 +263,14 @@ class Attack:
             return (y + offset) % k
         return torch.full_like(y, int(self.target))  # type: ignore[arg-type]
 
-    def _check_batch(self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None) -> None:
-        """Refuse non-finite or out-of-range pixels, budgets and labels: one host sync per batch."""
+    def _check_batch(
+        self, x: Tensor, y: Tensor, eps: Tensor, target: Tensor | None, *, probe: bool = True
+    ) -> None:
+        """Refuse non-finite or out-of-range pixels, budgets and labels: one host sync per batch.
+
+        ``probe=False`` (``perturb``: adversarial training, exactly one forward per step)
+        checks labels against the number of logits only when it is already known.
+        """
         parts = [torch.stack(torch.aminmax(x)), torch.stack(torch.aminmax(eps))]
         labels = y if target is None else torch.cat([y, target])
         parts.append(torch.stack(torch.aminmax(labels)).to(x.dtype))
@@ -392,7 +285,7 @@ class Attack:
         # its training mode (mode="keep", adversarial training) is not probed: labels there
         # come from the training data, and the probe would be a forward pass in another mode.
         known = self._classes_of is not None and self._classes_of[0] is self.model
-        probe = known or self.mode == "eval" or not self.model.training
+        probe = known or (probe and (self.mode == "eval" or not self.model.training))
         k = self.num_classes(x) if l_lo >= 0 and probe else (0 if l_lo < 0 else math.inf)
         if not (l_lo >= 0 and l_hi < k):
             what = "labels y" if target is None else "labels y and target"
