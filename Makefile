@@ -47,7 +47,7 @@ $(TIMM_VENV)/.installed: pyproject.toml
 
 # The timm backbone and model-loading paths, in the venv that has timm.
 test-timm: $(TIMM_VENV)/.installed
-	$(TIMM_VENV)/bin/python -m pytest -q -p no:cacheprovider -k timm tests/transfer tests/analysis
+	$(TIMM_VENV)/bin/python -m pytest -q -p no:cacheprovider -k timm tests/transfer tests/models
 
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks

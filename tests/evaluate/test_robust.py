@@ -165,7 +165,18 @@ def test_config_says_whether_a_fused_copy_was_attacked():
     assert r.config["fused"] is True and r.config["folded_batchnorm"] == 1
 
 
-def test_strong_preset_is_apgd_ce_then_apgd_t_then_square_when_registered():
+def test_strong_preset_runs_apgd_ce_then_apgd_t_then_square_as_one_cascade(tiny_model, test_set):
+    from advscale.attacks import build_attack
+
     attacks, missing = preset_attacks("strong")
-    assert attacks[:2] == ["apgd_ce", "apgd_t"]
-    assert attacks + missing == ["apgd_ce", "apgd_t", "square"]
+    assert (attacks, missing) == (["strong"], [])
+    x, y = test_set.tensors()
+    attack = build_attack("strong", tiny_model, 8 / 255, square_queries=50)
+    res = attack.run(x, y)
+    assert [s["attack"] for s in attack.stages] == ["apgd_ce", "apgd_t", "square"]
+    # Each stage attacks only what the stages before left robust.
+    left = [s["attacked"] for s in attack.stages]
+    assert left == sorted(left, reverse=True)
+    assert int(res.fooled.sum()) == sum(s["fooled"] for s in attack.stages)
+
+
