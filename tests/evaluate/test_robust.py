@@ -178,5 +178,3 @@ def test_strong_preset_runs_apgd_ce_then_apgd_t_then_square_as_one_cascade(tiny_
     left = [s["attacked"] for s in attack.stages]
     assert left == sorted(left, reverse=True)
     assert int(res.fooled.sum()) == sum(s["fooled"] for s in attack.stages)
-
-
