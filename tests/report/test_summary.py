@@ -180,3 +180,17 @@ def test_unknown_report_format_and_bad_examples_file_name_the_file(tmp_path, cap
     # The report still shows the numbers, with the unreadable file named.
     md = write_markdown_report([tmp_path / "run"], tmp_path / "r.md").read_text()
     assert "## Adversarial examples: m" in md and f"> **Warning:** {bad}: cannot read" in md
+
+
+def test_robustness_bought_with_clean_accuracy_is_flagged():
+    """A model that is most robust only because it gave up clean accuracy gets a caution."""
+    at = ["iter_basic", "pgd", "apgd"]
+    lossy = decide.Candidate("fgsm", "fgsm", 0.52, {16.0: (0.35, at)}, seconds=33, n=1000)
+    good = decide.Candidate("kurakin", "kurakin", 0.88, {16.0: (0.20, at)}, seconds=250, n=1000)
+    text = decide.verdict([lossy, good], 16.0)
+    assert text[0].startswith("Best trade-off: fgsm")
+    assert any(
+        "Caution: fgsm's clean accuracy" in t and "36.0 points below kurakin" in t for t in text
+    )
+    close = decide.Candidate("pgd", "pgd", 0.86, {16.0: (0.35, at)}, seconds=300, n=1000)
+    assert not any(t.startswith("Caution") for t in decide.verdict([close, good], 16.0))

@@ -262,6 +262,19 @@ def verdict(cands: Sequence[Candidate], eps: float) -> list[str]:
         return out
     pick, pick_acc, _ = min(near, key=lambda t: (t[0].seconds, -t[1]))
     noise = f"{tol:.1f}-point sampling uncertainty of {best.n} test images" if best.n else ""
+    cleanest = max(
+        (t for t in strong if t[0].clean is not None), key=lambda t: t[0].clean, default=None
+    )
+    if cleanest is not None and pick.clean is not None and cleanest[0] is not pick:
+        lost = 100 * (cleanest[0].clean - pick.clean)
+        if lost > max(tol, 5.0):
+            # Robustness bought with clean accuracy is no trade-off a user can ship blindly.
+            out.insert(
+                0,
+                f"Caution: {pick.name}'s clean accuracy, {_pct(pick.clean)}, is {lost:.1f} "
+                f"points below {cleanest[0].name}'s {_pct(cleanest[0].clean)}; weigh clean "
+                "accuracy too, or compare at a smaller ε (report --eps).",
+            )
     if pick is best:
         cheaper = [t for t in costed if t[0].seconds < best.seconds]
         why = (
