@@ -120,3 +120,12 @@ def test_help_lists_attack_names_presets_and_defaults(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["data", "fetch", "--help"])
     assert "--base-url" in capsys.readouterr().out
+
+
+def test_apgd_steps_reach_the_strong_cascade(ckpt, fmnist_dir, tmp_path):
+    out = tmp_path / "strong.json"
+    args = _args(ckpt, fmnist_dir, out, "--preset", "strong", "--eps", "8", "--apgd-steps", "3")
+    assert main(args) == 0
+    res = load_results(out)
+    assert res.config["attack_kwargs"]["strong"]["ce_steps"] == 3
+    assert res.config["attack_kwargs"]["strong"]["t_steps"] == 3
