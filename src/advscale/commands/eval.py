@@ -30,7 +30,7 @@ def number_list(text: str) -> list[float]:
 def attack_kwargs(text: str) -> dict[str, dict[str, Any]]:
     """``--attack-kwargs square.n_queries=1000,square.p_init=0.05``: ``ATTACK.ARG=VALUE`` items,
     comma-separated; values read as YAML (``100``, ``0.05``, ``true``, ``[1, 2]``, ``dlr``)."""
-    from advscale.train.config import _parse_value  # the one reading of command-line values
+    from advscale.train.config import parse_value  # the one reading of command-line values
 
     out: dict[str, dict[str, Any]] = {}
     # Split only before the next ATTACK.ARG=, so that a list value may hold commas.
@@ -41,7 +41,7 @@ def attack_kwargs(text: str) -> dict[str, dict[str, Any]]:
             raise argparse.ArgumentTypeError(
                 f"--attack-kwargs {item!r}: expected ATTACK.ARGUMENT=VALUE, e.g. square.n_queries=1000"
             )
-        out.setdefault(attack, {})[arg.strip()] = _parse_value(value.strip())
+        out.setdefault(attack, {})[arg.strip()] = parse_value(value.strip())
     return out
 
 

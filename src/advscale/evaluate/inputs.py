@@ -74,18 +74,18 @@ def check_pixel_eps(
     Raises:
         UserError: no value, a value outside the range (or not finite), fractions as levels.
     """
-    given = _floats(values, source)
+    given = eps_floats(values, source)
     if unit not in ("1/255", "1"):
-        raise UserError(_where(source) + f"unknown eps unit {unit!r}; allowed: 1/255, 1")
+        raise UserError(where_prefix(source) + f"unknown eps unit {unit!r}; allowed: 1/255, 1")
     top = 255.0 if unit == "1/255" else 1.0
     unit_text = "pixel levels in [0, 255] (8 means 8/255)" if unit == "1/255" else "in [0, 1]"
     if not given:
-        raise UserError(_where(source) + "no eps given (pixel levels, e.g. 2,4,8,16)")
+        raise UserError(where_prefix(source) + "no eps given (pixel levels, e.g. 2,4,8,16)")
     bad = [e for e in given if not ((e > 0 if positive else e >= 0) and e <= top)]
     if bad:
         if positive:
             unit_text = unit_text.replace("[0", "(0")
-        raise UserError(_where(source) + f"eps must be {unit_text}, got {_show(bad)}")
+        raise UserError(where_prefix(source) + f"eps must be {unit_text}, got {show_values(bad)}")
     if unit == "1":
         return list(dict.fromkeys(e * 255 for e in given))
     # A budget below one level cannot be stored in an 8-bit image; all of them below one level
@@ -93,26 +93,30 @@ def check_pixel_eps(
     nonzero = [e for e in given if e > 0]
     if nonzero and max(nonzero) < 1:
         raise UserError(
-            _where(source) + f"eps {_show(given)} look like [0, 1] units; ε is in pixel levels "
+            where_prefix(source)
+            + f"eps {show_values(given)} look like [0, 1] units; ε is in pixel levels "
             "of the 0-255 scale (pass 8 for 8/255)"
         )
     return list(dict.fromkeys(given))
 
 
-def _floats(values: float | Sequence[float], source: str | None) -> list[float]:
+def eps_floats(values: float | Sequence[float], source: str | None) -> list[float]:
+    """``values`` (one number or several) as floats; a UserError naming ``source`` otherwise."""
     if isinstance(values, (int, float)):
         values = [values]
     try:
         return [float(v) for v in values]
     except (TypeError, ValueError):
-        raise UserError(_where(source) + f"eps must be numbers, got {values!r}") from None
+        raise UserError(where_prefix(source) + f"eps must be numbers, got {values!r}") from None
 
 
-def _where(source: str | None) -> str:
+def where_prefix(source: str | None) -> str:
+    """``"source: "`` to start an error message with what the user must fix ("" without one)."""
     return f"{source}: " if source else ""
 
 
-def _show(values: list[float]) -> str:
+def show_values(values: list[float]) -> str:
+    """ε values as an error message shows them: ``[2, 4, 8]``."""
     return "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
 
@@ -140,16 +144,16 @@ def check_attacks(attacks: str | Sequence[str], source: str | None = "attacks") 
     names = [attacks] if isinstance(attacks, str) else list(attacks)
     allowed = ", ".join(sorted(ATTACKS))
     if not names:
-        raise UserError(_where(source) + f"no attacks given; allowed: {allowed}")
+        raise UserError(where_prefix(source) + f"no attacks given; allowed: {allowed}")
     unknown = [a for a in names if a not in ATTACKS]
     if unknown:
         raise UserError(
-            _where(source)
+            where_prefix(source)
             + f"unknown attack(s) {', '.join(map(repr, unknown))}; allowed: {allowed}"
         )
     dup = sorted({a for a in names if names.count(a) > 1})
     if dup:
-        raise UserError(_where(source) + f"attack(s) listed twice: {', '.join(dup)}")
+        raise UserError(where_prefix(source) + f"attack(s) listed twice: {', '.join(dup)}")
     return names
 
 

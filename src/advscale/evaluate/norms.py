@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from advscale.attacks import ATTACKS, canonical_norm
 from advscale.errors import UserError
-from advscale.evaluate.inputs import EpsUnit, _floats, _show, _where, check_pixel_eps
+from advscale.evaluate.inputs import EpsUnit, check_pixel_eps, eps_floats, show_values, where_prefix
 
 Norm = Literal["linf", "l2"]
 #: The unit of ε in records and configs, per norm: L∞ budgets in pixel levels (8 means 8/255),
@@ -44,17 +44,20 @@ def check_eps(
     if norm == "linf":
         return check_pixel_eps(values, source, unit=unit or "1/255")
     if norm != "l2":
-        raise UserError(_where(source) + f"unknown norm {norm!r}; allowed: linf, l2")
+        raise UserError(where_prefix(source) + f"unknown norm {norm!r}; allowed: linf, l2")
     if unit not in (None, "1"):
-        raise UserError(_where(source) + "L2 eps are radii in [0, 1] units of the image (unit '1')")
-    given = _floats(values, source)
+        raise UserError(
+            where_prefix(source) + "L2 eps are radii in [0, 1] units of the image (unit '1')"
+        )
+    given = eps_floats(values, source)
     if not given:
-        raise UserError(_where(source) + "no eps given (L2 radii, e.g. 0.25,0.5)")
+        raise UserError(where_prefix(source) + "no eps given (L2 radii, e.g. 0.25,0.5)")
     bad = [e for e in given if not (math.isfinite(e) and e >= 0)]
     if bad:
         raise UserError(
-            _where(source) + f"L2 eps must be finite radii >= 0 in [0, 1] units of the image, "
-            f"got {_show(bad)}"
+            where_prefix(source)
+            + f"L2 eps must be finite radii >= 0 in [0, 1] units of the image, "
+            f"got {show_values(bad)}"
         )
     return list(dict.fromkeys(given))
 
@@ -86,12 +89,13 @@ def with_norm(
         given = kw.get("norm")
         if given is not None and canonical_norm(given) != norm:
             raise UserError(
-                _where(source) + f"{name!r} is given norm={given!r} but the evaluation's norm "
+                where_prefix(source)
+                + f"{name!r} is given norm={given!r} but the evaluation's norm "
                 f"is {norm!r}; one evaluation measures ε in one norm"
             )
         if own != norm and own != "linf":
             raise UserError(
-                _where(source) + f"attack {name!r} measures ε in {own}, this evaluation in "
+                where_prefix(source) + f"attack {name!r} measures ε in {own}, this evaluation in "
                 f"{norm}: evaluate it with norm {own!r} (--norm {own}), or pick the {norm} attack"
             )
         if own != norm:

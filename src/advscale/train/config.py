@@ -302,7 +302,7 @@ def _check_scalar(cls: type[BaseModel], parts: list[str], value: Any, item: str)
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
     """A ``--set`` value parsed as YAML, so ``4``, ``true``, ``[1, 2]``, ``null`` and ``1e-4``
     work."""
     try:
@@ -327,7 +327,7 @@ def apply_overrides(
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
             raise ConfigError(f"--set {item!r}: empty key")
-        parsed = _parse_value(value)
+        parsed = parse_value(value)
         _check_scalar(cls, parts, parsed, item)
         _put(raw, parts, parsed, f"--set {item!r}")
     return raw
