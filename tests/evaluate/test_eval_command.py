@@ -129,3 +129,11 @@ def test_apgd_steps_reach_the_strong_cascade(ckpt, fmnist_dir, tmp_path):
     res = load_results(out)
     assert res.config["attack_kwargs"]["strong"]["ce_steps"] == 3
     assert res.config["attack_kwargs"]["strong"]["t_steps"] == 3
+
+
+def test_apgd_steps_cannot_weaken_the_reference_autoattack(ckpt, fmnist_dir, tmp_path, capsys):
+    out = tmp_path / "aa.json"
+    args = _args(ckpt, fmnist_dir, out, "--preset", "autoattack", "--eps", "8", "--apgd-steps", "5")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--apgd-steps" in err and len(err.splitlines()) == 1 and not out.exists()

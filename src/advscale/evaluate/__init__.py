@@ -119,6 +119,11 @@ def evaluate_spec(
         if apgd_steps < 1:
             raise UserError(f"apgd_steps must be >= 1, got {apgd_steps}")
         kwargs.update({a: {"steps": apgd_steps} for a in APGD_NAMES})
+        if "autoattack" in attacks:
+            raise UserError(
+                "apgd_steps (--apgd-steps) cannot change the reference AutoAttack: its budgets "
+                "are fixed so that its number is comparable; drop --apgd-steps"
+            )
         if "strong" in attacks:  # the cascade's own APGD-CE and APGD-T stages
             kwargs["strong"] = {"ce_steps": apgd_steps, "t_steps": apgd_steps}
     if target is not None:
