@@ -41,14 +41,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import save_results
+from _common import add_model_args, classifier_for, fashion_mnist, save_results
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from advscale.attacks import PGD
-from advscale.data import load_dataset
 from advscale.evaluate import evaluate
-from advscale.models import build_classifier, load_model
+from advscale.models import load_model
 from advscale.utils import environment_info, resolve_device
 
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 10
@@ -59,18 +58,16 @@ METHODS = ("advscale", "advscale PGD.run", "hand-written", "torchattacks", "fool
 
 
 # -- the model ---------------------------------------------------------------------------------
-def train_model(n_train: int, epochs: int, width: float, seed: int) -> nn.Module:
-    """A standard (not adversarially) trained small_cnn on a Fashion-MNIST subset."""
-    torch.manual_seed(seed)
-    data = load_dataset("fashion-mnist", "train").take(n_train, seed=seed)
-    x, y = data.tensors()
-    model = build_classifier(
-        "small_cnn", {"num_classes": 10, "in_channels": 1, "width": width}, data.mean, data.std
-    )
+def train_model(args: argparse.Namespace, device: torch.device) -> nn.Module:
+    """A standard (not adversarially) trained ``args.arch`` on a Fashion-MNIST subset."""
+    torch.manual_seed(0)
+    data = fashion_mnist("train", args.n_train, 0, args.cifar_shaped)
+    x, y = data.tensors(device)
+    model = classifier_for(args.arch, data, args.width).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x))
+    for _ in range(args.epochs):
+        perm = torch.randperm(len(x)).to(device)
         for i in range(0, len(x), 64):
             b = perm[i : i + 64]
             loss = F.cross_entropy(model(x[b]), y[b])
@@ -111,6 +108,7 @@ def methods(
     batch_size: int,
     device: torch.device,
     only: Collection[str] | None = None,
+    x_shape: tuple[int, ...] = (1, 28, 28),
 ) -> dict[str, Method]:
     """Per method: ``gen(x, y) -> x_adv`` and ``eval(x, y) -> still_correct (N,) bool``
     (a method without ``gen`` is timed in (a) only).
@@ -159,7 +157,7 @@ def methods(
     if wanted("foolbox"):
         out["foolbox"] = foolbox_method(model)
     if wanted("art"):
-        out["art"] = art_method(model, batch_size, device)
+        out["art"] = art_method(model, batch_size, device, x_shape)
     return out
 
 
@@ -182,7 +180,9 @@ def foolbox_method(model: nn.Module) -> Method:
     }
 
 
-def art_method(model: nn.Module, batch_size: int, device: torch.device) -> Method:
+def art_method(
+    model: nn.Module, batch_size: int, device: torch.device, x_shape: tuple[int, ...]
+) -> Method:
     from art.attacks.evasion import ProjectedGradientDescentPyTorch
     from art.estimators.classification import PyTorchClassifier
 
@@ -191,7 +191,7 @@ def art_method(model: nn.Module, batch_size: int, device: torch.device) -> Metho
         clf = PyTorchClassifier(
             model,
             loss=nn.CrossEntropyLoss(),
-            input_shape=(1, 28, 28),
+            input_shape=tuple(x_shape),
             nb_classes=10,
             clip_values=(0.0, 1.0),
             device_type="gpu" if device.type == "cuda" else "cpu",
@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--n-train", type=int, default=6000, help="training images when training here")
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--width", type=float, default=0.5)
+    p.add_argument("--width", type=float, default=0.5, help="channel width multiplier")
+    add_model_args(p)
     p.add_argument("--n", type=int, default=1024, help="test images attacked per repetition")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--reps", type=int, default=9)
@@ -254,22 +255,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    model = (
-        load_model(args.model)
-        if args.model
-        else train_model(args.n_train, args.epochs, args.width, 0)
-    )
-    train_s = time.perf_counter() - t0
     device = resolve_device(args.device)
+    model = load_model(args.model) if args.model else train_model(args, device)
+    train_s = time.perf_counter() - t0
     model = model.eval().to(device)
-    x, y = load_dataset("fashion-mnist", "test").take(args.n, seed=1).tensors()
-    x, y = x.to(device), y.to(device)
+    x, y = fashion_mnist("test", args.n, 1, args.cifar_shaped).tensors(device)
     clean = predict(model, x) == y
     print(
         f"model ready in {train_s:.1f}s, clean accuracy {clean.float().mean():.3f}", file=sys.stderr
     )
 
-    ms = methods(model, args.batch_size, device, args.only or None)
+    ms = methods(model, args.batch_size, device, args.only or None, tuple(x.shape[1:]))
     tasks = ("eval", "gen")
     for m in ms.values():  # warm-up: allocator, kernels, lazy imports
         for task in m:
@@ -353,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "model": str(args.model)
             if args.model
-            else f"small_cnn width {args.width}, trained here on {args.n_train} Fashion-MNIST images, "
+            else f"{args.arch} width {args.width}, trained here on {args.n_train} Fashion-MNIST "
+            f"images{' (3x32x32: padded, grey repeated)' if args.cifar_shaped else ''}, "
             f"{args.epochs} epochs ({train_s:.1f}s)",
             "clean_accuracy": float(clean.float().mean()),
         },

@@ -41,15 +41,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import save_results
+from _common import add_model_args, classifier_for, fashion_mnist, save_results, sync
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from advscale.attacks import PGD, AutoAttack, PassCounter, StepLL, StrongCascade
-from advscale.data import load_dataset
-from advscale.models import build_classifier, load_model, save_model
+from advscale.models import load_model, save_model
 from advscale.models.checkpoint import checkpoint_paths
-from advscale.utils import atomic_write_json, environment_info
+from advscale.utils import atomic_write_json, environment_info, resolve_device
 
 MAX_GAP_POINTS = 0.2
 MAX_COST_FRACTION = 0.25
@@ -57,30 +56,29 @@ KINDS = ("undefended", "kurakin_step_ll", "pgd")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train(kind: str, n_train: int, epochs: int, eps: float, width: float, seed: int) -> nn.Module:
-    """small_cnn trained with Adam (lr 3e-3, batch 64) by recipe ``kind``.
+def train(kind: str, args: argparse.Namespace, device: torch.device) -> nn.Module:
+    """``args.arch`` trained with Adam (lr 3e-3, batch 64) by recipe ``kind``.
 
     ``kurakin_step_ll``: half of each batch replaced by step l.l. examples with ε drawn per
     example uniformly from [0, 1.25 ε] (paper A's mixed batches, random ε); ``pgd``: every batch
     replaced by PGD-3 examples (α = 2.5 ε / 3) from ``perturb``.
     """
-    torch.manual_seed(seed)
-    data = load_dataset("fashion-mnist", "train").take(n_train, seed=seed)
-    x, y = data.tensors()
-    model = build_classifier(
-        "small_cnn", {"num_classes": 10, "in_channels": 1, "width": width}, data.mean, data.std
-    )
+    torch.manual_seed(args.seed)
+    data = fashion_mnist("train", args.n_train, args.seed, args.cifar_shaped)
+    x, y = data.tensors(device)
+    model = classifier_for(args.arch, data, args.width).to(device)
+    eps, seed = args.eps, args.seed
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     step_ll = StepLL(model, eps, seed=seed)
     pgd = PGD(model, eps, steps=3, seed=seed)
-    for epoch in range(epochs):
+    for epoch in range(args.epochs):
         model.train()
-        perm = torch.randperm(len(x))
+        perm = torch.randperm(len(x)).to(device)
         for i in range(0, len(x), 64):
             xb, yb = x[perm[i : i + 64]], y[perm[i : i + 64]]
             if kind == "kurakin_step_ll":
                 h = len(xb) // 2
-                e = torch.rand(len(xb) - h) * 1.25 * eps
+                e = torch.rand(len(xb) - h).to(device) * 1.25 * eps
                 xb = torch.cat([xb[:h], step_ll.perturb(xb[h:], yb[h:], eps=e)])
             elif kind == "pgd":
                 xb = pgd.perturb(xb, yb)
@@ -88,23 +86,26 @@ def train(kind: str, n_train: int, epochs: int, eps: float, width: float, seed: 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        print(f"{kind}: epoch {epoch + 1}/{epochs}, loss {float(loss):.3f}", file=sys.stderr)
+        print(f"{kind}: epoch {epoch + 1}/{args.epochs}, loss {loss.item():.3f}", file=sys.stderr)
     return model.eval()
 
 
-def get_model(kind: str, args: argparse.Namespace) -> tuple[nn.Module, str, str]:
+def get_model(
+    kind: str, args: argparse.Namespace, device: torch.device
+) -> tuple[nn.Module, str, str]:
     """The model of ``kind`` (trained now or read back), how it was made, and its weights' SHA-256."""
     path = args.models_dir / kind
     if not checkpoint_paths(path)[0].exists():
         t0 = time.perf_counter()
-        net = train(kind, args.n_train, args.epochs, args.eps, args.width, args.seed)
+        net = train(kind, args, device)
         origin = (
-            f"small_cnn width {args.width}, {kind} training at L∞ ε = {args.eps:g}, "
-            f"{args.n_train} Fashion-MNIST images, {args.epochs} epochs "
+            f"{args.arch} width {args.width}, {kind} training at L∞ ε = {args.eps:g}, "
+            f"{args.n_train} Fashion-MNIST images{' as 3x32x32' if args.cifar_shaped else ''}, "
+            f"{args.epochs} epochs on {device.type} "
             f"({time.perf_counter() - t0:.0f} s)"
         )
         save_model(net, path, origin=origin)
-    net = load_model(path)
+    net = load_model(path).to(device)
     sha = hashlib.sha256(checkpoint_paths(path)[0].read_bytes()).hexdigest()
     return net.eval(), net.meta["origin"], sha
 
@@ -113,9 +114,11 @@ def timed(attack_cls: type, model: nn.Module, x: Tensor, y: Tensor, eps: float, 
     """Run ``attack_cls`` on the counted model; robust mask, seconds, forward and backward."""
     counted = PassCounter(model).eval()
     load = os.getloadavg()
+    sync(x.device)
     t0 = time.perf_counter()
     attack = attack_cls(counted, eps, seed=seed, **kw)
     result = attack.run(x, y)
+    sync(x.device)
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         clean = model(x).argmax(1) == y
@@ -146,7 +149,7 @@ def reference(model, x, y, key: dict[str, Any], path: Path, fresh: bool) -> dict
 
 
 def compare(kind: str, args: argparse.Namespace, x: Tensor, y: Tensor) -> dict[str, Any]:
-    model, origin, sha = get_model(kind, args)
+    model, origin, sha = get_model(kind, args, x.device)
     print(f"{kind}: {origin}", file=sys.stderr)
     key = {"model_sha256": sha, "n": len(x), "eps": args.eps, "seed": args.seed}
     ref = reference(
@@ -168,6 +171,7 @@ def compare(kind: str, args: argparse.Namespace, x: Tensor, y: Tensor) -> dict[s
     time_frac = ours["seconds"] / ref["seconds"]
     pass_frac = (ours["forward"] + ours["backward"]) / (ref["forward"] + ref["backward"])
     return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model": origin,
         "model_sha256": sha,
         "clean_accuracy": ours["clean_accuracy"],
@@ -184,6 +188,29 @@ def compare(kind: str, args: argparse.Namespace, x: Tensor, y: Tensor) -> dict[s
     }
 
 
+def kept_models(path: Path, fresh: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Models of an earlier results file at ``path`` that this run did not measure (``--only``),
+    kept when that file measured the same images, ε and seed; each keeps its own date."""
+    if not args.only or not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    cfg = old.get("config", {})
+    images = "3x32x32: padded, grey repeated" if args.cifar_shaped else "1x28x28"
+    same = [cfg.get(k) for k in ("eps", "n_images", "seed", "arch", "images")] == [
+        args.eps,
+        args.n,
+        args.seed,
+        args.arch,
+        images,
+    ]
+    if not same:
+        print(f"  {path}: other images, ε or seed; its models are not kept", file=sys.stderr)
+        return {}
+    return {
+        k: {"date": old["date"], **m} for k, m in old.get("models", {}).items() if k not in fresh
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models-dir", type=Path, default=ROOT / "runs" / "autoattack_compare")
@@ -192,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=500, help="test images")
     p.add_argument("--n-train", type=int, default=6000)
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--width", type=float, default=0.5)
+    p.add_argument("--width", type=float, default=0.5, help="channel width multiplier")
+    add_model_args(p)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh-reference", action="store_true", help="rerun the reference")
@@ -202,19 +231,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    x, y = load_dataset("fashion-mnist", "test").take(args.n, seed=1).tensors()
+    device = resolve_device(args.device)
+    x, y = fashion_mnist("test", args.n, 1, args.cifar_shaped).tensors(device)
     models = {kind: compare(kind, args, x, y) for kind in (args.only or KINDS)}
     if args.reference_only:
         return 0
+    models = kept_models(args.out.with_suffix(".json"), models, args) | models
+    models = {k: models[k] for k in KINDS if k in models}
     result = {
         "benchmark": "autoattack_compare",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment_info("cpu"),
+        "environment": environment_info(str(device)),
         "peer_versions": {"pyautoattack": version("pyautoattack")},
         "config": {
             "eps": args.eps,
             "norm": "linf",
             "n_images": args.n,
+            "images": "3x32x32: padded, grey repeated" if args.cifar_shaped else "1x28x28",
+            "arch": args.arch,
             "seed": args.seed,
             "threads": args.threads,
             "strong_preset": repr(StrongCascade(nn.Identity(), args.eps)),
@@ -237,10 +271,11 @@ def markdown(r: dict[str, Any]) -> str:
     lines = [
         "# advscale `strong` preset vs the reference AutoAttack (pyautoattack, standard)",
         "",
-        f"{r['date']} · {env['cpu']} · {env['cpu_count']} cores, {cfg['threads']} torch threads "
-        f"(shared machine) · torch {env['torch']} · pyautoattack {r['peer_versions']['pyautoattack']}",
+        f"{r['date']} · {env.get('gpu', env['cpu'])} · {env['cpu_count']} cores, "
+        f"{cfg['threads']} torch threads (shared machine) · torch {env['torch']} · pyautoattack {r['peer_versions']['pyautoattack']}",
         "",
-        f"L∞ ε = {cfg['eps']:g} on {cfg['n_images']} Fashion-MNIST test images, seed {cfg['seed']}. "
+        f"L∞ ε = {cfg['eps']:g} on {cfg['n_images']} Fashion-MNIST test images "
+        f"({cfg.get('images', '1x28x28')}), {cfg.get('arch', 'small_cnn')}, seed {cfg['seed']}. "
         f"Preset: `{cfg['strong_preset']}`.",
         "",
         "| model | clean | reference robust | preset robust | gap (points) | time ref / preset (s) "
@@ -261,7 +296,7 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"- {kind}: only the reference {m['broken_only_by_reference']}, "
             f"only the preset {m['broken_only_by_strong_preset']} "
-            f"(reference measured {m['reference']['date']})"
+            f"(reference measured {m['reference']['date']}, preset {m.get('date', r['date'])})"
         )
     t = r["target"]
     missing = r.get("not_measured") or []

@@ -161,6 +161,8 @@ CASES = [
     ("batch-size-zero", [*EVAL, "--batch-size", "0"], 2, ["--batch-size", "0"]),
     ("apgd-steps-zero", [*EVAL, "--apgd-steps", "0"], 2, ["--apgd-steps", "0"]),
     ("n-text", [*EVAL, "--n", "many"], 2, ["--n", "many"]),
+    # a target class the model does not have: named with ε as the user gave it
+    ("target-class", [*EVAL, "--target", "12", "--eps", "2"], 2, ["12", "ε=2/255", "[0, 10)"]),
     ("pgd-steps-zero", [*TRAIN, "--set", "eval.attack_kwargs={{pgd: {{steps: 0}}}}"], 2, ["steps"]),
     (
         "pgd-steps-zero-file",
@@ -393,7 +395,9 @@ def test_bad_input_ends_in_one_line_naming_the_culprit(
         if lock is not None:
             lock.unlock()
     out = capsys.readouterr()
-    lines = [ln for ln in out.err.splitlines() if ln.strip()]
+    # What a terminal shows: a progress bar redraws its line after each "\r".
+    lines = [ln.split("\r")[-1] for ln in out.err.split("\n")]
+    lines = [ln for ln in lines if ln.strip()]
     assert code == status, out.err
     assert "Traceback" not in out.err
     assert len(lines) == 1, out.err

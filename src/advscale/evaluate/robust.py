@@ -291,6 +291,7 @@ def evaluate(
                     model,
                     name,
                     attack_eps(e, norm),
+                    eps_label(e, norm),
                     kwargs_for[name],
                     images,
                     labels,
@@ -334,6 +335,9 @@ def evaluate(
             )
             records.append(wc)
             robust_mask[(WORST_CASE, e)] = still
+    except BaseException:
+        bar.leave = False  # cleared: the error, not a half-filled bar, is what the screen shows
+        raise
     finally:
         bar.close()
 
@@ -404,6 +408,7 @@ def _run_attack(
     model: nn.Module,
     name: str,
     eps: float,
+    eps_text: str,
     kwargs: dict[str, Any],
     images: Tensor,
     labels: Tensor,
@@ -414,7 +419,7 @@ def _run_attack(
     bar: tqdm,
     shard: Shard,
 ) -> _AttackRun:
-    """Run attack ``name`` (ε in [0, 1] units) on the examples ``which`` selects, batch by batch;
+    """Run attack ``name`` (ε in [0, 1] units, ``eps_text`` as the user gave it) on the examples ``which`` selects, batch by batch;
     this process attacks the batches ``shard`` owns, and the verdicts are summed over processes."""
     n = len(labels)
     correct = torch.zeros(n, dtype=torch.bool)
@@ -436,7 +441,7 @@ def _run_attack(
         try:
             res = attack.run(x, y)
         except ValueError as e:
-            raise UserError(f"attack {name!r} at eps {eps:g}: {e}") from None
+            raise UserError(f"attack {name!r} at ε={eps_text}: {e}") from None
         except RuntimeError as e:
             # torch's two ways of saying the input is not in the autograd graph
             if "used in the graph" not in str(e) and "does not require grad" not in str(e):
