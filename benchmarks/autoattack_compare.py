@@ -188,6 +188,10 @@ def compare(kind: str, args: argparse.Namespace, x: Tensor, y: Tensor) -> dict[s
     }
 
 
+def images(args: argparse.Namespace) -> str:
+    return "3x32x32: padded, grey repeated" if args.cifar_shaped else "1x28x28"
+
+
 def kept_models(path: Path, fresh: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Models of an earlier results file at ``path`` that this run did not measure (``--only``),
     kept when that file measured the same images, ε and seed; each keeps its own date."""
@@ -195,13 +199,13 @@ def kept_models(path: Path, fresh: dict[str, Any], args: argparse.Namespace) -> 
         return {}
     old = json.loads(path.read_text())
     cfg = old.get("config", {})
-    images = "3x32x32: padded, grey repeated" if args.cifar_shaped else "1x28x28"
+    cfg = {"arch": "small_cnn", "images": "1x28x28", **cfg}  # files from before these keys
     same = [cfg.get(k) for k in ("eps", "n_images", "seed", "arch", "images")] == [
         args.eps,
         args.n,
         args.seed,
         args.arch,
-        images,
+        images(args),
     ]
     if not same:
         print(f"  {path}: other images, ε or seed; its models are not kept", file=sys.stderr)
@@ -247,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             "eps": args.eps,
             "norm": "linf",
             "n_images": args.n,
-            "images": "3x32x32: padded, grey repeated" if args.cifar_shaped else "1x28x28",
+            "images": images(args),
             "arch": args.arch,
             "seed": args.seed,
             "threads": args.threads,
