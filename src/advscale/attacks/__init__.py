@@ -1,4 +1,4 @@
-"""Attacks: the one-step and iterative attacks of paper A, PGD, and APGD and Square for evaluation.
+"""Attacks: the one-step and iterative attacks of paper A, PGD, and APGD, FAB-T and Square for evaluation.
 
 All take images in [0, 1] and return adversarial images in [0, 1] within the ε-ball.
 
@@ -23,6 +23,7 @@ from advscale.attacks.base import (
     random_start,
 )
 from advscale.attacks.cascade import StrongCascade
+from advscale.attacks.fab import FABT, FABTL2
 from advscale.attacks.iterative import PGD, PGDL2, IterBasic, IterLL, kurakin_steps
 from advscale.attacks.one_step import (
     FGSM,
@@ -54,6 +55,8 @@ __all__ = [
     "APGDTL2",
     "ATTACKS",
     "AutoAttack",
+    "FABT",
+    "FABTL2",
     "PassCounter",
     "SquareL2",
     "StrongCascade",

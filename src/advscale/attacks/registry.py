@@ -14,6 +14,7 @@ from torch import nn
 from advscale.attacks.apgd import APGD, APGDL2, APGDT, APGDTL2
 from advscale.attacks.base import Attack, Norm, canonical_norm
 from advscale.attacks.cascade import StrongCascade
+from advscale.attacks.fab import FABT, FABTL2
 from advscale.attacks.iterative import PGD, PGDL2, IterBasic, IterLL
 from advscale.attacks.one_step import FGSM, FastGradientL2, FGSMPred, RandomSign, StepLL, StepRnd
 from advscale.attacks.reference import AutoAttack
@@ -37,6 +38,8 @@ ATTACKS: dict[str, type[Attack]] = {
     "apgd_dlr_l2": APGDL2,
     "apgd_t": APGDT,
     "apgd_t_l2": APGDTL2,
+    "fab_t": FABT,
+    "fab_t_l2": FABTL2,
     "square": Square,
     "square_l2": SquareL2,
     "strong": StrongCascade,
@@ -70,6 +73,8 @@ ALIASES: dict[str, dict[Any, str]] = {
         "linf_pgd": "pgd",
         "l2_pgd": "pgd_l2",
         "apgdt": "apgd_t",  # torchattacks APGDT
+        "fab": "fab_t",  # torchattacks FAB (targeted in AutoAttack's standard version)
+        "fabt": "fab_t",
         "aa": "autoattack",
         "auto_attack": "autoattack",
     },
