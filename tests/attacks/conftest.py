@@ -65,12 +65,15 @@ def make_attack(fast_budget: dict[str, int]) -> Callable[..., Attack]:
         "apgd_dlr_l2": {"steps": fast_budget["apgd"]},
         "apgd_t": {"steps": 4, "n_targets": 2},
         "apgd_t_l2": {"steps": 4, "n_targets": 2},
+        "fab_t": {"steps": 6, "n_targets": 2},
+        "fab_t_l2": {"steps": 6, "n_targets": 2},
         "square": {"n_queries": fast_budget["square"]},
         "square_l2": {"n_queries": fast_budget["square"]},
         "strong": {
             "ce_steps": fast_budget["apgd"],
             "t_steps": 4,
             "n_targets": 2,
+            "fab_steps": 6,
             "square_queries": fast_budget["square"],
         },
     }

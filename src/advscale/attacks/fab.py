@@ -68,8 +68,8 @@ class FABT(Attack):
             point at distance ε/2.
         alpha_max: largest weight of the step from the clean image (keeps points small).
         eta: overshoot of each step past the linearised boundary.
-        beta: after a misclassified iterate, the next step starts from this fraction of the way
-            from the clean image to it.
+        beta: after a misclassified iterate farther than ε, the next iterate lies this fraction
+            of the way from the clean image to it.
         norm: "linf" or "l2".
     """
 
@@ -173,16 +173,17 @@ class FABT(Attack):
                     rows = rows[: len(idx)]
                     if len(idx) == 0:
                         return
-                # A misclassified iterate farther than ε: step back towards the clean image
-                # and search from there for a closer boundary point.
-                back = adv.view(-1, *([1] * (x.ndim - 1)))
-                p = torch.where(back, (1 - self.beta) * x0 + self.beta * xk, xk)
-                offset = lambda q: -(f + (w * (q - xk)).flatten(1).sum(1))  # noqa: E731
-                dp = hyperplane_projection(p, w, offset(p), norm)
-                d0 = hyperplane_projection(x0, w, offset(x0), norm)
-                a0, a1 = lp_norm(dp, norm), lp_norm(d0, norm)
+                # Step to the linearised boundary f + <w, q - xk> = 0, from xk and from x0,
+                # weighted towards x0 so the point found stays small.
+                dk = hyperplane_projection(xk, w, -f, norm)
+                d0 = hyperplane_projection(x0, w, -(f + (w * (x0 - xk)).flatten(1).sum(1)), norm)
+                a0, a1 = lp_norm(dk, norm), lp_norm(d0, norm)
                 alpha = (a0 / (a0 + a1).clamp_min(1e-12)).clamp(0, self.alpha_max)
-                xk = ((1 - alpha) * (p + self.eta * dp) + alpha * (x0 + self.eta * d0)).clamp(0, 1)
+                step = (1 - alpha) * (xk + self.eta * dk) + alpha * (x0 + self.eta * d0)
+                # A misclassified iterate farther than ε: the next gradient is taken at a point
+                # nearer the clean image, to find a closer boundary point from there.
+                back = (1 - self.beta) * x0 + self.beta * xk
+                xk = torch.where(adv.view(-1, *([1] * (x.ndim - 1))), back, step.clamp(0, 1))
 
     def __repr__(self) -> str:
         return (
