@@ -6,8 +6,10 @@ The names themselves live in the one alias table, :data:`advscale.attacks.regist
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from advscale.errors import UserError
 
 
 def renaming_init(init: Callable[..., None], who: str) -> Callable[..., None]:
@@ -21,3 +23,8 @@ def renaming_init(init: Callable[..., None], who: str) -> Callable[..., None]:
         init(self, *args, **canonical_kwargs(kwargs, f"{who}: "))
 
     return renamed
+
+
+def unknown_arguments(who: str, names: Iterable[str]) -> UserError:
+    """The error for arguments attack class ``who`` does not take, naming them."""
+    return UserError(f"{who}: unknown argument {', '.join(map(repr, names))}")

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from advscale.attacks.arguments import renaming_init
+from advscale.attacks.arguments import renaming_init, unknown_arguments
 from advscale.attacks.norms import (
     Norm,
     as_eps,
@@ -155,7 +155,7 @@ class Attack:
         **unknown: Any,
     ) -> None:
         if unknown:
-            raise UserError(f"{type(self).__name__} has no argument(s) {', '.join(unknown)}")
+            raise unknown_arguments(type(self).__name__, unknown)
         if mode not in ("eval", "keep"):
             raise UserError(f"attack mode must be 'eval' or 'keep', got {mode!r}")
         self.model = model
