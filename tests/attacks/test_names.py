@@ -92,3 +92,19 @@ def test_random_and_fixed_targets(trained):
     with torch.no_grad():
         pred = trained.model(result.x_adv).argmax(1)
     assert bool((pred[result.fooled] == 3).all()) and int(result.fooled.sum()) > len(x) // 4
+
+
+def test_n_iter_is_steps_on_the_classes(trained):
+    x, y = trained.x[:16], trained.y[:16]
+    by_alias = PGD(trained.model, 8 / 255, n_iter=3, seed=0)
+    own = PGD(trained.model, 8 / 255, steps=3, seed=0)
+    assert by_alias.steps == 3 and by_alias.alpha_scale == own.alpha_scale
+    assert torch.equal(by_alias(x, y), own(x, y))
+    assert APGD(trained.model, n_iter=4).steps == 4
+
+
+def test_conflicting_or_unknown_arguments_are_named(trained):
+    with pytest.raises(UserError, match="n_iter=3 and steps=5"):
+        PGD(trained.model, n_iter=3, steps=5)
+    with pytest.raises(UserError, match="PGD: unknown argument 'n_iters'"):
+        PGD(trained.model, n_iters=3)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from advscale.attacks.arguments import renaming_init, unknown_arguments
 from advscale.attacks.norms import (
     Norm,
     as_eps,
@@ -137,6 +138,10 @@ class Attack:
     name = "attack"
     norm: Norm = "linf"
 
+    def __init_subclass__(cls) -> None:  # other libraries' argument names are accepted too
+        if (init := cls.__dict__.get("__init__")) is not None:
+            cls.__init__ = renaming_init(init, cls.__name__)  # type: ignore[method-assign]
+
     def __init__(
         self,
         model: nn.Module,
@@ -147,7 +152,10 @@ class Attack:
         early_stop: bool = True,
         seed: int | None = None,
         target: TargetChoice | None = None,
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            raise unknown_arguments(type(self).__name__, unknown)
         if mode not in ("eval", "keep"):
             raise UserError(f"attack mode must be 'eval' or 'keep', got {mode!r}")
         self.model = model

@@ -7,6 +7,7 @@ Foolbox, ART and AutoAttack users type are accepted too (:data:`ALIASES`).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -19,6 +20,7 @@ from advscale.attacks.iterative import PGD, PGDL2, IterBasic, IterLL
 from advscale.attacks.one_step import FGSM, FastGradientL2, FGSMPred, RandomSign, StepLL, StepRnd
 from advscale.attacks.reference import AutoAttack
 from advscale.attacks.square import Square, SquareL2
+from advscale.errors import UserError
 
 ATTACKS: dict[str, type[Attack]] = {
     "fgsm": FGSM,
@@ -102,6 +104,28 @@ def canonical_name(name: str) -> str:
     return ALIASES["attack"].get(key, key)
 
 
+def canonical_kwargs(kwargs: Mapping[str, Any], who: str = "") -> dict[str, Any]:
+    """``kwargs`` with other libraries' argument names (``n_iter``, ``n_restarts``) renamed to
+    advscale's and the ignored ones (``n_classes``) dropped (:data:`ALIASES`).
+
+    Raises:
+        UserError: an argument given under both names with different values.
+    """
+    out = dict(kwargs)
+    for alias, own in ALIASES["argument"].items():
+        if alias not in out:
+            continue
+        value = out.pop(alias)
+        if own and own in out and out[own] != value:
+            raise UserError(
+                f"{who}{alias}={value!r} and {own}={out[own]!r} both given; {alias} is "
+                f"another name for {own}: give one"
+            )
+        if own:
+            out[own] = value
+    return out
+
+
 def list_attacks() -> list[str]:
     return sorted(ATTACKS)
 
@@ -137,12 +161,7 @@ def build_attack(name: str, model: nn.Module, eps: float = 8 / 255, **kwargs: An
         >>> attack = build_attack("pgd", model, eps=8 / 255, steps=10)  # doctest: +SKIP
     """
     key = _known(name)
-    for alias, own in ALIASES["argument"].items():
-        if alias in kwargs:
-            value = kwargs.pop(alias)
-            if own:
-                kwargs.setdefault(own, value)
-    kwargs = {**_NAME_KWARGS.get(key, {}), **kwargs}
+    kwargs = {**_NAME_KWARGS.get(key, {}), **canonical_kwargs(kwargs)}
     try:
         return ATTACKS[key](model, eps, **kwargs)
     except TypeError as e:

@@ -45,6 +45,17 @@ def attack_kwargs(text: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def norm_choice(text: str) -> str:
+    """``--norm linf|l2``, case-blind, in any spelling advscale accepts (``Linf``, ``inf``, ``2``)."""
+    from advscale.attacks import canonical_norm
+    from advscale.errors import UserError
+
+    try:
+        return canonical_norm(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(f"--norm: {e}") from None
+
+
 def target_choice(text: str) -> str | int:
     """``--target ll|random|CLASS``."""
     if text in ("ll", "random"):
@@ -82,7 +93,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--norm",
-        choices=["linf", "l2"],
+        type=norm_choice,
+        metavar="linf|l2",
         default="linf",
         help="the norm ε is measured in; L2 attacks: pgd, apgd_ce, apgd_t, square",
     )

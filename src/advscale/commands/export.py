@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
 def input_shape(text: str) -> tuple[int, int, int]:
@@ -61,9 +62,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, pick example images, export, say what was written."""
-    import torch
-
-    from advscale.data import load_dataset
     from advscale.errors import UserError
     from advscale.models import load_any_model
     from advscale.models.export import export_format, export_model
@@ -72,18 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if args.to.exists() and not args.force:
         raise UserError(f"{args.to} already exists; pass --force to overwrite it")
     model = load_any_model(args.model, "cpu", trust=args.trust_checkpoint)
-    if args.input_shape is not None:
-        example = torch.rand((8, *args.input_shape), generator=torch.Generator().manual_seed(0))
-        source = f"random images {'x'.join(map(str, args.input_shape))}"
-    else:
-        data = args.data or getattr(model, "meta", {}).get("dataset")
-        if not data:
-            raise UserError(
-                f"{args.model}: no dataset recorded with the model; pass --data NAME or "
-                "--input-shape C,H,W for the example images"
-            )
-        x, _ = load_dataset(data, "test", args.data_dir).take(8, seed=0).tensors()
-        example, source = x, f"8 {data} test images"
+    example, source = _examples(args, getattr(model, "meta", None) or {})
     done = export_model(model, args.to, example)
     checked = (
         f"logits match on {source} (max difference {done.max_abs_diff:.2g})"
@@ -92,3 +79,31 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"wrote {done.path} ({done.format}); {checked}")
     return 0
+
+
+def _examples(args: argparse.Namespace, meta: dict) -> tuple[Any, str]:
+    """Example images and what they are: ``--input-shape``'s random images, ``--data``'s test
+    images, else those of the dataset the checkpoint records (as it was trained on: resized,
+    converted), else random images of the shape it records."""
+    import torch
+
+    from advscale.data import DATASETS, load_dataset
+    from advscale.errors import UserError
+
+    shape = args.input_shape
+    data, data_dir, kw = args.data, args.data_dir, {}
+    if shape is None and data is None:
+        data = meta.get("dataset") if meta.get("dataset") in DATASETS else None
+        data_dir = data_dir or meta.get("data_dir")
+        kw = {"image_size": meta.get("image_size"), "channels": meta.get("channels")}
+        shape = None if data else meta.get("input_shape")
+    if data:
+        x, _ = load_dataset(data, "test", data_dir, **kw).take(8, seed=0).tensors()
+        return x, f"8 {data} test images"
+    if not shape:
+        raise UserError(
+            f"{args.model}: no dataset recorded with the model; pass --data NAME or "
+            "--input-shape C,H,W for the example images"
+        )
+    example = torch.rand((8, *shape), generator=torch.Generator().manual_seed(0))
+    return example, f"random images {'x'.join(map(str, shape))}"

@@ -16,10 +16,12 @@ from typing import Any
 
 import torch
 
+from advscale.attacks import canonical_norm
 from advscale.errors import UserError
 from advscale.evaluate.distributed import Shard
 from advscale.evaluate.examples import FILE_NAME as EXAMPLES_FILE
 from advscale.evaluate.examples import AdversarialExamples, save_examples
+from advscale.evaluate.inputs import canonical_attack_kwargs, check_attacks
 from advscale.evaluate.label_leak import label_leak, leak_flag
 from advscale.evaluate.norms import EPS_UNITS
 from advscale.evaluate.robust import (
@@ -99,6 +101,7 @@ def evaluate_spec(
         raise UserError(f"n must be a positive number of examples, got {n}")
     if batch_size <= 0:
         raise UserError(f"batch_size must be positive, got {batch_size}")
+    norm = canonical_norm(norm)
     attacks = list(attacks)
     warnings: list[dict[str, Any]] = []
     if preset != "custom":
@@ -114,6 +117,7 @@ def evaluate_spec(
                     ),
                 }
             )
+    attacks = check_attacks(attacks)
     kwargs: dict[str, dict[str, Any]] = {}
     if apgd_steps is not None:
         if apgd_steps < 1:
@@ -129,7 +133,7 @@ def evaluate_spec(
     if target is not None:
         for a in attacks:
             kwargs[a] = {**kwargs.get(a, {}), "target": target}
-    for a, kw in (attack_kwargs or {}).items():
+    for a, kw in canonical_attack_kwargs(attack_kwargs or {}, "attack_kwargs").items():
         kwargs[a] = {**kwargs.get(a, {}), **kw}
 
     dev = resolve_device(device)

@@ -31,6 +31,7 @@ from pydantic import AfterValidator, BeforeValidator
 from torch import Tensor, nn
 
 from advscale.attacks import ATTACKS, build_attack, model_mode
+from advscale.attacks.registry import canonical_kwargs, canonical_name
 from advscale.data import ImageDataset, to_float
 from advscale.errors import UserError
 from advscale.models.fuse import fuse_for_eval
@@ -140,12 +141,14 @@ PixelEpsList = Annotated[list[float], BeforeValidator(_listed), AfterValidator(_
 
 # -- attacks -----------------------------------------------------------------------------------
 def check_attacks(attacks: str | Sequence[str], source: str | None = "attacks") -> list[str]:
-    """Attack names as a list, each registered in ``advscale.attacks.ATTACKS`` and listed once."""
-    names = [attacks] if isinstance(attacks, str) else list(attacks)
+    """Attack names as a list of registered names (``advscale.attacks.ATTACKS``), each listed
+    once; other libraries' spellings ("BIM", "APGDT") read as advscale's."""
+    given = [attacks] if isinstance(attacks, str) else list(attacks)
+    names = [canonical_name(a) if isinstance(a, str) else a for a in given]
     allowed = ", ".join(sorted(ATTACKS))
     if not names:
         raise UserError(where_prefix(source) + f"no attacks given; allowed: {allowed}")
-    unknown = [a for a in names if a not in ATTACKS]
+    unknown = [g for g, a in zip(given, names, strict=True) if a not in ATTACKS]
     if unknown:
         raise UserError(
             where_prefix(source)
@@ -174,7 +177,7 @@ def merge_attack_kwargs(
     Raises:
         UserError: naming ``source[attack]`` and what is wrong.
     """
-    overrides = dict(overrides or {})
+    overrides = canonical_attack_kwargs(overrides or {}, source)
     unknown = [k for k in overrides if k not in ATTACKS]
     if unknown:
         raise UserError(
@@ -202,13 +205,29 @@ def merge_attack_kwargs(
     return {a: {**DEFAULT_ATTACK_KWARGS.get(a, {}), **overrides.get(a, {})} for a in attacks}
 
 
+def canonical_attack_kwargs(
+    overrides: Mapping[str, Any], source: str | None
+) -> dict[str, Mapping[str, Any] | Any]:
+    """Overrides keyed by registered attack names, with advscale's argument names (an alias
+    and its attack's own name given both merge)."""
+    out: dict[str, Any] = {}
+    for given, kw in overrides.items():
+        name = canonical_name(given) if isinstance(given, str) else given
+        if not isinstance(kw, Mapping) or not isinstance(out.get(name, {}), Mapping):
+            out[name] = kw  # refused below, naming it
+            continue
+        where = f"{source}[{given!r}]: " if source else f"{given!r}: "
+        out[name] = canonical_kwargs({**out.get(name, {}), **kw}, where)
+    return out
+
+
 def _attack_names(names: list[str]) -> list[str]:
     return check_attacks(names, None)
 
 
 def _usable_kwargs(kwargs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     merge_attack_kwargs([], kwargs, source=None)
-    return kwargs
+    return canonical_attack_kwargs(kwargs, None)
 
 
 #: A config field holding attack names (checked by :func:`check_attacks`).
@@ -428,6 +447,7 @@ __all__ = [
     "PixelEpsList",
     "as_tensors",
     "attack_seed",
+    "canonical_attack_kwargs",
     "check_attacks",
     "check_pixel_eps",
     "classify",

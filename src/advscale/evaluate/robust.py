@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advscale.attacks import ATTACKS, ONE_STEP, build_attack, model_mode
+from advscale.attacks import ATTACKS, ONE_STEP, build_attack, canonical_norm, model_mode
 from advscale.errors import UserError
 from advscale.evaluate import masking
 from advscale.evaluate.distributed import Shard, batch_seed
@@ -184,7 +184,8 @@ def evaluate(
         data: an ImageDataset, an ``(x, y)`` pair (x float in [0, 1] or uint8, NCHW; y integer
             class indices) or an iterable of such batches, e.g. a DataLoader
             (:func:`advscale.evaluate.inputs.as_tensors`).
-        attacks: attack names from ``advscale.attacks.ATTACKS``, run in this order.
+        attacks: attack names from ``advscale.attacks.ATTACKS``, run in this order (other
+            libraries' spellings, such as "BIM" or "APGDT", are read as advscale's).
         eps: L∞ budgets in pixel levels on the 0-255 scale (8 means 8/255); values all below
             one level (0.031) are refused as [0, 1] fractions unless ``eps_unit="1"`` says so.
             With ``norm="l2"``: L2 radii in [0, 1] units of the image (0.5, never /255).
@@ -210,7 +211,8 @@ def evaluate(
         keep_examples: keep up to this many broken examples per attack × ε in the report's
             ``examples`` (:func:`advscale.evaluate.examples.broken_examples`); under a
             ``shard``, rank 0 alone keeps them.
-        norm: ``"linf"`` or ``"l2"``: the norm every attack measures ε in. Attacks registered
+        norm: ``"linf"`` or ``"l2"`` (or ``"Linf"``, ``"inf"``, ``2``...): the norm every
+            attack measures ε in. Attacks registered
             for L∞ that have an L2 form (PGD, APGD-CE/T, Square, ...) run in L2.
         shard: this process's share of a data-parallel evaluation
             (:class:`advscale.evaluate.distributed.Shard`); every process gets the same report.
@@ -230,6 +232,7 @@ def evaluate(
             the model cannot output, non-finite logits on the clean data.
     """
     attacks = check_attacks(attacks)
+    norm = canonical_norm(norm)
     eps_values = check_eps(eps, "eps", norm=norm, unit=eps_unit)
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")

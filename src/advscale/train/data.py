@@ -7,6 +7,7 @@ together what one training run needs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from advscale.data import (
     ImageDataset,
@@ -38,6 +39,19 @@ class TrainData:
     @property
     def streamed(self) -> bool:
         return not isinstance(self.train, ImageDataset)
+
+    def model_meta(self, cfg: DataConfig) -> dict[str, Any]:
+        """What a saved model records about its data, so that ``advscale export`` and
+        ``advscale eval`` find test images of the right kind without being told: ``dataset``,
+        ``data_dir``, ``input_shape`` (C, H, W) and, when resized or converted, ``image_size``
+        and ``channels``."""
+        return {
+            "dataset": cfg.name,
+            "data_dir": cfg.data_dir,
+            "input_shape": list(self.val.images.shape[1:]),
+            "image_size": cfg.image_size,
+            "channels": cfg.channels,
+        }
 
 
 def build_data(cfg: DataConfig, seed: int = 0) -> TrainData:

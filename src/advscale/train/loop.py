@@ -217,9 +217,8 @@ class Trainer:
         self._require_finite()
         state = ckpt.training_state(self.opt, self.guard, self._progress(), self.epoch_sums)
         if self.dist.is_main:
-            ckpt.save_checkpoint(
-                self.out / CHECKPOINTS, tag, self.model, state, recipe=self.cfg.recipe.name
-            )
+            meta = {"recipe": self.cfg.recipe.name, **self.data.model_meta(self.cfg.data)}
+            ckpt.save_checkpoint(self.out / CHECKPOINTS, tag, self.model, state, **meta)
         barrier(self.dist)
 
     def _require_finite(self) -> None:
@@ -230,7 +229,8 @@ class Trainer:
         self._require_finite()
         if self.dist.is_main:
             path = self.out / CHECKPOINTS / "best"
-            ckpt.save_weights(self.model, path, step=self.step, metric=self.best_metric)
+            meta = self.data.model_meta(self.cfg.data)
+            ckpt.save_weights(self.model, path, step=self.step, metric=self.best_metric, **meta)
 
     def _restore(self) -> bool:
         path = ckpt.find_checkpoint(self.out / CHECKPOINTS, "last")
@@ -451,6 +451,7 @@ class Trainer:
                 eps=cfg.recipe.eps,
                 step=self.step,
                 classes=self.data.classes,
+                **self.data.model_meta(cfg.data),
             )
         eval_set = self.data.val.take(cfg.eval.n, seed=cfg.seed + 4)
         eval_records = final_records(self.model, eval_set, cfg, d)
