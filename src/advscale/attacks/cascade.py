@@ -28,7 +28,7 @@ class StrongCascade(Attack):
     stage stops attacking a point once it is fooled. In L2, FAB-T runs between them: on
     images with many pixels at 0 or 1 and on L∞-trained models, L2 loss ascent stalls where
     FAB's steps to the linearised boundary still reach it (on a PGD-trained Fashion-MNIST
-    CNN at L2 ε = 1.5 it breaks 47 of the 67 points APGD-CE and APGD-T left); in L∞ it found no point
+    CNN at L2 ε = 1.5 it breaks 49 of the 67 points APGD-CE and APGD-T left); in L∞ it found no point
     APGD-T had missed on the benchmark's models, so it is left out there unless asked for.
 
     Args:

@@ -150,40 +150,51 @@ class FABT(Attack):
         xk = x0.clone()
         if random:
             xk = x0 + random_start(x0, e0 / 2, norm, self.generator(x.device), sphere=True)
-        rows = torch.arange(len(idx), device=x.device)
+        st = {"idx": idx, "x0": x0, "y": y0, "eps": e0, "t": t0, "xk": xk}
+        if g0 is not None:
+            st["goal"] = g0
+
+        def finish(xs: Tensor, logits: Tensor) -> tuple[Tensor, Tensor]:
+            """Write the points whose ``xs`` is misclassified within ε and drop them from the
+            run; returns which points were kept and which of those are misclassified."""
+            adv = self.success(logits, st["y"], st.get("goal"))
+            done = adv & (lp_norm(xs - st["x0"], norm).flatten() <= st["eps"].flatten())
+            if bool(done.any()):
+                fooled[st["idx"][done]] = True
+                x_out[st["idx"][done]] = xs[done]
+                for k in list(st):
+                    st[k] = st[k][~done]
+            return ~done, adv[~done]
+
         for _ in range(self.steps):
-            xk = xk.detach().requires_grad_(True)
+            if len(st["idx"]) == 0:
+                return
+            xk = st["xk"].detach().requires_grad_(True)
             logits = self.model(xk)
-            f = logits[rows, t0] - logits[rows, y0]
+            rows = torch.arange(len(xk), device=x.device)
+            f = logits[rows, st["t"]] - logits[rows, st["y"]]
             (w,) = torch.autograd.grad(f.sum(), xk)
             counts[0] += len(rows)
             counts[1] += len(rows)
             with torch.no_grad():
-                xk, f = xk.detach(), f.detach()
-                adv = self.success(logits, y0, g0)
-                done = adv & (lp_norm(xk - x0, norm).flatten() <= e0.flatten())
-                if bool(done.any()):
-                    fooled[idx[done]] = True
-                    x_out[idx[done]] = xk[done]
-                    keep = ~done
-                    idx, x0, y0, e0, t0, xk, w, f, adv = (
-                        v[keep] for v in (idx, x0, y0, e0, t0, xk, w, f, adv)
-                    )
-                    g0 = None if g0 is None else g0[keep]
-                    rows = rows[: len(idx)]
-                    if len(idx) == 0:
-                        return
+                xk, x0 = xk.detach(), st["x0"]
                 # Step to the linearised boundary f + <w, q - xk> = 0, from xk and from x0,
                 # weighted towards x0 so the point found stays small.
+                f = f.detach()
                 dk = hyperplane_projection(xk, w, -f, norm)
                 d0 = hyperplane_projection(x0, w, -(f + (w * (x0 - xk)).flatten(1).sum(1)), norm)
                 a0, a1 = lp_norm(dk, norm), lp_norm(d0, norm)
                 alpha = (a0 / (a0 + a1).clamp_min(1e-12)).clamp(0, self.alpha_max)
                 step = (1 - alpha) * (xk + self.eta * dk) + alpha * (x0 + self.eta * d0)
-                # A misclassified iterate farther than ε: the next gradient is taken at a point
+                step = step.clamp(0, 1)
+                logits = self.model(step)
+                counts[0] += len(step)
+                kept, adv = finish(step, logits)
+                # A misclassified step farther than ε: the next gradient is taken at a point
                 # nearer the clean image, to find a closer boundary point from there.
-                back = (1 - self.beta) * x0 + self.beta * xk
-                xk = torch.where(adv.view(-1, *([1] * (x.ndim - 1))), back, step.clamp(0, 1))
+                step = step[kept]
+                back = (1 - self.beta) * st["x0"] + self.beta * step
+                st["xk"] = torch.where(adv.view(-1, *([1] * (x.ndim - 1))), back, step)
 
     def __repr__(self) -> str:
         return (
