@@ -142,7 +142,7 @@ def reference(model, x, y, key: dict[str, Any], path: Path, fresh: bool) -> dict
             print(f"  reference: kept result of {kept['date']}", file=sys.stderr)
             return kept
     print("  reference AutoAttack (standard) ...", file=sys.stderr)
-    r = timed(AutoAttack, model, x, y, key["eps"], key["seed"])
+    r = timed(AutoAttack, model, x, y, key["eps"], key["seed"], norm=key.get("norm", "linf"))
     r.update(key=key, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     atomic_write_json(path, r)
     return r
@@ -152,8 +152,15 @@ def compare(kind: str, args: argparse.Namespace, x: Tensor, y: Tensor) -> dict[s
     model, origin, sha = get_model(kind, args, x.device)
     print(f"{kind}: {origin}", file=sys.stderr)
     key = {"model_sha256": sha, "n": len(x), "eps": args.eps, "seed": args.seed}
+    if args.norm != "linf":  # keys of L∞ results kept from before this option
+        key["norm"] = args.norm
     ref = reference(
-        model, x, y, key, args.models_dir / f"reference_{kind}.json", args.fresh_reference
+        model,
+        x,
+        y,
+        key,
+        args.models_dir / f"reference_{kind}{suffix(args)}.json",
+        args.fresh_reference,
     )
     print(
         f"  reference: robust {ref['robust_accuracy']:.3f} in {ref['seconds']:.0f} s",
@@ -161,7 +168,7 @@ def compare(kind: str, args: argparse.Namespace, x: Tensor, y: Tensor) -> dict[s
     )
     if args.reference_only:
         return {"model": origin, "reference": ref}
-    ours = timed(StrongCascade, model, x, y, args.eps, args.seed, progress=False)
+    ours = timed(StrongCascade, model, x, y, args.eps, args.seed, norm=args.norm, progress=False)
     print(
         f"  strong preset: robust {ours['robust_accuracy']:.3f} in {ours['seconds']:.0f} s",
         file=sys.stderr,
@@ -188,6 +195,10 @@ def compare(kind: str, args: argparse.Namespace, x: Tensor, y: Tensor) -> dict[s
     }
 
 
+def suffix(args: argparse.Namespace) -> str:
+    return "" if args.norm == "linf" else f"_{args.norm}"
+
+
 def images(args: argparse.Namespace) -> str:
     return "3x32x32: padded, grey repeated" if args.cifar_shaped else "1x28x28"
 
@@ -200,7 +211,9 @@ def kept_models(path: Path, fresh: dict[str, Any], args: argparse.Namespace) -> 
     old = json.loads(path.read_text())
     cfg = old.get("config", {})
     cfg = {"arch": "small_cnn", "images": "1x28x28", **cfg}  # files from before these keys
-    same = [cfg.get(k) for k in ("eps", "n_images", "seed", "arch", "images")] == [
+    cfg.setdefault("norm", "linf")
+    same = [cfg.get(k) for k in ("norm", "eps", "n_images", "seed", "arch", "images")] == [
+        args.norm,
         args.eps,
         args.n,
         args.seed,
@@ -219,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models-dir", type=Path, default=ROOT / "runs" / "autoattack_compare")
     p.add_argument("--only", choices=KINDS, action="append", help="models to run (default all)")
-    p.add_argument("--eps", type=float, default=0.1, help="L∞ budget in [0, 1] units")
+    p.add_argument("--eps", type=float, default=0.1, help="budget in [0, 1] units (L∞ or L2)")
+    p.add_argument("--norm", default="linf", choices=("linf", "l2"))
     p.add_argument("--n", type=int, default=500, help="test images")
     p.add_argument("--n-train", type=int, default=6000)
     p.add_argument("--epochs", type=int, default=4)
@@ -249,13 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         "peer_versions": {"pyautoattack": version("pyautoattack")},
         "config": {
             "eps": args.eps,
-            "norm": "linf",
+            "norm": args.norm,
             "n_images": args.n,
             "images": images(args),
             "arch": args.arch,
             "seed": args.seed,
             "threads": args.threads,
-            "strong_preset": repr(StrongCascade(nn.Identity(), args.eps)),
+            "strong_preset": repr(StrongCascade(nn.Identity(), args.eps, norm=args.norm)),
         },
         "target": {
             "max_gap_points": MAX_GAP_POINTS,
@@ -278,7 +292,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['date']} · {env.get('gpu', env['cpu'])} · {env['cpu_count']} cores, "
         f"{cfg['threads']} torch threads (shared machine) · torch {env['torch']} · pyautoattack {r['peer_versions']['pyautoattack']}",
         "",
-        f"L∞ ε = {cfg['eps']:g} on {cfg['n_images']} Fashion-MNIST test images "
+        f"{'L2' if cfg['norm'] == 'l2' else 'L∞'} ε = {cfg['eps']:g} on {cfg['n_images']} Fashion-MNIST test images "
         f"({cfg.get('images', '1x28x28')}), {cfg.get('arch', 'small_cnn')}, seed {cfg['seed']}. "
         f"Preset: `{cfg['strong_preset']}`.",
         "",

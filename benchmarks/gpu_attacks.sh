@@ -8,7 +8,7 @@
 #   TINY=1 DEVICE=cpu bash benchmarks/gpu_attacks.sh   # a minute on a CPU: the same code path
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-python}
+PY=${PY:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python)}
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-benchmarks/results}
 MODELS=${MODELS:-runs/autoattack_compare_preact}

@@ -46,6 +46,7 @@ import torch
 import yaml
 from _common import fashion_mnist, save_results, sync
 
+from advscale.errors import UserError
 from advscale.train import Trainer, load_config
 from advscale.utils import environment_info, resolve_device
 
@@ -190,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         args.epochs, args.n_train, args.n_test, args.width = 1, 512, 256, 0.125
         args.batch_size, args.eval_n = min(args.batch_size, 128), 64
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except UserError as e:
+        p.error(f"{e} (--device cpu runs it here, at --tiny size)")
 
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         work = Path(tmp)

@@ -39,7 +39,8 @@ class StrongCascade(Attack):
             logits there (False: random starts and clean logits, as AutoAttack).
         fab_targets: FAB-T's target classes (0 leaves FAB-T out; default 9 in L2, 0 in L∞).
         fab_steps: FAB-T iterations per target class.
-        square_queries: Square's queries per point (0 leaves Square out).
+        square_queries: Square's queries per point (0 leaves Square out; default 1000 in L∞,
+            5000 in L2, where L∞-trained models mask gradients that only queries get past).
         p_init: Square's initial square fraction.
         progress: passed to :class:`Square` (True for a bar, or a callback).
     """
@@ -57,7 +58,7 @@ class StrongCascade(Attack):
         t_from_ce: bool = True,
         fab_targets: int | None = None,
         fab_steps: int = 100,
-        square_queries: int = 1000,
+        square_queries: int | None = None,
         p_init: float = 0.8,
         progress: bool | SquareProgress | None = None,
         **kwargs,
@@ -74,6 +75,8 @@ class StrongCascade(Attack):
             if fab_targets
             else None
         )
+        if square_queries is None:
+            square_queries = 5000 if self.norm == "l2" else 1000
         self.square = (
             Square(model, eps, n_queries=square_queries, p_init=p_init, progress=progress, **common)
             if square_queries
