@@ -162,6 +162,12 @@ CASES = [
     ("apgd-steps-zero", [*EVAL, "--apgd-steps", "0"], 2, ["--apgd-steps", "0"]),
     ("n-text", [*EVAL, "--n", "many"], 2, ["--n", "many"]),
     # a target class the model does not have: named with ε as the user gave it
+    (
+        "target-autoattack",
+        [*EVAL, "--preset", "autoattack", "--target", "ll"],
+        2,
+        ["--target", "untargeted"],
+    ),
     ("target-class", [*EVAL, "--target", "12", "--eps", "2"], 2, ["12", "ε=2/255", "[0, 10)"]),
     ("pgd-steps-zero", [*TRAIN, "--set", "eval.attack_kwargs={{pgd: {{steps: 0}}}}"], 2, ["steps"]),
     (

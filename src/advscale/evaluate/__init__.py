@@ -131,6 +131,11 @@ def evaluate_spec(
         if "strong" in attacks:  # the cascade's own APGD-CE and APGD-T stages
             kwargs["strong"] = {"ce_steps": apgd_steps, "t_steps": apgd_steps}
     if target is not None:
+        if "autoattack" in attacks:
+            raise UserError(
+                f"target {target!r} (--target): the reference AutoAttack is untargeted, as its "
+                "number is quoted; drop --target or use --preset strong"
+            )
         for a in attacks:
             kwargs[a] = {**kwargs.get(a, {}), "target": target}
     for a, kw in canonical_attack_kwargs(attack_kwargs or {}, "attack_kwargs").items():
