@@ -204,7 +204,13 @@ def _check_eps_trend(records: Sequence[dict[str, Any]], tol: float) -> list[dict
                         lo,
                         hi,
                         by_eps,
-                        f"{name}: accuracy does not fall from {lo:g}{u} ({by_eps[lo]:.1%}) to "
+                        f"{name}: accuracy "
+                        + (
+                            "does not fall"
+                            if by_eps[hi] >= by_eps[lo]
+                            else f"falls by no more than the {tol:.1%} tolerance"
+                        )
+                        + f" from {lo:g}{u} ({by_eps[lo]:.1%}) to "
                         f"{hi:g}{u} ({by_eps[hi]:.1%}) although the budget grew "
                         f"{hi / lo:g}-fold: the attack is not finding its way (gradient masking "
                         "or too few steps)",
