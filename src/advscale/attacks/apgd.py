@@ -230,6 +230,12 @@ class APGD(Attack):
             x_out[st["idx"][survivors]] = st["xmax"][survivors]
 
 
+def ranked_wrong_classes(logits: Tensor, y: Tensor) -> Tensor:
+    """(N, K) classes by descending score with the true class last: the targets worth aiming at
+    first (the targeted attacks' ranking)."""
+    return logits.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
+
+
 class APGDT(APGD):
     """Targeted APGD with the DLR loss (APGD-T): one run per target class among the
     ``n_targets`` highest-scoring wrong classes of the clean image, on points still robust."""
@@ -283,7 +289,7 @@ class APGDT(APGD):
             raise UserError(
                 f"APGD-T's targeted DLR loss needs at least 4 classes, the model has {k}"
             )
-        order = logits.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
+        order = ranked_wrong_classes(logits, y)
         fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         x_out = x.clone() if start is None else start.clone()
         counts = [len(x), 0]

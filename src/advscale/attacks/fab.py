@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from advscale.attacks.apgd import ranked_wrong_classes
 from advscale.attacks.base import Attack, AttackResult, check_positive
 from advscale.attacks.norms import Norm, lp_norm, random_start
 from advscale.errors import UserError
@@ -119,7 +120,7 @@ class FABT(Attack):
                 logits = self.model(x)
             counts[0] += len(x)
             k = logits.shape[1]
-            order = logits.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
+            order = ranked_wrong_classes(logits, y)
             aims = [order[:, j] for j in range(min(self.n_targets, k - 1))]
         for aim in aims:
             for r in range(self.restarts):
