@@ -13,7 +13,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument(
-        "--quick", action="store_true", help="a much smaller run (seconds), for smoke tests"
+        "--quick",
+        action="store_true",
+        help="a much smaller run (a few minutes on 2 CPU cores), for smoke tests",
     )
     p.add_argument("--device", default="auto")
     p.set_defaults(handler=run)
