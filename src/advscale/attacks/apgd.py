@@ -62,14 +62,12 @@ class APGD(Attack):
         *,
         steps: int = 100,
         restarts: int = 1,
-        n_restarts: int | None = None,
         loss: str = "ce",
         rho: float = 0.75,
         momentum: float = 0.75,
         **kwargs,
     ) -> None:
         super().__init__(model, eps, **kwargs)
-        restarts = restarts if n_restarts is None else n_restarts
         if loss not in ("ce", "dlr"):
             raise UserError(f"APGD loss must be 'ce' or 'dlr', got {loss!r}")
         check_positive("steps", steps, integer=True)

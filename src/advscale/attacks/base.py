@@ -361,11 +361,9 @@ class GradientAttack(Attack):
         alpha_scale: float = 0.25,
         random_start: bool = False,
         restarts: int = 1,
-        n_restarts: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(model, eps, **kwargs)
-        restarts = restarts if n_restarts is None else n_restarts
         check_positive("steps", steps, integer=True)
         check_positive("restarts", restarts, integer=True)
         if alpha is not None:

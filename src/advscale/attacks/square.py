@@ -109,12 +109,10 @@ class Square(Attack):
         n_queries: int = 5000,
         p_init: float = 0.8,
         restarts: int = 1,
-        n_restarts: int | None = None,
         progress: bool | SquareProgress | None = None,
         **kwargs,
     ) -> None:
         super().__init__(model, eps, **kwargs)
-        restarts = restarts if n_restarts is None else n_restarts
         check_positive("n_queries", n_queries, integer=True)
         check_positive("restarts", restarts, integer=True)
         if not (isinstance(p_init, int | float) and 0 < p_init <= 1):
