@@ -125,13 +125,13 @@ class TimedTrainer(Trainer):
         self.epoch_windows: list[tuple[float, float]] = []
 
     def _timed(self, phase: str, fn, *args: Any) -> Any:
-        dev = getattr(getattr(self, "dist", None), "device", torch.device("cpu"))
+        dev = torch.device(self.cfg.device)  # resolved by main(): "cuda" or "cpu"
         sync(dev)
         t0 = time.perf_counter()
         try:
             return fn(*args)
         finally:
-            sync(getattr(getattr(self, "dist", None), "device", dev))
+            sync(dev)
             self.phases[phase] += time.perf_counter() - t0
 
     def setup(self) -> None:
