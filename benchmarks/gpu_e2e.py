@@ -140,21 +140,21 @@ class TimedTrainer(Trainer):
     def save(self, tag: str = "last") -> None:
         self._timed("checkpoints", super().save, tag)
 
-    def _guard_check(self) -> None:
-        self._timed("guard", super()._guard_check)
+    def guard_check(self) -> None:
+        self._timed("guard", super().guard_check)
 
-    def _epoch(self) -> None:
+    def run_epoch(self) -> None:
         before, n = dict(self.phases), len(self.records)
         t0 = time.perf_counter()
-        self._timed("epochs_total", super()._epoch)
+        self._timed("epochs_total", super().run_epoch)
         self.epoch_windows.append((t0, time.perf_counter()))
         steps = sum(r["time_s"] for r in self.records[n:])
         inside = sum(self.phases[k] - before[k] for k in ("guard", "checkpoints"))
         self.phases["epoch_rest"] += self.phases["epochs_total"] - before["epochs_total"]
         self.phases["epoch_rest"] -= steps + inside
 
-    def _finish(self) -> dict[str, Any]:
-        return self._timed("final_evaluation", super()._finish)
+    def finish(self) -> dict[str, Any]:
+        return self._timed("final_evaluation", super().finish)
 
 
 def single_step_rate(trainer: Trainer, steps: int) -> float:

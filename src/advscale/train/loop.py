@@ -101,7 +101,9 @@ class Trainer:
     """The state of one training run; :func:`train` is the way to use it.
 
     Subclasses may override :meth:`build_model` (how the model is made) and
-    :meth:`extra_summary` (what is added to the summary); the loop itself stays shared.
+    :meth:`extra_summary` (what is added to the summary); the loop itself stays shared. The
+    phases :meth:`setup`, :meth:`run_epoch`, :meth:`guard_check`, :meth:`save` and
+    :meth:`finish` may be wrapped (``benchmarks/gpu_e2e.py`` times each).
     """
 
     #: ``kind`` of the results.json it writes (fine-tuning writes "finetune").
@@ -289,7 +291,8 @@ class Trainer:
         )
 
     # -- guard -------------------------------------------------------------------------------
-    def _guard_check(self) -> None:
+    def guard_check(self) -> None:
+        """Measure the catastrophic-overfitting guard now; log it, keep the best weights."""
         g = self.guard
         assert g is not None
         m = g.measure(self.gen_model)
@@ -316,7 +319,8 @@ class Trainer:
             self._log(v.event)
 
     # -- the loop ----------------------------------------------------------------------------
-    def _epoch(self) -> None:
+    def run_epoch(self) -> None:
+        """Train to the end of the epoch (or a stop), then validate, checkpoint and log it."""
         cfg, d = self.cfg, self.dist
         self.loader.set_epoch(self.epoch)
         it = iter(self.loader)
@@ -349,7 +353,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['acc']:.3f}")
                     self._log(rec)
                 if self.guard is not None and cfg.guard.every and self.step % cfg.guard.every == 0:
-                    self._guard_check()
+                    self.guard_check()
                 if self.stop_reason:
                     break
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
@@ -362,7 +366,7 @@ class Trainer:
             torch.tensor(self.epoch_sums[:4], dtype=torch.float64, device=d.device), d
         ).cpu()
         if self.guard is not None and not cfg.guard.every and not self.stop_reason:
-            self._guard_check()
+            self.guard_check()
         val = clean_accuracy(self.gen_model, self.data.val, d)
         rec = epoch_record(
             self._progress(),
@@ -417,10 +421,10 @@ class Trainer:
                     and not self.stop_reason
                     and not self.finished
                 ):
-                    self._epoch()
+                    self.run_epoch()
             self.finished = True
             self.save("last")  # the final evaluation may be killed: a resume starts it again
-            summary = self._finish()
+            summary = self.finish()
             barrier(self.dist)  # no process tears the group down while another still uses it
         finally:
             if getattr(self, "metrics", None) is not None:
@@ -441,7 +445,8 @@ class Trainer:
         shutdown(self.dist)
 
     # -- the end -----------------------------------------------------------------------------
-    def _finish(self) -> dict[str, Any]:
+    def finish(self) -> dict[str, Any]:
+        """Write the model, evaluate it, write summary.json and results.json; the summary."""
         cfg, d = self.cfg, self.dist
         if d.is_main:
             ckpt.save_weights(
