@@ -63,9 +63,19 @@ def test_eval_command_takes_aliases(ckpt, fmnist_dir, tmp_path):
     assert results.config["attack_kwargs"]["apgd_t"]["steps"] == 3
 
 
-@pytest.mark.parametrize("spelling", ["L2", "l2", "inf", "Linf"])
-def test_norm_option_is_case_blind(spelling):
+@pytest.mark.parametrize(
+    "spelling,norm", [("L2", "l2"), ("l2", "l2"), ("2", "l2"), ("inf", "linf"), ("Linf", "linf")]
+)
+def test_norm_option_is_case_blind(spelling, norm):
     from advscale.cli import build_parser
 
     args = build_parser().parse_args(["eval", "--model", "m", "--norm", spelling])
-    assert args.norm in ("linf", "l2")
+    assert args.norm == norm
+
+
+def test_norm_option_names_a_wrong_norm(capsys):
+    from advscale.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["eval", "--model", "m", "--norm", "l3"])
+    assert "l3" in capsys.readouterr().err
