@@ -47,12 +47,25 @@ def test_classes_sorted_labels_follow_folders(tmp_path):
 
 def test_split_folders_share_class_indices(tmp_path):
     make_folder(tmp_path / "train", per_class=3)
-    make_folder(tmp_path / "val", per_class=2, classes=("dog", "emu"))
+    make_folder(tmp_path / "val", per_class=2)
     train = load_dataset("imagefolder", "train", tmp_path)
     test = load_dataset("imagefolder", "test", tmp_path)  # "val" stands in for "test"
     assert train.classes == test.classes == ["cat", "dog", "emu"]
-    assert len(train) == 9 and test.class_counts() == [0, 2, 2]
+    assert len(train) == 9 and test.class_counts() == [2, 2, 2]
     assert test.images[test.labels == 1][0, :, 0, 0].tolist() == list(COLOURS["dog"])
+
+
+@pytest.mark.parametrize(("train", "val", "named"), [
+    (("cat", "dog", "emu"), ("dog", "emu"), "'cat' is in .*train but not in .*val"),
+    (("cat", "dog"), ("cat", "dog", "emu"), "'emu' is in .*val but not in .*train"),
+])  # fmt: skip
+def test_classes_differing_between_splits_are_refused_naming_the_class(tmp_path, train, val, named):
+    # Labels follow sorted folder names: a class missing on one side would shift or orphan them.
+    make_folder(tmp_path / "train", per_class=2, classes=train)
+    make_folder(tmp_path / "val", per_class=2, classes=val)
+    for split in ("train", "test"):
+        with pytest.raises(DataError, match=named):
+            load_dataset("imagefolder", split, tmp_path)
 
 
 def test_resize_grey_and_channels(tmp_path):
@@ -90,7 +103,7 @@ def test_mixed_sizes_need_image_size(tmp_path):
     make_folder(root / "train", per_class=2, classes=("cat",))
     _png(root / "train" / "dog" / "big.png", COLOURS["dog"], size=(20, 20))
     with pytest.raises(DataError, match="big.png: size 20x20 differs.*pass image_size"):
-        load_dataset("imagefolder", "train", root)
+        load_dataset("imagefolder", "train", root).load()
     assert load_dataset("imagefolder", "train", root, image_size=(8, 16)).image_size == (8, 16)
 
 

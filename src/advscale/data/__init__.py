@@ -12,18 +12,23 @@ Example:
     >>> for x, y in BatchLoader(pretrain, 128, seed=0): ...  # doctest: +SKIP
 """
 
-from advscale.data.base import BatchLoader, DataError, ImageDataset, to_float
+from advscale.data.augment import AUGMENTS, Transform
+from advscale.data.base import DataError, ImageDataset, to_float
 from advscale.data.cifar import find_cifar_dir, load_cifar10
 from advscale.data.classes import check_class_order
 from advscale.data.digits import load_digits
 from advscale.data.fashion_mnist import find_data_dir, load_fashion_mnist
 from advscale.data.fetch import fetch_dataset
-from advscale.data.imagefolder import load_image_folder
+from advscale.data.imagefolder import FolderDataset, load_image_folder
+from advscale.data.loaders import BatchLoader
 from advscale.data.registry import DATASETS, SPLITS, dataset_info, load_dataset
 from advscale.data.validation import DataSpec, build_val, check_dataset_name, select
 from advscale.data.webdataset import ShardLoader, list_shards, load_shards, write_shards
 
 __all__ = [
+    "AUGMENTS",
+    "FolderDataset",
+    "Transform",
     "DATASETS",
     "SPLITS",
     "DataSpec",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,15 +110,7 @@ class ImageDataset:
         """A class-stratified random subset of ``n`` examples (all when ``n`` is None or too big)."""
         if n is None or n >= len(self):
             return self
-        g = torch.Generator().manual_seed(seed)
-        perm = torch.randperm(len(self), generator=g)
-        # Round-robin over classes in a random order keeps the class balance of small subsets.
-        by_class = [perm[self.labels[perm] == c] for c in range(self.num_classes)]
-        order = torch.stack(
-            [torch.nn.functional.pad(b, (0, len(perm) - len(b)), value=-1) for b in by_class], 1
-        ).flatten()
-        order = order[order >= 0][:n]
-        return self.subset(order)
+        return self.subset(stratified_order(self.labels, self.num_classes, n, seed))
 
     def filter_classes(self, classes: Sequence[int], relabel: bool = True) -> ImageDataset:
         """Only the examples of ``classes`` (label indices).
@@ -284,88 +276,20 @@ def data_roots(data_dir: str | os.PathLike | None) -> list[tuple[str, Path]]:
     return roots
 
 
-class BatchLoader:
-    """Fast in-memory batches ``(x float [0,1], y int64)`` on ``device``.
+def stratified_order(labels: Tensor, num_classes: int, n: int, seed: int) -> Tensor:
+    """Indices of a class-stratified random subset of ``n`` of ``labels``, fixed by ``seed``.
 
-    Shuffles with its own generator seeded by ``seed + epoch`` (call ``set_epoch``), so runs are
-    reproducible and resumable. With ``world_size > 1`` each rank gets a disjoint, equal-length
-    shard like ``DistributedSampler``: the shuffled order is padded by repeating its start until
-    it divides evenly, then rank ``r`` takes every ``world_size``-th index from ``r``. Padding
-    sits at the end of a rank's shard; ``indices()`` says how many of its indices are real so
-    metrics need not count duplicates twice. ``drop_last`` drops each rank's last partial batch.
+    Round-robin over the classes, each in a random order, keeps the class balance of small
+    subsets; the first ``n`` of the same seed's order are always the same examples.
     """
-
-    def __init__(
-        self,
-        dataset: ImageDataset,
-        batch_size: int,
-        shuffle: bool = True,
-        drop_last: bool = False,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        if batch_size < 1:
-            raise DataError(f"batch_size must be >= 1, got {batch_size}")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise DataError(f"rank {rank} is not in [0, world_size={world_size})")
-        if len(dataset) == 0:
-            raise DataError(f"{dataset.name} is empty: nothing to load")
-        if batch_size * world_size > len(dataset) and drop_last:
-            raise DataError(
-                f"batch_size {batch_size} x {world_size} process(es) is larger than the "
-                f"{len(dataset)} examples of {dataset.name}"
-            )
-        self.dataset, self.batch_size, self.shuffle, self.drop_last = (
-            dataset,
-            batch_size,
-            shuffle,
-            drop_last,
-        )
-        self.seed, self.device, self.rank, self.world_size = (
-            seed,
-            torch.device(device),
-            rank,
-            world_size,
-        )
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the shuffle of ``epoch``; the same seed and epoch always give the same order."""
-        self.epoch = epoch
-
-    def indices(self) -> tuple[Tensor, int]:
-        """This rank's example indices for the current epoch, and how many are real (not padding).
-
-        The real ones come first; the rest repeat examples to even out the shards.
-        """
-        n = len(self.dataset)
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(n, generator=g)
-        else:
-            order = torch.arange(n)
-        per_rank = -(-n // self.world_size)
-        total = per_rank * self.world_size
-        if total > n:
-            # Repeat as often as needed: world_size may exceed n.
-            reps = -(-total // n)
-            order = order.repeat(reps)[:total]
-        mine = order[self.rank : total : self.world_size]
-        real = len(range(self.rank, n, self.world_size))
-        return mine, real
-
-    def __len__(self) -> int:
-        per_rank = -(-len(self.dataset) // self.world_size)
-        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        idx, _ = self.indices()
-        images, labels = self.dataset.images, self.dataset.labels
-        for start in range(0, len(idx), self.batch_size):
-            b = idx[start : start + self.batch_size]
-            if self.drop_last and len(b) < self.batch_size:
-                break
-            x = to_float(images[b].to(self.device, non_blocking=True))
-            yield x, labels[b].to(self.device, non_blocking=True)
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(labels), generator=g)
+    lp = labels[perm]
+    # Each example's rank among its class in the random order; sorting by (rank, class) deals
+    # the classes round-robin without a (classes x examples) table.
+    by_label = torch.argsort(lp, stable=True)
+    counts = torch.bincount(lp, minlength=num_classes)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(lp)
+    rank[by_label] = torch.arange(len(lp)) - starts[lp[by_label]]
+    return perm[torch.argsort(rank * num_classes + lp)][:n]

@@ -6,11 +6,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from advscale.data.base import DataError, ImageDataset
+from advscale.data.augment import Transform, resize_short_crop
+from advscale.data.base import DataError, ImageDataset, _pair
 from advscale.data.cifar import find_cifar_dir, load_cifar10
 from advscale.data.digits import load_digits
 from advscale.data.fashion_mnist import find_data_dir, load_fashion_mnist
-from advscale.data.imagefolder import load_image_folder
+from advscale.data.imagefolder import FolderDataset, load_image_folder
 
 DATASETS = ("fashion-mnist", "digits", "cifar10", "imagefolder")
 SPLITS = {
@@ -28,7 +29,8 @@ def load_dataset(
     *,
     image_size: int | tuple[int, int] | None = None,
     channels: int | None = None,
-) -> ImageDataset:
+    eval_resize: int | None = None,
+) -> ImageDataset | FolderDataset:
     """Load split ``split`` of dataset ``name`` (one of ``DATASETS``) as a uint8 ImageDataset.
 
     Args:
@@ -39,6 +41,11 @@ def load_dataset(
             ``/usr/share/datasets``. Required for "imagefolder".
         image_size: resize images (bilinear) to this size.
         channels: convert to 1 (grey) or 3 (RGB) channels.
+        eval_resize: resize the short side to this, then centre-crop ``image_size`` (the
+            evaluation transform of ImageNet models, e.g. 256 -> 224) instead of resizing.
+
+    "imagefolder" gives a :class:`FolderDataset`: nothing is decoded until ``take(n)``
+    (decodes ``n`` images) or ``load()``; the others are read into memory.
 
     Raises:
         DataError: unknown name or split, missing or malformed files.
@@ -52,14 +59,20 @@ def load_dataset(
             raise DataError(
                 "dataset 'imagefolder' needs data_dir (--data-dir ROOT with ROOT/CLASS/*.png)"
             )
-        return load_image_folder(data_dir, split, image_size=image_size, channels=channels)
+        return load_image_folder(
+            data_dir, split, image_size=image_size, channels=channels, eval_resize=eval_resize
+        )
     if name == "fashion-mnist":
         ds = load_fashion_mnist(split, data_dir)
     elif name == "digits":
         ds = load_digits(split, image_size=image_size or 28)
     else:
         ds = load_cifar10(split, data_dir)
-    if image_size is not None:
+    if eval_resize is not None:
+        size = _pair(image_size) if image_size is not None else None
+        Transform(size, eval_resize)  # checks that the crop fits
+        ds = ds._replace(images=resize_short_crop(ds.images, eval_resize, size))
+    elif image_size is not None:
         ds = ds.resize(image_size)
     if channels is not None:
         ds = ds.to_channels(channels)
@@ -83,6 +96,7 @@ def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> dict[s
         location = "scikit-learn (sklearn.datasets.load_digits)"
     else:
         location = str(Path(data_dir).expanduser()) if data_dir is not None else None
+    # An image folder answers from its index: only the statistics sample is ever decoded.
     splits = {s: load_dataset(name, s, data_dir) for s in SPLITS[name]}
     train = splits["train"]
     return {

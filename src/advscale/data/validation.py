@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from advscale.data.base import DataError, ImageDataset
+from advscale.data.imagefolder import FolderDataset
 from advscale.data.registry import DATASETS, load_dataset
 from advscale.data.webdataset import load_shards
 
@@ -24,6 +25,7 @@ class DataSpec(Protocol):
     num_classes: int | None
     mean: list[float] | None
     std: list[float] | None
+    eval_resize: int | None
 
 
 def check_dataset_name(name: str) -> None:
@@ -35,9 +37,10 @@ def check_dataset_name(name: str) -> None:
 
 
 def select(
-    ds: ImageDataset, classes: Sequence[int] | None, n: int | None, seed: int
+    ds: ImageDataset | FolderDataset, classes: Sequence[int] | None, n: int | None, seed: int
 ) -> ImageDataset:
-    """Keep ``classes`` (relabelled 0..k-1) and a class-stratified subset of ``n``, fixed by ``seed``."""
+    """Keep ``classes`` (relabelled 0..k-1) and a class-stratified subset of ``n``, fixed by
+    ``seed``, in memory (of an image folder, only those images are decoded)."""
     if classes is not None:
         ds = ds.filter_classes(list(classes))
     return ds.take(n, seed=seed)
@@ -68,6 +71,11 @@ def build_val(spec: DataSpec, seed: int = 0) -> ImageDataset:
         )
         return val.resize(spec.image_size) if spec.image_size is not None else val
     ds = load_dataset(
-        spec.name, spec.val_split, spec.data_dir, image_size=spec.image_size, channels=spec.channels
+        spec.name,
+        spec.val_split,
+        spec.data_dir,
+        image_size=spec.image_size,
+        channels=spec.channels,
+        eval_resize=getattr(spec, "eval_resize", None),
     )
     return select(ds, spec.classes, spec.n_val, seed + 1)

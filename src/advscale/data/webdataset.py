@@ -21,6 +21,7 @@ import glob
 import io
 import random
 import tarfile
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from advscale.data.augment import Transform, augment_batch
 from advscale.data.base import DataError, ImageDataset, channel_stats, resize_images, to_float
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "ppm", "pgm", "bmp", "npy")
@@ -256,6 +258,8 @@ class ShardLoader:
         shuffle_buffer: samples held for shuffling (memory: that many images).
         image_size: resize images to this size.
         num_classes: labels must lie in ``[0, num_classes)`` (negative labels are always refused).
+        transform: its augmentation is applied to each batch on ``device``, drawn from
+            (seed, epoch, the sample's shard and key).
     """
 
     def __init__(
@@ -270,8 +274,10 @@ class ShardLoader:
         shuffle_buffer: int = 1000,
         image_size: int | None = None,
         num_classes: int | None = None,
+        transform: Transform | None = None,
     ) -> None:
         self.shards = list(shards)
+        self.transform = transform
         self.num_classes = num_classes
         if world_size > len(self.shards):
             raise DataError(
@@ -281,7 +287,7 @@ class ShardLoader:
         self.batch_size, self.seed, self.device = batch_size, seed, torch.device(device)
         self.rank, self.world_size = rank, world_size
         self.shuffle_buffer, self.image_size = shuffle_buffer, image_size
-        self.epoch = 0
+        self.epoch, self.skip = 0, 0
         if len(self) == 0:
             raise DataError(
                 f"batch_size {batch_size} x {world_size} process(es) is larger than the "
@@ -296,23 +302,24 @@ class ShardLoader:
     def num_samples(self) -> int:
         return sum(self.counts)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """The next iteration gives ``epoch``'s batches from batch ``skip_batches`` on; the
+        samples of the batches before it are read from the tars but not decoded."""
+        self.epoch, self.skip = epoch, skip_batches
 
     def _assignment(self) -> list[list[int]]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.shards), generator=g).tolist()
         return [order[r :: self.world_size] for r in range(self.world_size)]
 
-    def _samples(self) -> Iterator[tuple[Tensor, int, str]]:
-        """(image, label, where it came from) in shuffled order."""
+    def _samples(self) -> Iterator[tuple[dict[str, bytes], str]]:
+        """(undecoded sample, its shard) in shuffled order."""
         rng = random.Random((self.seed + self.epoch) * 1_000_003 + self.rank)
-        buf: list[tuple[Tensor, int, str]] = []
+        buf: list[tuple[dict[str, bytes], str]] = []
         for i in self._assignment()[self.rank]:
             path = str(self.shards[i])
             for sample in iter_tar_samples(self.shards[i]):
-                img, label = decode_sample(sample, path, self.num_classes)
-                buf.append((img, label, f"{path}: sample {sample['__key__'].decode()!r}"))
+                buf.append((sample, path))
                 if len(buf) >= self.shuffle_buffer:
                     j = rng.randrange(len(buf))
                     buf[j], buf[-1] = buf[-1], buf[j]
@@ -322,11 +329,26 @@ class ShardLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n_batches = len(self)
+        raw: list[tuple[dict[str, bytes], str]] = []
+        done = 0
+        for item in self._samples():
+            raw.append(item)
+            if len(raw) < self.batch_size:
+                continue
+            if done >= self.skip:
+                yield self._batch(raw)
+            raw = []
+            done += 1
+            if done == n_batches:
+                return
+
+    def _batch(self, raw: list[tuple[dict[str, bytes], str]]) -> tuple[Tensor, Tensor]:
         imgs: list[Tensor] = []
         labs: list[int] = []
         origins: list[str] = []
-        done = 0
-        for img, lab, origin in self._samples():
+        for sample, path in raw:
+            img, lab = decode_sample(sample, path, self.num_classes)
+            origin = f"{path}: sample {sample['__key__'].decode()!r}"
             if imgs and img.shape != imgs[0].shape:
                 hint = "" if self.image_size is None else " (data.image_size resizes whole batches)"
                 raise DataError(
@@ -336,15 +358,12 @@ class ShardLoader:
             imgs.append(img)
             labs.append(lab)
             origins.append(origin)
-            if len(imgs) == self.batch_size:
-                x = torch.stack(imgs)
-                if self.image_size is not None and tuple(x.shape[-2:]) != (self.image_size,) * 2:
-                    x = resize_images(x, self.image_size)
-                yield (
-                    to_float(x.to(self.device)),
-                    torch.tensor(labs, dtype=torch.long, device=self.device),
-                )
-                imgs, labs, origins = [], [], []
-                done += 1
-                if done == n_batches:
-                    return
+        x = torch.stack(imgs)
+        if self.image_size is not None and tuple(x.shape[-2:]) != (self.image_size,) * 2:
+            x = resize_images(x, self.image_size)
+        x = x.to(self.device)
+        if self.transform is not None and self.transform.random:
+            # A sample's draws follow its key, wherever the shuffle put it.
+            keys = [zlib.crc32(o.encode()) & 0x7FFFFFFF for o in origins]
+            x = augment_batch(x, torch.tensor(keys), self.epoch, self.transform)
+        return to_float(x), torch.tensor(labs, dtype=torch.long, device=self.device)

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from advscale.attacks import ONE_STEP
-from advscale.data import BatchLoader, ShardLoader
+from advscale.data import BatchLoader, FolderDataset, ImageDataset, ShardLoader
+from advscale.data.stream import IndexPlan, StreamLoader
 from advscale.errors import UserError
 from advscale.train.config import TrainConfig
-from advscale.train.data import TrainData
+from advscale.train.data import TrainData, transform_of
 from advscale.train.distributed import DistInfo
 from advscale.train.guards import CatastrophicOverfitGuard
 
@@ -36,17 +37,21 @@ def check_settings(cfg: TrainConfig, info: DistInfo) -> None:
 
 
 def build_batches(cfg: TrainConfig, data: TrainData, info: DistInfo) -> tuple[Any, int, int]:
-    """This process's micro-batch loader (streamed from shards, or drawn from the dataset),
-    the optimizer steps per epoch and the steps of the whole run."""
+    """This process's micro-batch loader, the optimizer steps per epoch and the steps of the
+    whole run: streamed from shards, decoded from an image folder in ``data.workers``
+    processes, or drawn from memory (augmented on the device)."""
     micro = cfg.batch_size // (info.world_size * cfg.grad_accum)
-    common = dict(seed=cfg.seed, device=info.device, rank=info.rank, world_size=info.world_size)
-    if data.streamed:
+    common = dict(seed=cfg.seed, rank=info.rank, world_size=info.world_size)
+    transform = transform_of(cfg.data, cfg.seed)
+    if isinstance(data.train, list):
         loader: Any = ShardLoader(
             data.train,
             micro,
             shuffle_buffer=cfg.data.shuffle_buffer,
             image_size=cfg.data.image_size,
             num_classes=data.num_classes,
+            device=info.device,
+            transform=transform,
             **common,
         )
         n_train = loader.num_samples
@@ -57,8 +62,19 @@ def build_batches(cfg: TrainConfig, data: TrainData, info: DistInfo) -> tuple[An
             f"batch_size={cfg.batch_size} is larger than the {n_train} training examples "
             f"(data.n_train={cfg.data.n_train}); lower batch_size or raise data.n_train"
         )
-    if not data.streamed:
-        loader = BatchLoader(data.train, micro, shuffle=True, drop_last=True, **common)
+    if isinstance(data.train, FolderDataset):
+        loader = StreamLoader(
+            data.train.with_transform(transform),
+            IndexPlan(n_train, micro, **common),
+            device=info.device,
+            workers=cfg.data.workers,
+            prefetch=cfg.data.prefetch,
+            on_corrupt=cfg.data.on_corrupt,
+            name=data.train.name,
+        )
+    elif isinstance(data.train, ImageDataset):
+        loader = BatchLoader(data.train, micro, shuffle=True, drop_last=True,
+                             device=info.device, transform=transform, **common)  # fmt: skip
     steps_per_epoch = len(loader) // cfg.grad_accum
     if steps_per_epoch < 1:
         raise UserError(

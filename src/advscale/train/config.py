@@ -62,7 +62,13 @@ class DataConfig(Section):
     """``data:`` where training and validation examples come from.
 
     ``name: webdataset`` streams tar shards (``data_dir``: a directory or glob of ``*.tar``;
-    ``val_dir``: the validation shards, read into memory, ``n_val`` of them).
+    ``val_dir``: the validation shards, read into memory, ``n_val`` of them drawn
+    class-stratified). ``imagefolder`` training images are streamed too, decoded in
+    ``workers`` processes; the small sets (fashion-mnist, digits, cifar10) stay in memory and
+    are augmented on the model's device. ``augment``: none, crop_flip (pad ``crop_padding``,
+    random crop, flip) or rrc_flip (random-resized crop to ``image_size`` of ``rrc_scale`` /
+    ``rrc_ratio``, flip). Validation and evaluation resize to ``image_size``, or with
+    ``eval_resize`` resize the short side to it and centre-crop ``image_size``.
     """
 
     name: str = "fashion-mnist"
@@ -79,6 +85,40 @@ class DataConfig(Section):
     mean: list[float] | None = None
     std: list[float] | None = None
     shuffle_buffer: int = Field(default=1000, ge=1, description="webdataset sample shuffle buffer")
+    augment: Literal["none", "crop_flip", "rrc_flip"] = Field(
+        default="none", description="training augmentation, drawn from (seed, epoch, index)"
+    )
+    crop_padding: int = Field(default=4, ge=0, description="crop_flip: pad, then crop back")
+    rrc_scale: tuple[float, float] = Field(
+        default=(0.08, 1.0), description="rrc_flip: crop area as a fraction of the image"
+    )
+    rrc_ratio: tuple[float, float] = Field(
+        default=(0.75, 1.3333), description="rrc_flip: crop aspect ratio (log-uniform)"
+    )
+    eval_resize: int | None = Field(
+        default=None, ge=4, description="resize the short side, centre-crop image_size"
+    )
+    workers: int = Field(default=0, ge=0, description="decoding worker processes (streamed)")
+    prefetch: int = Field(default=2, ge=1, description="batches each worker keeps ready")
+    on_corrupt: Literal["error", "skip"] = Field(
+        default="error", description="an unreadable image: end the run, or skip it (counted)"
+    )
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> DataConfig:
+        lo, hi = self.rrc_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"data.rrc_scale {list(self.rrc_scale)}: need 0 < low <= high <= 1")
+        lo, hi = self.rrc_ratio
+        if not 0 < lo <= hi:
+            raise ValueError(f"data.rrc_ratio {list(self.rrc_ratio)}: need 0 < low <= high")
+        small = self.eval_resize is not None and self.image_size is not None
+        if small and self.eval_resize < self.image_size:
+            raise ValueError(
+                f"data.eval_resize {self.eval_resize} is smaller than data.image_size "
+                f"{self.image_size}: the centre crop would not fit"
+            )
+        return self
 
 
 class RecipeConfig(Section):

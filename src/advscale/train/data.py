@@ -1,4 +1,5 @@
-"""The training data a config names: in memory (ImageDataset) or streamed (WebDataset shards).
+"""The training data a config names: in memory (ImageDataset) or streamed (an image folder,
+WebDataset shards).
 
 Dataset readers and the validation split live in :mod:`advscale.data`; this module only puts
 together what one training run needs.
@@ -10,7 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from advscale.data import (
+    FolderDataset,
     ImageDataset,
+    Transform,
     build_val,
     check_dataset_name,
     list_shards,
@@ -25,10 +28,11 @@ from advscale.train.config import DataConfig
 class TrainData:
     """Training source, validation set and what a model needs to know about them.
 
-    ``train`` is an ImageDataset, or a list of shard paths for ``name: webdataset``.
+    ``train`` is an ImageDataset (in memory), a FolderDataset (an image folder, decoded as
+    training reads it) or a list of shard paths for ``name: webdataset``.
     """
 
-    train: ImageDataset | list
+    train: ImageDataset | FolderDataset | list
     val: ImageDataset
     num_classes: int
     channels: int
@@ -54,8 +58,20 @@ class TrainData:
         }
 
 
+def transform_of(cfg: DataConfig, seed: int) -> Transform:
+    """The per-image transform and augmentation ``data:`` asks for, drawing from ``seed``."""
+    size = (cfg.image_size, cfg.image_size) if cfg.image_size is not None else None
+    return Transform(size=size, eval_resize=cfg.eval_resize, augment=cfg.augment,
+                     padding=cfg.crop_padding, scale=tuple(cfg.rrc_scale),
+                     ratio=tuple(cfg.rrc_ratio), seed=seed)  # fmt: skip
+
+
 def build_data(cfg: DataConfig, seed: int = 0) -> TrainData:
-    """Load what ``data:`` describes. Subsets are class-stratified and fixed by ``seed``."""
+    """Load what ``data:`` describes. Subsets are class-stratified and fixed by ``seed``.
+
+    An image folder's training split stays on disk (its index in memory); the validation set
+    (``n_val`` examples) is decoded into memory.
+    """
     check_dataset_name(cfg.name)
     if cfg.name == "webdataset":
         if not cfg.data_dir:
@@ -67,10 +83,18 @@ def build_data(cfg: DataConfig, seed: int = 0) -> TrainData:
         k = cfg.num_classes or val.num_classes
         return TrainData(shards, val, k, val.channels, tuple(val.mean), tuple(val.std), val.classes)
     kw = {"image_size": cfg.image_size, "channels": cfg.channels}
-    train = select(
-        load_dataset(cfg.name, cfg.train_split, cfg.data_dir, **kw), cfg.classes, cfg.n_train, seed
-    )
+    if cfg.name == "imagefolder":
+        kw["eval_resize"] = cfg.eval_resize
+    full = load_dataset(cfg.name, cfg.train_split, cfg.data_dir, **kw)
+    if isinstance(full, FolderDataset):
+        if cfg.classes is not None:
+            full = full.filter_classes(list(cfg.classes))
+        train: ImageDataset | FolderDataset = full.pick(cfg.n_train, seed)
+    else:
+        train = select(full, cfg.classes, cfg.n_train, seed)
     val = build_val(cfg, seed)
-    mean = tuple(cfg.mean) if cfg.mean else tuple(train.mean)
-    std = tuple(cfg.std) if cfg.std else tuple(train.std)
+    # The whole training split's statistics (subsets keep them; an image folder's come from
+    # its index).
+    mean = tuple(cfg.mean) if cfg.mean else tuple(full.mean)
+    std = tuple(cfg.std) if cfg.std else tuple(full.std)
     return TrainData(train, val, train.num_classes, train.channels, mean, std, list(train.classes))

@@ -322,10 +322,9 @@ class Trainer:
     def run_epoch(self) -> None:
         """Train to the end of the epoch (or a stop), then validate, checkpoint and log it."""
         cfg, d = self.cfg, self.dist
-        self.loader.set_epoch(self.epoch)
+        # Resuming mid-epoch: the loader starts after the batches done, without making them.
+        self.loader.set_epoch(self.epoch, skip_batches=self.batch_in_epoch * cfg.grad_accum)
         it = iter(self.loader)
-        for _ in range(self.batch_in_epoch * cfg.grad_accum):  # resuming mid-epoch: skip those
-            next(it)
         desc = f"epoch {self.epoch + 1}/{cfg.epochs}"
         bar = progress_bar(
             desc, self.steps_per_epoch, self.batch_in_epoch, cfg.progress and d.is_main

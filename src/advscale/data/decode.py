@@ -1,0 +1,109 @@
+"""Opening one image file, bounded and strict: the one decoder of ImageFolders and shards.
+
+Every image is opened with an explicit pixel limit, checked from the header before any pixel
+is decoded, so a 30000x30000 PNG is refused in one line instead of allocating gigabytes.
+Images of more than 8 bits per channel are converted by their real range (16-bit: the value
+divided by 257, so 65535 is 255) rather than clipped; a floating-point image is taken when its
+values lie in [0, 1] and refused otherwise.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+from PIL import Image
+
+from advscale.data.base import DataError
+
+#: The most pixels (width x height) one image may have: Pillow's own warning threshold, about
+#: 9459x9459. ImageNet's largest image has under 20M pixels.
+MAX_PIXELS = 89_478_485
+#: Pillow modes holding 16-bit integers.
+MODES_16 = ("I;16", "I;16B", "I;16L", "I;16N")
+#: Pillow modes that are grey; the rest are taken as colour.
+GREY_MODES = ("1", "L", "LA", "I", "F", *MODES_16)
+
+Source = str | os.PathLike | bytes
+
+
+def _open(source: Source, where: str) -> Image.Image:
+    try:
+        im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f"{where}: cannot read image ({e})") from None
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        im.close()
+        raise DataError(
+            f"{where}: image of {w}x{h} pixels is over the limit of {MAX_PIXELS} pixels "
+            f"(advscale.data.decode.MAX_PIXELS); shrink it or remove it from the data"
+        )
+    return im
+
+
+def probe(source: Source, where: str | None = None) -> tuple[str, int, int]:
+    """(Pillow mode, height, width) of an image, read from its header only."""
+    where = where or str(source)
+    with _open(source, where) as im:
+        return im.mode, im.size[1], im.size[0]
+
+
+def open_image(source: Source, channels: int, where: str | None = None) -> Image.Image:
+    """The image at ``source`` (a path or the file's bytes), decoded to mode "L" (``channels``
+    1) or "RGB" (3), 8 bits per channel.
+
+    Raises:
+        DataError: unreadable or truncated file, over :data:`MAX_PIXELS`, a floating-point
+            image outside [0, 1] or any other range that has no 8-bit reading; the message
+            names ``where`` (default: the path).
+    """
+    where = where or (str(source) if not isinstance(source, bytes) else "image")
+    mode = "L" if channels == 1 else "RGB"
+    with _open(source, where) as im:
+        try:
+            im.load()
+            if im.mode in MODES_16 or im.mode in ("I", "F"):
+                return _from_wide(im, mode, where)
+            if im.mode == "P" and "transparency" in im.info:
+                im = im.convert("RGBA")
+            return im.convert(mode)
+        except DataError:
+            raise
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise DataError(f"{where}: cannot decode image ({e})") from None
+
+
+def _from_wide(im: Image.Image, mode: str, where: str) -> Image.Image:
+    """A grey image of 16-bit or 32-bit integers, or of floats, as 8 bits by its real range."""
+    arr = np.asarray(im)
+    if im.mode == "F":
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo >= 0.0 and hi <= 1.0):
+            raise DataError(
+                f"{where}: floating-point image with values in [{lo:g}, {hi:g}]; only [0, 1] "
+                "has an 8-bit reading (store 8-bit or 16-bit images)"
+            )
+        out = np.rint(arr.astype(np.float64) * 255)
+    else:
+        # Mode "I" is how Pillow holds 16-bit PNGs of some encoders: their range is 16 bits.
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        if lo < 0 or hi > 65535:
+            raise DataError(
+                f"{where}: {im.mode} image with values in [{lo}, {hi}], outside 16 bits; "
+                "store 8-bit or 16-bit images"
+            )
+        out = np.rint(arr.astype(np.float64) / 257.0)
+    grey = Image.fromarray(out.astype(np.uint8), "L")
+    return grey if mode == "L" else grey.convert(mode)
+
+
+def to_chw(im: Image.Image) -> np.ndarray:
+    """A decoded "L" or "RGB" image as a uint8 ``(C, H, W)`` array."""
+    arr = np.asarray(im, dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def is_grey(mode: str) -> bool:
+    return mode in GREY_MODES
