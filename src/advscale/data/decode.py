@@ -13,7 +13,7 @@ import io
 import os
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from advscale.data.base import DataError
 
@@ -31,6 +31,8 @@ Source = str | os.PathLike | bytes
 def _open(source: Source, where: str) -> Image.Image:
     try:
         im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except UnidentifiedImageError:
+        raise DataError(f"{where}: cannot read image (not a format Pillow reads)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"{where}: cannot read image ({e})") from None
     w, h = im.size

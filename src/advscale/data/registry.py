@@ -68,15 +68,22 @@ def load_dataset(
         ds = load_digits(split, image_size=image_size or 28)
     else:
         ds = load_cifar10(split, data_dir)
-    if eval_resize is not None:
-        size = _pair(image_size) if image_size is not None else None
-        Transform(size, eval_resize)  # checks that the crop fits
-        ds = ds._replace(images=resize_short_crop(ds.images, eval_resize, size))
-    elif image_size is not None:
-        ds = ds.resize(image_size)
+    ds = sized(ds, image_size, eval_resize)
     if channels is not None:
         ds = ds.to_channels(channels)
     return ds
+
+
+def sized(
+    ds: ImageDataset, image_size: int | tuple[int, int] | None, eval_resize: int | None
+) -> ImageDataset:
+    """``ds`` resized to ``image_size``, or with the short side resized to ``eval_resize`` and
+    centre-cropped to ``image_size``."""
+    if eval_resize is not None:
+        size = _pair(image_size) if image_size is not None else None
+        Transform(size, eval_resize)  # checks that the crop fits
+        return ds._replace(images=resize_short_crop(ds.images, eval_resize, size))
+    return ds.resize(image_size) if image_size is not None else ds
 
 
 def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from advscale.data.base import DataError, ImageDataset
 from advscale.data.imagefolder import FolderDataset
-from advscale.data.registry import DATASETS, load_dataset
+from advscale.data.registry import DATASETS, load_dataset, sized
 from advscale.data.webdataset import load_shards
 
 
@@ -50,8 +50,8 @@ def build_val(spec: DataSpec, seed: int = 0) -> ImageDataset:
     """The validation set ``spec`` describes, in memory.
 
     ``n_val`` examples of ``val_split`` (class-stratified, fixed by ``seed``: the same subset
-    training gives a run with that seed), or for ``name: webdataset`` the first ``n_val``
-    examples of the ``val_dir`` shards.
+    training gives a run with that seed), or for ``name: webdataset`` a class-stratified
+    draw of ``n_val`` examples of the ``val_dir`` shards (only those decoded).
 
     Raises:
         DataError: unknown name, missing ``val_dir``, unreadable data.
@@ -67,9 +67,14 @@ def build_val(spec: DataSpec, seed: int = 0) -> ImageDataset:
                 "data.classes is not supported with data.name: webdataset; write shards of the classes wanted"
             )
         val = load_shards(
-            spec.val_dir, spec.n_val, num_classes=spec.num_classes, mean=spec.mean, std=spec.std
+            spec.val_dir,
+            spec.n_val,
+            num_classes=spec.num_classes,
+            mean=spec.mean,
+            std=spec.std,
+            seed=seed + 1,
         )
-        return val.resize(spec.image_size) if spec.image_size is not None else val
+        return sized(val, spec.image_size, getattr(spec, "eval_resize", None))
     ds = load_dataset(
         spec.name,
         spec.val_split,

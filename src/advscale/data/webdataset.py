@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import glob
 import io
+import json
 import random
 import tarfile
 import zlib
@@ -30,7 +31,17 @@ import torch
 from torch import Tensor
 
 from advscale.data.augment import Transform, augment_batch
-from advscale.data.base import DataError, ImageDataset, channel_stats, resize_images, to_float
+from advscale.data.base import (
+    DataError,
+    ImageDataset,
+    channel_stats,
+    resize_images,
+    stratified_order,
+    to_float,
+)
+from advscale.data.decode import open_image, probe, to_chw
+from advscale.data.imagefolder import FolderDataset
+from advscale.utils import atomic_write, atomic_write_json
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "ppm", "pgm", "bmp", "npy")
 #: Pillow modes whose channels hold more than 8 bits: converting them would clip silently.
@@ -62,8 +73,9 @@ def _split_name(name: str) -> tuple[str, str]:
     return (f"{head}/{stem}" if head else stem), (ext if dot else "")
 
 
-def iter_tar_samples(path: Path) -> Iterator[dict[str, bytes]]:
-    """Samples of one shard in file order, as ``{ext: bytes, "__key__": key}``; read as a stream."""
+def iter_tar_samples(path: Path, labels_only: bool = False) -> Iterator[dict[str, bytes]]:
+    """Samples of one shard in file order, as ``{ext: bytes, "__key__": key}``; read as a
+    stream (with ``labels_only``, other files are skipped unread)."""
     key = None
     try:
         with tarfile.open(path, "r|*") as tar:
@@ -76,6 +88,9 @@ def iter_tar_samples(path: Path) -> Iterator[dict[str, bytes]]:
                     yield current
                     current = {}
                 key = k
+                if labels_only and ext.lower() not in LABEL_EXTS:
+                    current["__key__"] = k.encode()
+                    continue
                 f = tar.extractfile(member)
                 current[ext.lower()] = f.read() if f is not None else b""
                 current["__key__"] = k.encode()
@@ -108,19 +123,12 @@ def decode_sample(
     key = sample.get("__key__", b"?").decode()
     where = f"{source}: sample {key!r}"
     img_ext = next((e for e in IMAGE_EXTS if e in sample), None)
-    lab_ext = next((e for e in LABEL_EXTS if e in sample), None)
-    if img_ext is None or lab_ext is None:
+    if img_ext is None or not any(e in sample for e in LABEL_EXTS):
         raise DataError(
             f"{where} has files {sorted(k for k in sample if k != '__key__')}; "
             f"needs an image ({', '.join(IMAGE_EXTS)}) and a label ({', '.join(LABEL_EXTS)})"
         )
-    try:
-        label = int(sample[lab_ext].decode().strip())
-    except (ValueError, UnicodeDecodeError):
-        raise DataError(f"{where}: label {sample[lab_ext][:20]!r} is not an integer") from None
-    if label < 0 or (num_classes is not None and label >= num_classes):
-        bound = f"[0, {num_classes})" if num_classes is not None else "0 or more"
-        raise DataError(f"{where}: label {label} is outside the classes ({bound})")
+    label = _label_of(sample, where, num_classes)
     raw = sample[img_ext]
     img = _decode_npy(raw, where) if img_ext == "npy" else _decode_picture(raw, img_ext, where)
     return img, label
@@ -156,51 +164,90 @@ def _as_uint8(arr: np.ndarray, where: str) -> np.ndarray:
 
 
 def _decode_picture(raw: bytes, ext: str, where: str) -> Tensor:
-    from PIL import Image, UnidentifiedImageError
+    mode, _, _ = probe(raw, where)  # the header only: refuses images over the pixel limit
+    if mode in WIDE_MODES:
+        raise DataError(
+            f"{where}: {ext} image in mode {mode} (more than 8 bits per channel); "
+            "store 8-bit images (mode L or RGB), or npy floats in [0, 1]"
+        )
+    arr = to_chw(open_image(raw, 1 if mode == "L" else 3, where))
+    return torch.from_numpy(arr.copy())
 
-    try:
-        with Image.open(io.BytesIO(raw)) as im:
-            if im.mode in WIDE_MODES:
-                raise DataError(
-                    f"{where}: {ext} image in mode {im.mode} (more than 8 bits per channel); "
-                    "store 8-bit images (mode L or RGB), or npy floats in [0, 1]"
-                )
-            mode = im.mode if im.mode in ("L", "RGB") else "RGB"
-            arr = np.asarray(im.convert(mode))
-    except DataError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{where}: cannot decode the {ext} image ({e})") from None
-    img = torch.from_numpy(arr.copy())
-    return img[None] if img.ndim == 2 else img.permute(2, 0, 1).contiguous()
+
+CLASSES_FILE = "classes.json"
 
 
 def write_shards(
-    dataset: ImageDataset, out_dir: str | Path, shard_size: int = 1000, prefix: str = "shard"
+    dataset: ImageDataset | FolderDataset,
+    out_dir: str | Path,
+    shard_size: int = 1000,
+    prefix: str = "shard",
 ) -> list[Path]:
-    """Write ``dataset`` as WebDataset tar shards of ``shard_size`` samples (png + cls); returns the paths."""
+    """Write ``dataset`` as WebDataset tar shards of ``shard_size`` samples (png + cls) and its
+    class names as ``out_dir/classes.json``; returns the shard paths.
+
+    One image at a time is decoded (an image folder) and encoded, so the dataset need not fit
+    in memory; each shard is written to a temporary file and renamed when complete.
+    """
     from PIL import Image
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    read = (
+        dataset.read
+        if isinstance(dataset, FolderDataset)
+        else (lambda i: dataset.images[i].numpy())
+    )
     paths = []
     for s, start in enumerate(range(0, len(dataset), shard_size)):
         path = out / f"{prefix}-{s:06d}.tar"
-        with tarfile.open(path, "w") as tar:
-            for i in range(start, min(start + shard_size, len(dataset))):
-                img = dataset.images[i].permute(1, 2, 0).numpy()
-                im = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
-                buf = io.BytesIO()
-                im.save(buf, format="PNG")
-                for ext, data in (
-                    ("png", buf.getvalue()),
-                    ("cls", str(int(dataset.labels[i])).encode()),
-                ):
-                    info = tarfile.TarInfo(f"{i:08d}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-        paths.append(path)
+
+        def write(tmp: Path, start: int = start) -> None:
+            with tarfile.open(tmp, "w") as tar:
+                for i in range(start, min(start + shard_size, len(dataset))):
+                    img = np.ascontiguousarray(read(i).transpose(1, 2, 0))
+                    buf = io.BytesIO()
+                    Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(buf, "PNG")
+                    for ext, data in (
+                        ("png", buf.getvalue()),
+                        ("cls", str(int(dataset.labels[i])).encode()),
+                    ):
+                        info = tarfile.TarInfo(f"{i:08d}.{ext}")
+                        info.size = len(data)
+                        tar.addfile(info, io.BytesIO(data))
+
+        paths.append(atomic_write(path, write))
+    atomic_write_json(out / CLASSES_FILE, list(dataset.classes))
     return paths
+
+
+def shard_classes(spec: str | Path, shards: Sequence[Path]) -> list[str] | None:
+    """Class names written beside the shards (``classes.json``), or None."""
+    p = Path(spec).expanduser()
+    path = (p if p.is_dir() else shards[0].parent) / CLASSES_FILE
+    if not path.is_file():
+        return None
+    try:
+        names = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a JSON list of class names ({e})") from None
+    if not (isinstance(names, list) and names and all(isinstance(c, str) for c in names)):
+        raise DataError(f"{path}: not a JSON list of class names")
+    return names
+
+
+def _label_of(sample: dict[str, bytes], where: str, num_classes: int | None) -> int:
+    lab_ext = next((e for e in LABEL_EXTS if e in sample), None)
+    if lab_ext is None:
+        raise DataError(f"{where}: no label ({', '.join(LABEL_EXTS)})")
+    try:
+        label = int(sample[lab_ext].decode().strip())
+    except (ValueError, UnicodeDecodeError):
+        raise DataError(f"{where}: label {sample[lab_ext][:20]!r} is not an integer") from None
+    if label < 0 or (num_classes is not None and label >= num_classes):
+        bound = f"[0, {num_classes})" if num_classes is not None else "0 or more"
+        raise DataError(f"{where}: label {label} is outside the classes ({bound})")
+    return label
 
 
 def load_shards(
@@ -211,19 +258,36 @@ def load_shards(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     name: str = "webdataset",
+    seed: int = 0,
 ) -> ImageDataset:
-    """The first ``n`` samples (all when None) of the shards, in memory (validation sets)."""
+    """``n`` samples of the shards in memory (validation sets): all, in file order, when
+    ``n`` is None or covers them, else a class-stratified draw fixed by ``seed`` (labels are
+    read first; only the samples drawn are decoded). Class names come from ``classes.json``
+    beside the shards when there is one."""
+    shards = list_shards(spec)
+    classes = shard_classes(spec, shards)
+    k_given = num_classes or (len(classes) if classes else None)
+    keep: set[int] | None = None
+    if n is not None:
+        labels = [
+            _label_of(smp, f"{p}: sample {smp['__key__'].decode()!r}", k_given)
+            for p in shards
+            for smp in iter_tar_samples(p, labels_only=True)
+        ]
+        if n < len(labels):
+            y = torch.tensor(labels, dtype=torch.long)
+            keep = set(stratified_order(y, int(y.max()) + 1, n, seed).tolist())
     images, labels, origins = [], [], []
-    for path in list_shards(spec):
+    i = -1
+    for path in shards:
         for sample in iter_tar_samples(path):
-            img, lab = decode_sample(sample, str(path), num_classes)
+            i += 1
+            if keep is not None and i not in keep:
+                continue
+            img, lab = decode_sample(sample, str(path), k_given)
             images.append(img)
             labels.append(lab)
             origins.append(f"{path}: sample {sample['__key__'].decode()!r}")
-            if n is not None and len(images) >= n:
-                break
-        if n is not None and len(images) >= n:
-            break
     if not images:
         raise DataError(f"{spec}: the shards hold no samples")
     odd = next((i for i, im in enumerate(images) if im.shape != images[0].shape), None)
@@ -232,7 +296,7 @@ def load_shards(
             f"{origins[odd]}: image of shape {tuple(images[odd].shape)} differs from "
             f"{origins[0]} ({tuple(images[0].shape)}); write shards of one image size"
         )
-    k = num_classes or (max(labels) + 1)
+    k = k_given or (max(labels) + 1)
     x = torch.stack(images)
     if mean is None or std is None:
         m, s = channel_stats(x)
@@ -240,7 +304,7 @@ def load_shards(
     return ImageDataset(
         x,
         torch.tensor(labels, dtype=torch.long),
-        [str(i) for i in range(k)],
+        classes if classes and len(classes) == k else [str(i) for i in range(k)],
         name,
         tuple(mean),
         tuple(std),
