@@ -85,6 +85,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, default=None, help="where the dataset's files are")
     p.add_argument("--split", default="test", help="dataset split")
     p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        metavar="PIXELS",
+        help="evaluate at this size: resize the short side (to --eval-resize, default this "
+        "size), then centre-crop a square; default: the model's input size, resized",
+    )
+    p.add_argument(
+        "--eval-resize",
+        type=int,
+        default=None,
+        metavar="PIXELS",
+        help="short side to resize to before the --image-size centre crop, e.g. 256 for 224",
+    )
+    p.add_argument(
         "--attacks",
         type=name_list,
         default=DEFAULT_ATTACKS,
@@ -171,6 +186,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def image_sizes(image_size: int | None, eval_resize: int | None) -> dict[str, int]:
+    """``--image-size``/``--eval-resize`` as ``evaluate_spec`` arguments; sizes checked."""
+    from advscale.errors import UserError
+
+    for flag, v in (("--image-size", image_size), ("--eval-resize", eval_resize)):
+        if v is not None and not 4 <= v <= 4096:
+            raise UserError(f"{flag} must be between 4 and 4096 pixels, got {v}")
+    if eval_resize is not None and image_size is None:
+        raise UserError("--eval-resize needs --image-size (the centre crop), e.g. 256 with 224")
+    if image_size is None:
+        return {}
+    if eval_resize is not None and eval_resize < image_size:
+        raise UserError(
+            f"--eval-resize {eval_resize} is smaller than --image-size {image_size}: the centre "
+            "crop would not fit"
+        )
+    return {"image_size": image_size, "eval_resize": eval_resize or image_size}
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table and the gradient-masking verdict, save the results."""
     from advscale.errors import UserError
@@ -181,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
     from advscale.utils import check_writable
 
     positive_n(args.n)
+    sizes = image_sizes(args.image_size, args.eval_resize)
     check_writable(args.out, "--out")
     if args.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
@@ -221,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
             attack_kwargs=kwargs,
             target=args.target,
             shard=Shard.from_process_group(info.device),
+            **sizes,
         )
     finally:
         shutdown(info)

@@ -75,6 +75,8 @@ def evaluate_spec(
     attack_kwargs: dict[str, dict[str, Any]] | None = None,
     target: str | int | None = None,
     shard: Shard | None = None,
+    image_size: int | None = None,
+    eval_resize: int | None = None,
 ) -> Results:
     """Load the model named by ``model`` (see :func:`advscale.models.load_any_model`; ``trust``
     allows a weights file that needs full unpickling) and ``n`` examples of
@@ -85,7 +87,8 @@ def evaluate_spec(
     examples per attack × ε in ``save_adv/examples.safetensors``, named in the config's
     ``adversarial_examples``. ``norm``, ``attack_kwargs`` and ``shard`` are
     :func:`evaluate`'s; ``target`` ("ll", "random" or a class index) makes every attack
-    targeted. ``eps`` are pixel levels for L∞ and L2 radii in [0, 1] units for L2.
+    targeted. ``image_size`` and ``eval_resize`` size the images (see
+    :func:`advscale.data.load_dataset`) instead of the model's input size. ``eps`` are pixel levels for L∞ and L2 radii in [0, 1] units for L2.
 
     Raises:
         UserError: bad ``n``, ``batch_size`` or ``apgd_steps``, unknown attack, unreadable model
@@ -143,7 +146,8 @@ def evaluate_spec(
 
     dev = resolve_device(device)
     net = load_any_model(model, dev, trust=trust)
-    dataset = load_dataset(data, split, data_dir, **data_options(net, data)).take(n)
+    sizes = {k: v for k, v in (("image_size", image_size), ("eval_resize", eval_resize)) if v}
+    dataset = load_dataset(data, split, data_dir, **{**data_options(net, data), **sizes}).take(n)
     class_order = check_class_order(
         dataset.classes, model_classes(net), f"{data} ({split})", str(model)
     )
@@ -182,6 +186,7 @@ def evaluate_spec(
             "split": split,
             "data_dir": str(data_dir) if data_dir else None,
             "preset": preset,
+            **sizes,
             "class_order": class_order,
             **saved,
         }
