@@ -125,7 +125,7 @@ def test_bad_folders_are_clear_errors(tmp_path, setup, message):
     root = tmp_path / "root"
     setup(root)
     with pytest.raises(DataError, match=message):
-        load_dataset("imagefolder", "test", root)
+        load_dataset("imagefolder", "test", root).load()  # images are decoded when loaded
 
 
 def test_needs_data_dir_and_valid_channels(tmp_path):

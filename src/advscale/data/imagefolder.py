@@ -226,19 +226,30 @@ def _measure(ds: FolderDataset, n: int) -> dict[str, Any]:
     total_sq = torch.zeros(ds.channels, dtype=torch.float64)
     count = 0
 
-    def one(i: int) -> np.ndarray:
-        return to_chw(open_image(sample.path(i), ds.channels))
+    def one(i: int) -> np.ndarray | None:
+        return _try(lambda p: to_chw(open_image(p, ds.channels)), sample.path(i))
 
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
         for arr in pool.map(one, range(len(sample))):
+            if arr is None:
+                continue
             x = torch.tensor(arr, dtype=torch.float64).div_(255.0)
             total += x.sum((1, 2))
             total_sq += x.pow(2).sum((1, 2))
             count += x[0].numel()
+    if count == 0:
+        raise DataError(f"{ds.name}: no readable image among {len(sample)} sampled for statistics")
     mean = total / count
     std = (total_sq / count - mean.pow(2)).clamp_min(0).sqrt().clamp_min(1e-3)
     return {"mean": [round(float(m), 4) for m in mean], "std": [round(float(s), 4) for s in std],
             "n": len(sample)}  # fmt: skip
+
+
+def _try(read: Any, path: Path) -> Any:
+    try:
+        return read(path)
+    except DataError:
+        return None
 
 
 def _probe_split(index: dict[str, Any], root: Path, key: str, files: np.ndarray,
@@ -247,9 +258,13 @@ def _probe_split(index: dict[str, Any], root: Path, key: str, files: np.ndarray,
     found = recall(index, "probe", key)
     if found is None:
         order = sorted(stratified_order(labels, n_classes, STATS_SAMPLE, SPLIT_SEED).tolist())
-        modes = [probe(root / files[i].decode()) for i in order]
-        found = {"grey": all(is_grey(m[0]) for m in modes), "size": list(modes[0][1:]),
-                 "first": files[order[0]].decode()}  # fmt: skip
+        # An unreadable file is left to training to report (or skip, as data.on_corrupt says).
+        modes = {i: m for i in order if (m := _try(probe, root / files[i].decode())) is not None}
+        if not modes:
+            probe(root / files[order[0]].decode())  # raises, naming the file
+        i0 = min(modes)
+        found = {"grey": all(is_grey(m[0]) for m in modes.values()), "size": list(modes[i0][1:]),
+                 "first": files[i0].decode()}  # fmt: skip
         remember(root, "probe", key, found)
     return found
 
