@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -33,16 +34,23 @@ def _open(source: Source, where: str) -> Image.Image:
         im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except UnidentifiedImageError:
         raise DataError(f"{where}: cannot read image (not a format Pillow reads)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # Pillow's own limit, above ours
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        raise DataError(_too_large(where, found.group(1) if found else "too many")) from None
+    except (OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{where}: cannot read image ({e})") from None
     w, h = im.size
     if w * h > MAX_PIXELS:
         im.close()
-        raise DataError(
-            f"{where}: image of {w}x{h} pixels is over the limit of {MAX_PIXELS} pixels "
-            f"(advscale.data.decode.MAX_PIXELS); shrink it or remove it from the data"
-        )
+        raise DataError(_too_large(where, f"{w}x{h}"))
     return im
+
+
+def _too_large(where: str, pixels: str) -> str:
+    return (
+        f"{where}: image of {pixels} pixels is over the limit of {MAX_PIXELS} pixels "
+        "(advscale.data.decode.MAX_PIXELS); shrink it or remove it from the data"
+    )
 
 
 def probe(source: Source, where: str | None = None) -> tuple[str, int, int]:

@@ -4,8 +4,9 @@ Listing is all an index costs (no image is decoded); channels, size and normalis
 statistics of a split are added to the same file when first asked for, from a class-stratified
 sample of :data:`STATS_SAMPLE` images. The file is ``ROOT/.advscale-index.json``, written
 atomically, or, when ``ROOT`` is read-only, ``$ADVSCALE_CACHE`` (default
-``~/.cache/advscale``) ``/index/<hash of ROOT>.json``. It is rebuilt when the modification
-time of the root, a split folder or a class folder changes (a file added, removed or renamed).
+``~/.cache/advscale``) ``/index/<hash of ROOT>.json``. It is rebuilt when the folders in the
+root change, or the modification time of a split or class folder (a file added, removed or
+renamed) or of a label file.
 
 Layouts: ``ROOT/CLASS/*.png`` (80/20 split per class with a fixed seed), ``ROOT/{train,val,
 test}/CLASS/*``, and ImageNet's validation layout as distributed, a flat ``ROOT/val/*.JPEG``
@@ -85,13 +86,15 @@ def _flat_labels(root: Path, split: str, names: list[str]) -> dict[str, str]:
 def scan(root: Path) -> dict[str, Any]:
     """List ``root``: classes, and per split its folder, files (relative to ``root``) and labels."""
     split_names = [s for s in SPLITS if (root / s).is_dir()]
-    dirs = {".": _mtime(root)}
+    # The root's own time changes when the index is written into it: its folders are compared.
+    dirs: dict[str, int] = {}
     splits: dict[str, Any] = {}
     per_split_classes: dict[str, list[str]] = {}
     flat: dict[str, dict[str, str]] = {}
     for s in split_names or ["."]:
         d = root / s
-        dirs[s] = _mtime(d)
+        if s != ".":
+            dirs[s] = _mtime(d)
         names = _class_dirs(d)
         images = _image_names(d) if not names and split_names else []
         if images:
@@ -125,8 +128,11 @@ def scan(root: Path) -> dict[str, Any]:
             files += [prefix + n for n in found]
             labels += [label_of[c]] * len(found)
         splits[s] = {"files": files, "labels": labels}
-    return {"version": INDEX_VERSION, "root": str(root), "dirs": dirs, "classes": classes,
-            "splits": splits, "stats": {}}  # fmt: skip
+    for s in flat:
+        label_file = _label_file(root, s)
+        dirs[str(label_file.relative_to(root))] = _mtime(label_file)
+    return {"version": INDEX_VERSION, "root": str(root), "top": _class_dirs(root), "dirs": dirs,
+            "classes": classes, "splits": splits, "stats": {}}  # fmt: skip
 
 
 def _check_same_classes(root: Path, per_split: dict[str, list[str]]) -> None:
@@ -155,7 +161,8 @@ def _fresh(index: dict[str, Any], root: Path) -> bool:
     if index.get("version") != INDEX_VERSION or index.get("root") != str(root):
         return False
     try:
-        return all(_mtime(root / d) == t for d, t in index["dirs"].items())
+        same = all(_mtime(root / d) == t for d, t in index["dirs"].items())
+        return same and index.get("top") == _class_dirs(root)
     except OSError:
         return False
 
