@@ -427,7 +427,8 @@ class ShardLoader:
             x = resize_images(x, self.image_size)
         x = x.to(self.device)
         if self.transform is not None and self.transform.random:
-            # A sample's draws follow its key, wherever the shuffle put it.
-            keys = [zlib.crc32(o.encode()) & 0x7FFFFFFF for o in origins]
+            # A sample's draws follow its shard's name and key, wherever the shuffle put it.
+            names = [f"{Path(p).name}/{smp['__key__'].decode()}" for smp, p in raw]
+            keys = [zlib.crc32(n.encode()) & 0x7FFFFFFF for n in names]
             x = augment_batch(x, torch.tensor(keys), self.epoch, self.transform)
         return to_float(x), torch.tensor(labs, dtype=torch.long, device=self.device)
