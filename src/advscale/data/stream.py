@@ -16,6 +16,8 @@ seconds ends the run with a message saying so, instead of a hang.
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import sys
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -29,6 +31,7 @@ from advscale.data.base import DataError, to_float
 from advscale.data.loaders import batches_per_epoch, rank_indices
 
 ON_CORRUPT = ("error", "skip")
+PR_SET_PDEATHSIG = 1
 #: Seconds a batch may take in a worker before the run is ended as stalled.
 TIMEOUT = 600
 
@@ -119,6 +122,13 @@ def _collate(
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # one decoding process per core, not a thread pool each
+    if sys.platform.startswith("linux"):
+        # Die with the training process: a worker outliving a SIGKILL would hold the run's
+        # lock (inherited) until DataLoader's own watchdog notices, seconds later.
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
 
 
 class StreamLoader:
