@@ -100,7 +100,16 @@ def test_resume_after_sigkill_mid_epoch_with_workers_matches(folder, tmp_path):
     config_file = tmp_path / "cfg.yaml"
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "advscale", "train", "--config", str(config_file), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "advscale",
+        "train",
+        "--config",
+        str(config_file),
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120

@@ -16,6 +16,7 @@ seconds ends the run with a message saying so, instead of a hang.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import signal
 import sys
@@ -125,10 +126,8 @@ def _worker_init(_: int) -> None:
     if sys.platform.startswith("linux"):
         # Die with the training process: a worker outliving a SIGKILL would hold the run's
         # lock (inherited) until DataLoader's own watchdog notices, seconds later.
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):
-            pass
 
 
 class StreamLoader:
