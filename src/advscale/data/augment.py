@@ -62,6 +62,23 @@ def uniforms(seed: int, epoch: int, index: np.ndarray | list[int], k: int = N_DR
     return bits.astype(np.float64) * 2.0**-53
 
 
+def draws(seed: int, epoch: int, index: int, k: int) -> list[float]:
+    """The first ``k`` of :func:`uniforms` for one example, in plain Python (a worker's
+    per-example call; no NumPy overhead)."""
+    key = _mix_int((seed + 0x9E3779B97F4A7C15) & _M64)
+    key = _mix_int(key ^ (epoch & _M64))
+    key = _mix_int(key ^ (index & _M64))
+    return [
+        (_mix_int((key + 0x9E3779B97F4A7C15 * j) & _M64) >> 11) * 2.0**-53 for j in range(1, k + 1)
+    ]
+
+
+def _mix_int(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
 @dataclass(frozen=True)
 class Transform:
     """What becomes of each image: the evaluation transform, and in training an augmentation.
@@ -154,21 +171,22 @@ def train_image(im: Image.Image, t: Transform, epoch: int, index: int) -> np.nda
 
     if t.augment == "none":
         return to_chw(eval_image(im, t))
-    u = uniforms(t.seed, epoch, [index])
     if t.augment == "rrc_flip":
-        top, left, ch, cw = rrc_box(im.size[1], im.size[0], u[0], t.scale, t.ratio)
+        u = np.asarray(draws(t.seed, epoch, index, N_DRAWS))
+        top, left, ch, cw = rrc_box(im.size[1], im.size[0], u, t.scale, t.ratio)
         size = t.size or (im.size[1], im.size[0])
-        im = im.resize(
-            (size[1], size[0]), Image.Resampling.BILINEAR, box=(left, top, left + cw, top + ch)
-        )
-        arr = to_chw(im)
-        return np.ascontiguousarray(arr[:, :, ::-1]) if u[0, _FLIP] < 0.5 else arr
-    arr = to_chw(eval_image(im, t))
-    dy, dx, flip = crop_params(u, t.padding)
-    p, (_, h, w) = t.padding, arr.shape
-    padded = np.pad(arr, ((0, 0), (p, p), (p, p)))
-    out = padded[:, dy[0] : dy[0] + h, dx[0] : dx[0] + w]
-    return np.ascontiguousarray(out[:, :, ::-1] if flip[0] else out)
+        box = (left, top, left + cw, top + ch)
+        im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=box)
+    else:
+        u = draws(t.seed, epoch, index, _RRC)
+        (dy,), (dx,), (flip,) = crop_params(np.asarray([u]), t.padding)
+        im = eval_image(im, t)
+        # Pillow fills the part of a crop box outside the image with zeros: the padding.
+        p, (w, h) = t.padding, im.size
+        im = im.crop((int(dx) - p, int(dy) - p, int(dx) - p + w, int(dy) - p + h))
+    if u[_FLIP] < 0.5:
+        im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return to_chw(im)
 
 
 # -- per batch, on the model's device (data in memory) -----------------------------------------

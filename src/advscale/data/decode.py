@@ -76,6 +76,8 @@ def open_image(source: Source, channels: int, where: str | None = None) -> Image
             im.load()
             if im.mode in MODES_16 or im.mode in ("I", "F"):
                 return _from_wide(im, mode, where)
+            if im.mode == mode:
+                return im  # decoded above; closing the file keeps the pixels
             if im.mode == "P" and "transparency" in im.info:
                 im = im.convert("RGBA")
             return im.convert(mode)
