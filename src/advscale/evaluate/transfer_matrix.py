@@ -308,7 +308,8 @@ def transfer_matrix_from_specs(
     dev = resolve_device(device)
     names = _model_names(specs)
     models = {name: load_any_model(spec, dev) for name, spec in zip(names, specs, strict=True)}
-    dataset = load_dataset(data, "test", data_dir)
+    # The subset the matrix attacks (an image folder decodes only these).
+    dataset = load_dataset(data, "test", data_dir).take(n, seed=0)
     for name, model in models.items():
         check_class_order(dataset.classes, model_classes(model), f"{data} (test)", name)
     extra = {
