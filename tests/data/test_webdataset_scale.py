@@ -86,7 +86,7 @@ def test_a_resumed_epoch_skips_samples_without_decoding_them(tmp_path):
     # Which samples fill the first 3 batches: break them; a skipping loader never decodes them.
     lo = loader(paths)
     first = []
-    for (sample, _), _i in zip(lo._samples(), range(24), strict=False):
+    for (sample, _), _i in zip(lo.plan.samples(1), range(24), strict=False):
         first.append(sample["__key__"].decode())
     (tmp_path / "b").mkdir()
     for p in paths:
@@ -97,4 +97,22 @@ def test_a_resumed_epoch_skips_samples_without_decoding_them(tmp_path):
     assert len(tail) == 5 and all(
         torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
         for a, b in zip(tail, full[3:], strict=True)
+    )
+
+
+def test_shard_batches_are_identical_decoded_in_0_or_2_workers(tmp_path):
+    write_shards(_sorted_by_class(n_per_class=12), tmp_path / "s", shard_size=12)
+    paths = list_shards(tmp_path / "s")
+    runs = []
+    for workers in (0, 2):
+        lo = ShardLoader(paths, 6, seed=1, shuffle_buffer=8, image_size=7, workers=workers,
+                         transform=Transform(augment="rrc_flip", seed=1))  # fmt: skip
+        batches = []
+        for epoch in (0, 1):
+            lo.set_epoch(epoch)
+            batches += list(lo)
+        runs.append(batches)
+    assert len(runs[0]) == 16 and runs[0][0][0].shape == (6, 1, 7, 7)
+    assert all(
+        torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(*runs, strict=True)
     )

@@ -22,8 +22,9 @@ from advscale.data.fetch import fetch_dataset
 from advscale.data.imagefolder import FolderDataset, load_image_folder
 from advscale.data.loaders import BatchLoader
 from advscale.data.registry import DATASETS, SPLITS, dataset_info, load_dataset
+from advscale.data.shard_stream import ShardLoader
 from advscale.data.validation import DataSpec, build_val, check_dataset_name, select
-from advscale.data.webdataset import ShardLoader, list_shards, load_shards, write_shards
+from advscale.data.webdataset import list_shards, load_shards, write_shards
 
 __all__ = [
     "AUGMENTS",

@@ -1,4 +1,5 @@
-"""WebDataset-format tar shards, streamed: data larger than memory without extra dependencies.
+"""WebDataset-format tar shards: read, written, and decoded (streamed for training by
+:mod:`advscale.data.shard_stream`), without extra dependencies.
 
 A shard is a plain tar file; files sharing a basename form one sample, e.g. ``000123.png`` +
 ``000123.cls``. Images: png/jpg/jpeg/ppm/pgm/bmp (decoded with Pillow, 8 bits per channel) or
@@ -8,11 +9,8 @@ Images are uint8 in memory. An npy image must be uint8, or floating point with e
 [0, 1], which is scaled by 255 and rounded (``round(x * 255)``); any other dtype or range, and
 Pillow images of more than 8 bits per channel, are refused rather than cast (a cast would turn
 [0, 1] floats into black images). A label must lie in ``[0, num_classes)`` (an ignore label such
-as -100 is refused). Every error names the shard file and the sample key.
-
-Each epoch the shard list is shuffled (seed + epoch), shards are dealt to processes round-robin,
-and samples pass through a shuffle buffer. Every process yields the same number of batches (the
-smallest share, in whole batches), so distributed processes stay in step.
+as -100 is refused). Every error names the shard file and the sample key. Class names travel
+beside the shards in ``classes.json``; a validation set is drawn class-stratified.
 """
 
 from __future__ import annotations
@@ -20,9 +18,7 @@ from __future__ import annotations
 import glob
 import io
 import json
-import random
 import tarfile
-import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -30,14 +26,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from advscale.data.augment import Transform, augment_batch
 from advscale.data.base import (
     DataError,
     ImageDataset,
     channel_stats,
-    resize_images,
     stratified_order,
-    to_float,
 )
 from advscale.data.decode import open_image, probe, to_chw
 from advscale.data.imagefolder import FolderDataset
@@ -309,126 +302,3 @@ def load_shards(
         tuple(mean),
         tuple(std),
     )
-
-
-class ShardLoader:
-    """Stream batches ``(x float [0,1], y int64)`` from tar shards; same interface as BatchLoader.
-
-    Args:
-        shards: shard paths (see :func:`list_shards`).
-        batch_size: examples per batch in this process; the last partial batch is dropped.
-        seed: shard order and shuffle buffer follow ``seed + epoch`` (and the rank).
-        rank, world_size: this process's share of the shards.
-        shuffle_buffer: samples held for shuffling (memory: that many images).
-        image_size: resize images to this size.
-        num_classes: labels must lie in ``[0, num_classes)`` (negative labels are always refused).
-        transform: its augmentation is applied to each batch on ``device``, drawn from
-            (seed, epoch, the sample's shard and key).
-    """
-
-    def __init__(
-        self,
-        shards: Sequence[Path],
-        batch_size: int,
-        *,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        rank: int = 0,
-        world_size: int = 1,
-        shuffle_buffer: int = 1000,
-        image_size: int | None = None,
-        num_classes: int | None = None,
-        transform: Transform | None = None,
-    ) -> None:
-        self.shards = list(shards)
-        self.transform = transform
-        self.num_classes = num_classes
-        if world_size > len(self.shards):
-            raise DataError(
-                f"{len(self.shards)} shard(s) for {world_size} processes: write at least one shard per process"
-            )
-        self.counts = [count_samples(p) for p in self.shards]
-        self.batch_size, self.seed, self.device = batch_size, seed, torch.device(device)
-        self.rank, self.world_size = rank, world_size
-        self.shuffle_buffer, self.image_size = shuffle_buffer, image_size
-        self.epoch, self.skip = 0, 0
-        if len(self) == 0:
-            raise DataError(
-                f"batch_size {batch_size} x {world_size} process(es) is larger than the "
-                f"{sum(self.counts)} samples in the shards"
-            )
-
-    def __len__(self) -> int:
-        shares = [sum(self.counts[i] for i in part) for part in self._assignment()]
-        return min(shares) // self.batch_size
-
-    @property
-    def num_samples(self) -> int:
-        return sum(self.counts)
-
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        """The next iteration gives ``epoch``'s batches from batch ``skip_batches`` on; the
-        samples of the batches before it are read from the tars but not decoded."""
-        self.epoch, self.skip = epoch, skip_batches
-
-    def _assignment(self) -> list[list[int]]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.shards), generator=g).tolist()
-        return [order[r :: self.world_size] for r in range(self.world_size)]
-
-    def _samples(self) -> Iterator[tuple[dict[str, bytes], str]]:
-        """(undecoded sample, its shard) in shuffled order."""
-        rng = random.Random((self.seed + self.epoch) * 1_000_003 + self.rank)
-        buf: list[tuple[dict[str, bytes], str]] = []
-        for i in self._assignment()[self.rank]:
-            path = str(self.shards[i])
-            for sample in iter_tar_samples(self.shards[i]):
-                buf.append((sample, path))
-                if len(buf) >= self.shuffle_buffer:
-                    j = rng.randrange(len(buf))
-                    buf[j], buf[-1] = buf[-1], buf[j]
-                    yield buf.pop()
-        rng.shuffle(buf)
-        yield from buf
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n_batches = len(self)
-        raw: list[tuple[dict[str, bytes], str]] = []
-        done = 0
-        for item in self._samples():
-            raw.append(item)
-            if len(raw) < self.batch_size:
-                continue
-            if done >= self.skip:
-                yield self._batch(raw)
-            raw = []
-            done += 1
-            if done == n_batches:
-                return
-
-    def _batch(self, raw: list[tuple[dict[str, bytes], str]]) -> tuple[Tensor, Tensor]:
-        imgs: list[Tensor] = []
-        labs: list[int] = []
-        origins: list[str] = []
-        for sample, path in raw:
-            img, lab = decode_sample(sample, path, self.num_classes)
-            origin = f"{path}: sample {sample['__key__'].decode()!r}"
-            if imgs and img.shape != imgs[0].shape:
-                hint = "" if self.image_size is None else " (data.image_size resizes whole batches)"
-                raise DataError(
-                    f"{origin}: image of shape {tuple(img.shape)} differs from {origins[0]} "
-                    f"({tuple(imgs[0].shape)}); write shards of one image size{hint}"
-                )
-            imgs.append(img)
-            labs.append(lab)
-            origins.append(origin)
-        x = torch.stack(imgs)
-        if self.image_size is not None and tuple(x.shape[-2:]) != (self.image_size,) * 2:
-            x = resize_images(x, self.image_size)
-        x = x.to(self.device)
-        if self.transform is not None and self.transform.random:
-            # A sample's draws follow its shard's name and key, wherever the shuffle put it.
-            names = [f"{Path(p).name}/{smp['__key__'].decode()}" for smp, p in raw]
-            keys = [zlib.crc32(n.encode()) & 0x7FFFFFFF for n in names]
-            x = augment_batch(x, torch.tensor(keys), self.epoch, self.transform)
-        return to_float(x), torch.tensor(labs, dtype=torch.long, device=self.device)

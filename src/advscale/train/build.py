@@ -52,6 +52,9 @@ def build_batches(cfg: TrainConfig, data: TrainData, info: DistInfo) -> tuple[An
             num_classes=data.num_classes,
             device=info.device,
             transform=transform,
+            workers=cfg.data.workers,
+            prefetch=cfg.data.prefetch,
+            on_corrupt=cfg.data.on_corrupt,
             **common,
         )
         n_train = loader.num_samples
