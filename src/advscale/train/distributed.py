@@ -41,11 +41,18 @@ def process_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
+def restarted_by_torchrun() -> bool:
+    """True in a worker that ``torchrun`` started again after a failure (``--max-restarts``):
+    the run must continue from its last checkpoint, not start over."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+
+
+def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistInfo:
     """Join the process group that ``torchrun`` describes (RANK, WORLD_SIZE, LOCAL_RANK).
 
     Without those variables (or with WORLD_SIZE=1) this is a single process. The backend is
-    nccl for CUDA devices and gloo otherwise; each process takes GPU ``LOCAL_RANK``.
+    nccl for CUDA devices and gloo otherwise; each process takes GPU ``LOCAL_RANK``. Every
+    collective waits at most ``timeout_s`` for the other processes.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = process_rank()
@@ -64,7 +71,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     owns = False
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=_dt.timedelta(minutes=30))
+        dist.init_process_group(backend=backend, timeout=_dt.timedelta(seconds=timeout_s))
         owns = True
     return DistInfo(dist.get_rank(), dist.get_world_size(), local, dev, owns)
 
@@ -96,6 +103,29 @@ def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     gathered: list[Any] = [None] * info.world_size
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+@torch.no_grad()
+def sync_buffers(model: nn.Module, info: DistInfo) -> None:
+    """Average ``model``'s floating-point buffers (batch-norm running statistics) over processes.
+
+    Each process updates them from its own share of the batch; averaged after every step, every
+    process holds the same statistics — those of the whole batch for the means — so adversarial
+    examples made in eval mode come from the same model everywhere, and the checkpoint (written
+    by process 0) holds what every process used.
+    """
+    if not info.enabled:
+        return
+    bufs = [b for b in model.buffers() if b.is_floating_point()]
+    if not bufs:
+        return
+    flat = torch.cat([b.detach().reshape(-1).double() for b in bufs])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= info.world_size
+    offset = 0
+    for b in bufs:
+        b.copy_(flat[offset : offset + b.numel()].view_as(b))
+        offset += b.numel()
 
 
 def wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
