@@ -47,6 +47,27 @@ def restarted_by_torchrun() -> bool:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
 
 
+def _attempt_store(rank: int, world: int, timeout: _dt.timedelta) -> dict[str, Any]:
+    """Under torchrun, the key-value store of this attempt: keys under a prefix naming the
+    restart, so that a restarted group never reads the addresses its failed predecessor left in
+    the agent's store (gloo would connect to a dead process). ``{}`` (the default ``env://``)
+    elsewhere."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None or "MASTER_ADDR" not in os.environ:
+        return {}
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world,
+        is_master=not agent and rank == 0,
+        timeout=timeout,
+        multi_tenant=not agent,
+    )
+    prefixed = dist.PrefixStore(f"advscale/attempt_{attempt}/", store)
+    return {"store": prefixed, "rank": rank, "world_size": world}
+
+
 def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistInfo:
     """Join the process group that ``torchrun`` describes (RANK, WORLD_SIZE, LOCAL_RANK).
 
@@ -71,7 +92,10 @@ def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistInfo
     owns = False
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=_dt.timedelta(seconds=timeout_s))
+        timeout = _dt.timedelta(seconds=timeout_s)
+        dist.init_process_group(
+            backend=backend, timeout=timeout, **_attempt_store(rank, world, timeout)
+        )
         owns = True
     return DistInfo(dist.get_rank(), dist.get_world_size(), local, dev, owns)
 
