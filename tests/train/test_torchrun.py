@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -135,12 +137,64 @@ def test_elastic_restart_after_a_killed_rank_ends_with_the_same_weights(
     assert _same(_weights(out), reference) == []
 
 
+def _worker_of_rank(agents: list[subprocess.Popen], rank: int) -> int | None:
+    """The pid of the worker process of global ``rank`` among the agents' children."""
+    for agent in agents:
+        for task in Path(f"/proc/{agent.pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                try:
+                    env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if f"RANK={rank}".encode() in env:
+                    return int(child)
+    return None
+
+
+def _two_nodes(port: int) -> tuple[str, ...]:
+    opts = ("--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d")
+    return (*opts, "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "advscale-test")
+
+
+def test_a_dead_peer_ends_the_job_with_a_clear_message(fmnist_dir, tmp_path, tiny_settings):
+    settings = _settings(tiny_settings, epochs=40, log_every=1)  # 320 steps: killed well before
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(load_config(None, settings).model_dump(mode="json")))
+    out, port = tmp_path / "run", _free_port()
+    cmd = [*TORCHRUN, "--monitor-interval", "0.1", *_two_nodes(port), "-m", "advscale", "train"]
+    cmd += ["--config", str(cfg), "--out", str(out)]
+    agents = [
+        subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        metrics = out / "metrics.jsonl"
+        while time.monotonic() < deadline and all(a.poll() is None for a in agents):
+            lines = metrics.read_text().splitlines() if metrics.exists() else []
+            if len(lines) >= 4:
+                break
+            time.sleep(0.01)
+        victim = _worker_of_rank(agents, 1)
+        assert victim is not None and all(a.poll() is None for a in agents)
+        os.kill(victim, signal.SIGKILL)
+        # Bounded: each agent ends on its own (the test's timeout is the bound, not a measure).
+        logs = [_finish(a, timeout=120) for a in agents]
+    finally:
+        for a in agents:
+            if a.poll() is None:
+                a.kill()
+    assert all(a.returncode != 0 for a in agents)
+    survivor = "".join(logs)
+    assert "another process of the run ended or stopped answering" in survivor, survivor[-4000:]
+    assert "process 0 of 2" in survivor and "[rank0]: Traceback" not in survivor
+    assert "the last checkpoint (" in survivor and "--resume" in survivor
+
+
 def test_two_nodes_give_the_weights_of_one_node_with_two_processes(setup, reference, tmp_path):
     cfg, worker = setup
     out, port = tmp_path / "two_nodes", _free_port()
-    opts = ("--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d")
-    opts += ("--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "advscale-test")
-    nodes = [_launch(worker, cfg, out, *opts) for _ in range(2)]
+    nodes = [_launch(worker, cfg, out, *_two_nodes(port)) for _ in range(2)]
     logs = [_finish(p) for p in nodes]
     assert [p.returncode for p in nodes] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     assert _same(_weights(out), reference) == []

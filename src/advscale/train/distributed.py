@@ -41,6 +41,35 @@ def process_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+class PeerLostError(UserError):
+    """Another process of the run died or stopped answering: this one stops too, in bounded time
+    (``distributed.timeout_s``), keeping the last checkpoint."""
+
+
+def is_comm_error(err: BaseException) -> bool:
+    """Whether ``err`` is a failure of the process group (a peer gone, a collective timed out)
+    rather than of the computation."""
+    if isinstance(err, dist.DistError):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and any(
+        w in text for w in ("gloo", "nccl")
+    )
+
+
+def peer_lost(err: BaseException, info: DistInfo | None, checkpoint: Any) -> PeerLostError:
+    """The one-line error of a process whose peer was lost (``err`` from the collective)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    cause = (lines[0] if lines else type(err).__name__)[:300]
+    where = f"process {info.rank} of {info.world_size}" if info is not None else "this process"
+    kept = f"the last checkpoint ({checkpoint}) is intact" if checkpoint else "no checkpoint yet"
+    return PeerLostError(
+        f"training stopped in {where}: another process of the run ended or stopped answering "
+        f"({cause}); {kept}. Start the run again with --resume, or launch it with torchrun "
+        "--max-restarts N to resume automatically"
+    )
+
+
 def restarted_by_torchrun() -> bool:
     """True in a worker that ``torchrun`` started again after a failure (``--max-restarts``):
     the run must continue from its last checkpoint, not start over."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +33,9 @@ from advscale.train.distributed import (
     barrier,
     broadcast,
     init_distributed,
+    is_comm_error,
     main_says,
+    peer_lost,
     restarted_by_torchrun,
     shutdown,
     wrap_ddp,
@@ -455,6 +458,11 @@ class Trainer:
             self.save("last")  # the final evaluation may be killed: a resume starts it again
             summary = self.finish()
             barrier(self.dist)  # no process tears the group down while another still uses it
+        except Exception as e:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1 and is_comm_error(e):
+                last = ckpt.find_checkpoint(self.out / CHECKPOINTS, "last")
+                raise peer_lost(e, getattr(self, "dist", None), last) from None
+            raise
         finally:
             if getattr(self, "metrics", None) is not None:
                 self.metrics.close()
