@@ -168,7 +168,7 @@ class SelectConfig(Section):
     measures, at the end of every epoch, PGD-``pgd_steps`` (fixed random start) or clean accuracy
     at ε ``eps`` (default: the recipe's) on a fixed held-out subset of ``n`` validation
     examples, of the weights the run evaluates (the moving average when ``ema`` is on), keeps
-    the best in ``checkpoints/best`` and saves that one as the model; the summary says which.
+    the best in ``checkpoints/best.safetensors`` and saves that one as the model; the summary says which.
     """
 
     metric: Literal["last", "val_pgd_acc", "val_clean_acc"] = "last"

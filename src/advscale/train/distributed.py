@@ -52,9 +52,7 @@ def is_comm_error(err: BaseException) -> bool:
     if isinstance(err, dist.DistError):
         return True
     text = str(err).lower()
-    return isinstance(err, RuntimeError) and any(
-        w in text for w in ("gloo", "nccl")
-    )
+    return isinstance(err, RuntimeError) and any(w in text for w in ("gloo", "nccl"))
 
 
 def peer_lost(err: BaseException, info: DistInfo | None, checkpoint: Any) -> PeerLostError:

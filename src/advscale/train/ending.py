@@ -21,7 +21,7 @@ from advscale.utils import atomic_write_json
 def final_model(trainer: Any) -> tuple[nn.Module, dict[str, Any]]:
     """The model a finished run saves as ``model.safetensors`` and evaluates, and where its
     weights come from: ``weights`` is ``last`` (the raw weights at the last step), ``ema`` (their
-    moving average at the last step) or ``best`` (``checkpoints/best``, the best by ``metric``
+    moving average at the last step) or ``best`` (``checkpoints/best.safetensors``, the best by ``metric``
     at ``step``, the moving average when ``average``)."""
     model = trainer.eval_model()
     kind = "ema" if trainer.opt.ema is not None else "last"

@@ -256,7 +256,7 @@ class Trainer:
             )
 
     def best_metric_name(self) -> str:
-        """What ``checkpoints/best`` is the best by."""
+        """What ``checkpoints/best.safetensors`` is the best by."""
         if self.selector is not None:
             return self.cfg.select.metric
         return "guard_pgd_acc" if self.guard is not None else "val_clean_acc"

@@ -2,7 +2,7 @@
 
 With ``select.metric`` set (see :class:`~advscale.train.config.SelectConfig`) the weights the run
 evaluates are measured at the end of every epoch on a fixed held-out subset of the validation
-set; the best so far are kept in ``checkpoints/best`` and become ``model.safetensors``.
+set; the best so far are kept in ``checkpoints/best.safetensors`` and become ``model.safetensors``.
 """
 
 from __future__ import annotations
