@@ -79,6 +79,24 @@ class DataConfig(Section):
     mean: list[float] | None = None
     std: list[float] | None = None
     shuffle_buffer: int = Field(default=1000, ge=1, description="webdataset sample shuffle buffer")
+    augment: Literal["none", "crop_flip", "rrc_flip"] = Field(
+        default="none", description="training augmentation, drawn from (seed, epoch, index)"
+    )
+    crop_padding: int = Field(default=4, ge=0, description="crop_flip: pad, then crop back")
+    rrc_scale: tuple[float, float] = Field(
+        default=(0.08, 1.0), description="rrc_flip: crop area as a fraction of the image"
+    )
+    rrc_ratio: tuple[float, float] = Field(
+        default=(0.75, 1.3333), description="rrc_flip: crop aspect ratio (log-uniform)"
+    )
+    eval_resize: int | None = Field(
+        default=None, ge=4, description="resize the short side, centre-crop image_size"
+    )
+    workers: int = Field(default=0, ge=0, description="decoding worker processes (streamed)")
+    prefetch: int = Field(default=2, ge=1, description="batches each worker keeps ready")
+    on_corrupt: Literal["error", "skip"] = Field(
+        default="error", description="an unreadable image: end the run, or skip it (counted)"
+    )
 
 
 class RecipeConfig(Section):

@@ -173,7 +173,10 @@ class Trainer:
         """The model ``config.model`` names, with num_classes/in_channels from the data."""
         kwargs = dict(self.cfg.model.kwargs)
         kwargs.setdefault("num_classes", data.num_classes)
-        kwargs.setdefault("in_channels", data.channels)
+        if self.cfg.model.arch != "torchvision":  # timm's name for it: in_chans
+            kwargs.setdefault(
+                "in_chans" if self.cfg.model.arch == "timm" else "in_channels", data.channels
+            )
         try:
             return build_classifier(self.cfg.model.arch, kwargs, data.mean, data.std)
         except ValueError as e:
