@@ -26,8 +26,14 @@ changed ``eval:`` re-evaluates without retraining). A failed point is recorded (
 failed`` with the error) without stopping the others. ``out/results.json`` (kind "sweep")
 holds one record per point, attack and ε.
 
+Across machines, ``shard=(I, N)`` (``advscale sweep --shard I/N``, or ``--shard slurm`` in a
+SLURM array job) runs the points whose position in the plan is I − 1 modulo N, into
+``out/shard-I-of-N/`` (the same layout, its own ``results.json``); ``advscale report
+out/shard-*`` puts the shares back together as one sweep.
+
 Example:
     >>> results = run_sweep(load_sweep("configs/sweep_width.yaml"))  # doctest: +SKIP
+    >>> results = run_sweep(load_sweep("configs/sweep_width.yaml"), shard=(2, 4))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -44,7 +50,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from advscale.errors import UserError
 from advscale.evaluate.inputs import AttackKwargs, AttackNames, PixelEpsList
 from advscale.results import EPS_UNIT, Results, ResultsError, load_results
-from advscale.train.grid import GridPoint, PointOutcome, PointStart, run_grid
+from advscale.train.grid import (
+    GridPoint,
+    PointOutcome,
+    PointStart,
+    parse_shard,
+    run_grid,
+    shard_dir,
+)
 from advscale.train.rundir import RunDir
 from advscale.utils import read_structured, resolve_device
 
@@ -359,10 +372,14 @@ def _evaluate_point(run_dir: Path, settings: dict[str, Any], device: str) -> Res
     return ev
 
 
-def run_sweep(cfg: SweepConfig, *, log: Any = None) -> Results:
+def run_sweep(
+    cfg: SweepConfig, *, log: Any = None, shard: tuple[int, int] | None = None
+) -> Results:
     """Run every point not finished yet; return (and save to ``out/results.json``) the sweep results.
 
     ``complete`` is False when a point failed; its record says why and the others are kept.
+    ``shard=(I, N)`` runs only the I-th of N shares of the points (see the module docstring),
+    into ``out/shard-I-of-N/``.
 
     Raises:
         RunLockedError: another live process runs a sweep into ``out``.
@@ -377,6 +394,16 @@ def run_sweep(cfg: SweepConfig, *, log: Any = None) -> Results:
         "sweep_file": cfg.source,
         "name": cfg.name or out.name,
     }
+    total = len(points)
+    if shard is not None:
+        index, count = shard
+        points = [
+            (variant, value, train_cfg, shard_dir(out, shard) / run_dir.relative_to(out))
+            for j, (variant, value, train_cfg, run_dir) in enumerate(points)
+            if j % count == index - 1
+        ]
+        out = shard_dir(out, shard)
+        config["shard"] = {"index": index, "count": count, "points": total}
 
     def point(variant: str, value: Any, train_cfg: Any, run_dir: Path) -> GridPoint:
         def run(start: PointStart) -> Results:
@@ -422,6 +449,8 @@ def run_sweep(cfg: SweepConfig, *, log: Any = None) -> Results:
                 res.add(**where, status="interrupted", run_dir=str(o.point.run_dir))
         res.complete = final and all(o.status == "done" for o in outcomes)
         res.summary = _summary(res, len(points), warnings)
+        if shard is not None:
+            res.summary["shard"] = f"{shard[0]}/{shard[1]}"
         res.save(out / "results.json")
         saved.append(res)
 
@@ -447,6 +476,7 @@ __all__ = [
     "SweepEval",
     "check_field",
     "load_sweep",
+    "parse_shard",
     "plan",
     "run_sweep",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import yaml
@@ -211,3 +212,79 @@ def test_set_overrides_the_sweep_file_and_every_points_training_config(tmp_path)
         load_sweep(path, overrides=["eval.n=0"])
     with pytest.raises(UserError, match=r"expected KEY=VALUE"):
         load_sweep(path, overrides=["epochs"])
+
+
+def test_shards_partition_the_grid_and_report_as_the_whole_sweep(fmnist_dir, tmp_path, capsys):
+    from advscale.report.runs import collect_runs
+    from advscale.sweep import parse_shard
+
+    variants = {"baseline": {"recipe.name": "clean"}, "fgsm": {"recipe.name": "fgsm"}}
+    kw = dict(values=[0.25, 0.5], variants=variants, eval={"attacks": ["pgd"], "eps": [8], "n": 32})
+    path = _write(tmp_path, fmnist_dir, **kw)
+    assert main(["sweep", "--config", str(path)]) == 0
+    whole = json.loads((tmp_path / "sweep/results.json").read_text())
+
+    # Share 1 of 2 as given; share 2 of 2 as a SLURM array job (--array=1-2) runs it.
+    sharded = tmp_path / "sharded"
+    args = ["sweep", "--config", str(path), "--out", str(sharded)]
+    assert main([*args, "--shard", "1/2"]) == 0
+    slurm = {"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_MIN": "1"}
+    assert parse_shard("slurm", slurm) == (2, 2)
+    os.environ.update(slurm)
+    try:
+        assert main([*args, "--shard", "slurm"]) == 0
+    finally:
+        for k in slurm:
+            os.environ.pop(k)
+    shares = [json.loads((sharded / f"shard-{i}-of-2/results.json").read_text()) for i in (1, 2)]
+    points = [{(r["variant"], r["value"]) for r in s["records"]} for s in shares]
+    # Round robin over the plan (variant by variant, value by value): disjoint, all of it.
+    assert points == [{("baseline", 0.25), ("fgsm", 0.25)}, {("baseline", 0.5), ("fgsm", 0.5)}]
+    assert (sharded / "shard-2-of-2/fgsm/width_0.5/model.safetensors").exists()
+
+    # The report's view of the two shares is the one sweep, record for record.
+    def strip(records):
+        return [{k: v for k, v in r.items() if k != "run_dir"} for r in records]
+
+    (run,) = collect_runs([sharded / "shard-1-of-2", sharded / "shard-2-of-2"])
+    assert run.results.complete and run.results.kind == "sweep"
+    assert strip(run.results.records) == strip(whole["records"])
+    assert run.results.summary["points"] == 4 and run.results.summary["done"] == 4
+    # One share alone: the sweep, incomplete, naming the share that is missing.
+    (part,) = collect_runs([sharded / "shard-2-of-2"])
+    assert not part.results.complete and part.results.summary["missing_shards"] == ["1/2"]
+    out = tmp_path / "report.md"
+    assert (
+        main(
+            [
+                "report",
+                str(sharded / "shard-1-of-2"),
+                str(sharded / "shard-2-of-2"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    "text, env, message",
+    [
+        ("0/2", {}, "expected I/N with 1 <= I <= N"),
+        ("3/2", {}, "expected I/N with 1 <= I <= N"),
+        ("1-2", {}, "expected I/N"),
+        ("slurm", {}, "SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT not set"),
+        ("slurm", {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_COUNT": "4"}, "task 7"),
+    ],
+)
+def test_a_bad_shard_is_refused_naming_it(text, env, message):
+    from advscale.sweep import parse_shard
+
+    with pytest.raises(UserError, match=message):
+        parse_shard(text, env)
+    # An array numbered from 0 (--array=0-3): task 0 is share 1.
+    assert parse_shard("slurm", {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "4"}) == (
+        1,
+        4,
+    )

@@ -59,7 +59,10 @@ def test_unknown_key_names_it_and_lists_the_allowed_ones(tmp_path):
             r"eval.attack_kwargs: .*unknown attack\(s\) 'pgdd'",
         ),
         ("recipe.lam=-0.5", "recipe.lam: .*greater than or equal to 0"),
-        ("optimizer.name=rmsprop", "optimizer.name: got 'rmsprop'; allowed: sgd, adamw"),
+        (
+            "optimizer.name=lamb",
+            "optimizer.name: got 'lamb'; allowed: sgd, adamw, rmsprop, rmsprop_tf",
+        ),
         ("amp=fp8", "amp: got 'fp8'; allowed: none, bf16, fp16"),
     ],
 )

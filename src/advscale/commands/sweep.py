@@ -23,6 +23,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="override a value of the sweep file (--set eval.n=200 --set values=[1,2]) or, for "
         "any other key, of every point's training config (--set epochs=1)",
     )
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="run only the I-th of N shares of the points (1 <= I <= N), into OUT/shard-I-of-N; "
+        "'slurm' takes I and N from a SLURM array job. `advscale report OUT/shard-*` then "
+        "reports the whole sweep",
+    )
     p.set_defaults(handler=run)
 
 
@@ -31,14 +39,18 @@ def run(args: argparse.Namespace) -> int:
     failed."""
     from advscale.report import write_markdown_report
     from advscale.report.text import format_sweep, format_warnings
-    from advscale.sweep import load_sweep, run_sweep
+    from advscale.sweep import load_sweep, parse_shard, run_sweep, shard_dir
     from advscale.utils import check_writable
 
     cfg = load_sweep(args.config, args.out, args.set)
+    shard = parse_shard(args.shard)
     check_writable(cfg.out, "sweep directory", directory=True)  # type: ignore[arg-type]
-    res = run_sweep(cfg)
+    res = run_sweep(cfg, shard=shard)
     out = Path(cfg.out)  # type: ignore[arg-type]
-    report = write_markdown_report([out], out / "report.md", title=f"Sweep over {cfg.field}")
+    if shard is not None:
+        out = shard_dir(out, shard)
+    title = f"Sweep over {cfg.field}" + (f", share {shard[0]} of {shard[1]}" if shard else "")
+    report = write_markdown_report([out], out / "report.md", title=title)
     print(format_sweep(res))
     if res.summary["warnings"]:
         # Gradient-masking warnings, each naming its point: those accuracies may be overstated.

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from advscale.errors import UserError
+from advscale.report.shares import group_shares, is_share, merge_shares
 from advscale.results import Results, ResultsError, load_results, record_kind
 
 
@@ -146,6 +147,11 @@ def collect_runs(items: Iterable[RunInput]) -> list[Run]:
         raise UserError(
             "no results to report on: give run directories or results.json files written by advscale"
         )
+    # The shares of a sweep run on several machines are one sweep.
+    runs = [
+        run if len(part) == 1 and not is_share(run.results) else _merged(run, part)
+        for run, part in group_shares(runs, lambda r: r.results)
+    ]
     # A file found twice (a demo's training runs, also found below a directory given) is one
     # run, named where it was first found.
     files: set[Path] = set()
@@ -169,6 +175,12 @@ def collect_runs(items: Iterable[RunInput]) -> list[Run]:
         if seen[run.label] > 1:
             run.label = f"{run.label} ({seen[run.label]})"
     return runs
+
+
+def _merged(first: Run, shares: list[Run]) -> Run:
+    merged = merge_shares([r.results for r in shares])
+    label = merged.config.get("name") or first.label
+    return Run(label if isinstance(label, str) else first.label, first.source, merged)
 
 
 def classify(run: Run, r: dict[str, Any]) -> str:

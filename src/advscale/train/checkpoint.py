@@ -134,11 +134,16 @@ def save_checkpoint(
 
 
 def training_state(
-    opt: Optimization, guard: Any, progress: dict[str, Any], epoch_sums: list[float]
+    opt: Optimization,
+    guard: Any,
+    progress: dict[str, Any],
+    epoch_sums: list[float],
+    selector: Any = None,
 ) -> dict[str, Any]:
-    """Everything a resume needs besides the weights: the trainer's ``progress``, optimizer,
-    schedule, scaler and ``guard`` (None without one) states, and each process's random states,
-    recipe state and ``epoch_sums`` (every process must call it)."""
+    """Everything a resume needs besides the (raw) weights: the trainer's ``progress``,
+    optimizer, schedule, scaler, weights' moving average, ``guard`` and ``selector`` (None
+    without one) states, and each process's random states, recipe state and ``epoch_sums``
+    (every process must call it)."""
     mine = {"rng": rng_state(), "recipe": opt.recipe.state_dict(), "epoch_sums": list(epoch_sums)}
     return {
         **progress,
@@ -148,12 +153,16 @@ def training_state(
         "scaler": opt.scaler.state_dict() if opt.scaler is not None else None,
         "ranks": gather_objects(mine, opt.dist),
         "guard": guard.state_dict() if guard is not None else None,
+        "ema": opt.ema.state_dict() if opt.ema is not None else None,
+        "select": selector.state_dict() if selector is not None else None,
     }
 
 
-def load_training_state(path: Path, model: nn.Module, opt: Optimization, guard: Any) -> dict:
-    """Load checkpoint ``path`` into ``model``, ``opt``'s parts, ``guard`` and this process's
-    random states; return the state (for the progress counters).
+def load_training_state(
+    path: Path, model: nn.Module, opt: Optimization, guard: Any, selector: Any = None
+) -> dict:
+    """Load checkpoint ``path`` into ``model``, ``opt``'s parts, ``guard``, ``selector`` and
+    this process's random states; return the state (for the progress counters).
 
     Raises:
         UserError: the checkpoint was written by another number of processes.
@@ -173,6 +182,12 @@ def load_training_state(path: Path, model: nn.Module, opt: Optimization, guard: 
     opt.recipe.load_state_dict(mine["recipe"])
     if guard is not None and state.get("guard"):
         guard.load_state_dict(state["guard"])
+    if opt.ema is not None:
+        if not state.get("ema"):
+            raise UserError(f"--resume: {path} holds no moving average of the weights (ema:)")
+        opt.ema.load_state_dict(state["ema"])
+    if selector is not None and state.get("select"):
+        selector.load_state_dict(state["select"])
     return state
 
 

@@ -155,14 +155,76 @@ class RecipeConfig(Section):
 
 
 class OptimizerConfig(Section):
-    """``optimizer:`` sgd or adamw."""
+    """``optimizer:`` sgd, adamw, rmsprop (PyTorch's) or rmsprop_tf.
 
-    name: Literal["sgd", "adamw"] = "sgd"
+    ``rmsprop_tf`` is RMSProp as TensorFlow computes it, which paper A's Inception v3 training
+    used: the mean square starts at 1, ``eps`` is added under the square root and the learning
+    rate inside the momentum, ``p -= m; m = momentum·m + lr·g / sqrt(ms + eps)``. ``decay`` is
+    the mean square's decay (PyTorch's ``alpha``); ``eps`` defaults to 1.0 for both RMSProps
+    (paper A) and to 1e-8 for adamw.
+    """
+
+    name: Literal["sgd", "adamw", "rmsprop", "rmsprop_tf"] = "sgd"
     lr: float = Field(default=0.05, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     weight_decay: float = Field(default=5e-4, ge=0)
     nesterov: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
+    decay: float = Field(default=0.9, gt=0, lt=1, description="rmsprop: mean-square decay")
+    eps: float | None = Field(default=None, gt=0, description="rmsprop/adamw denominator term")
+
+    @model_validator(mode="after")
+    def _check(self) -> OptimizerConfig:
+        if self.name == "sgd" and self.eps is not None:
+            raise ValueError(f"optimizer.eps={self.eps} has no meaning for sgd; remove it")
+        if self.nesterov and self.name != "sgd":
+            raise ValueError(f"optimizer.nesterov applies to sgd only, not {self.name}")
+        return self
+
+
+class EmaConfig(Section):
+    """``ema:`` an exponential moving average of the weights, evaluated and saved as the model.
+
+    After every optimizer step ``ema = d·ema + (1 − d)·w`` for every floating-point parameter and
+    buffer (batch-norm statistics included), with ``d = decay`` or, with ``warmup``, ``min(decay,
+    (1 + t) / (10 + t))`` after ``t`` updates so that a short run is not dominated by the initial
+    weights. ``decay: null`` (the default) turns it off. Checkpoints keep both: the raw weights
+    (training resumes from them) and the average.
+    """
+
+    decay: float | None = Field(default=None, gt=0, lt=1)
+    warmup: bool = True
+    start_step: int = Field(default=0, ge=0, description="steps before averaging starts")
+
+    @property
+    def enabled(self) -> bool:
+        return self.decay is not None
+
+
+class SelectConfig(Section):
+    """``select:`` which weights become ``model.safetensors``.
+
+    ``metric: last`` (default) keeps the final weights. ``val_pgd_acc`` or ``val_clean_acc``
+    measures, at the end of every epoch, PGD-``pgd_steps`` (fixed random start) or clean accuracy
+    at ε ``eps`` (default: the recipe's) on a fixed held-out subset of ``n`` validation
+    examples, of the weights the run evaluates (the moving average when ``ema`` is on), keeps
+    the best in ``checkpoints/best.safetensors`` and saves that one as the model; the summary says which.
+    """
+
+    metric: Literal["last", "val_pgd_acc", "val_clean_acc"] = "last"
+    n: int = Field(default=500, ge=1)
+    pgd_steps: int = Field(default=10, ge=1)
+    eps: PixelEps | None = None
+
+
+class DistributedConfig(Section):
+    """``distributed:`` multi-process settings (``torchrun``).
+
+    ``timeout_s`` bounds every collective: a process whose peer died ends with an error naming
+    the run after at most this long instead of waiting forever.
+    """
+
+    timeout_s: float = Field(default=600.0, gt=0, le=86400)
 
 
 class ScheduleConfig(Section):
@@ -234,6 +296,9 @@ class TrainConfig(Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    ema: EmaConfig = Field(default_factory=EmaConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     epochs: int = Field(default=5, ge=1)
     max_steps: int | None = Field(default=None, ge=1, description="stop after this many steps")
     batch_size: int = Field(default=128, ge=1)

@@ -41,11 +41,66 @@ def process_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
+class PeerLostError(UserError):
+    """Another process of the run died or stopped answering: this one stops too, in bounded time
+    (``distributed.timeout_s``), keeping the last checkpoint."""
+
+
+def is_comm_error(err: BaseException) -> bool:
+    """Whether ``err`` is a failure of the process group (a peer gone, a collective timed out)
+    rather than of the computation."""
+    if isinstance(err, dist.DistError):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and any(w in text for w in ("gloo", "nccl"))
+
+
+def peer_lost(err: BaseException, info: DistInfo | None, checkpoint: Any) -> PeerLostError:
+    """The one-line error of a process whose peer was lost (``err`` from the collective)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    cause = (lines[0] if lines else type(err).__name__)[:300]
+    where = f"process {info.rank} of {info.world_size}" if info is not None else "this process"
+    kept = f"the last checkpoint ({checkpoint}) is intact" if checkpoint else "no checkpoint yet"
+    return PeerLostError(
+        f"training stopped in {where}: another process of the run ended or stopped answering "
+        f"({cause}); {kept}. Start the run again with --resume, or launch it with torchrun "
+        "--max-restarts N to resume automatically"
+    )
+
+
+def restarted_by_torchrun() -> bool:
+    """True in a worker that ``torchrun`` started again after a failure (``--max-restarts``):
+    the run must continue from its last checkpoint, not start over."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+
+
+def _attempt_store(rank: int, world: int, timeout: _dt.timedelta) -> dict[str, Any]:
+    """Under torchrun, the key-value store of this attempt: keys under a prefix naming the
+    restart, so that a restarted group never reads the addresses its failed predecessor left in
+    the agent's store (gloo would connect to a dead process). ``{}`` (the default ``env://``)
+    elsewhere."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None or "MASTER_ADDR" not in os.environ:
+        return {}
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world,
+        is_master=not agent and rank == 0,
+        timeout=timeout,
+        multi_tenant=not agent,
+    )
+    prefixed = dist.PrefixStore(f"advscale/attempt_{attempt}/", store)
+    return {"store": prefixed, "rank": rank, "world_size": world}
+
+
+def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistInfo:
     """Join the process group that ``torchrun`` describes (RANK, WORLD_SIZE, LOCAL_RANK).
 
     Without those variables (or with WORLD_SIZE=1) this is a single process. The backend is
-    nccl for CUDA devices and gloo otherwise; each process takes GPU ``LOCAL_RANK``.
+    nccl for CUDA devices and gloo otherwise; each process takes GPU ``LOCAL_RANK``. Every
+    collective waits at most ``timeout_s`` for the other processes.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = process_rank()
@@ -64,7 +119,10 @@ def init_distributed(device: str = "auto") -> DistInfo:
     owns = False
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=_dt.timedelta(minutes=30))
+        timeout = _dt.timedelta(seconds=timeout_s)
+        dist.init_process_group(
+            backend=backend, timeout=timeout, **_attempt_store(rank, world, timeout)
+        )
         owns = True
     return DistInfo(dist.get_rank(), dist.get_world_size(), local, dev, owns)
 
@@ -96,6 +154,29 @@ def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     gathered: list[Any] = [None] * info.world_size
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+@torch.no_grad()
+def sync_buffers(model: nn.Module, info: DistInfo) -> None:
+    """Average ``model``'s floating-point buffers (batch-norm running statistics) over processes.
+
+    Each process updates them from its own share of the batch; averaged after every step, every
+    process holds the same statistics — those of the whole batch for the means — so adversarial
+    examples made in eval mode come from the same model everywhere, and the checkpoint (written
+    by process 0) holds what every process used.
+    """
+    if not info.enabled:
+        return
+    bufs = [b for b in model.buffers() if b.is_floating_point()]
+    if not bufs:
+        return
+    flat = torch.cat([b.detach().reshape(-1).double() for b in bufs])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= info.world_size
+    offset = 0
+    for b in bufs:
+        b.copy_(flat[offset : offset + b.numel()].view_as(b))
+        offset += b.numel()
 
 
 def wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:

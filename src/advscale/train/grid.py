@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -129,3 +130,53 @@ def run_grid(
         save(outcomes, False)
     save(outcomes, True)
     return outcomes
+
+
+# -- shares of a grid, one per machine ----------------------------------------------------------
+def parse_shard(text: str | None, environ: Any = None) -> tuple[int, int] | None:
+    """``--shard``: ``I/N`` (1 <= I <= N) or ``slurm``, which reads SLURM_ARRAY_TASK_ID,
+    SLURM_ARRAY_TASK_COUNT and SLURM_ARRAY_TASK_MIN (an array ``--array=0-3`` or ``1-4`` of
+    consecutive tasks); None without sharding.
+
+    Raises:
+        UserError: a malformed value, I outside 1..N, SLURM variables missing or inconsistent.
+    """
+    if text is None:
+        return None
+    env = os.environ if environ is None else environ
+    if text.strip().lower() == "slurm":
+        names = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT")
+        missing = [k for k in names if not str(env.get(k, "")).strip()]
+        if missing:
+            raise UserError(
+                f"--shard slurm: {', '.join(missing)} not set; run it in a SLURM array job "
+                "(sbatch --array=1-N) or give --shard I/N"
+            )
+        try:
+            task, count = int(env["SLURM_ARRAY_TASK_ID"]), int(env["SLURM_ARRAY_TASK_COUNT"])
+            low = int(env.get("SLURM_ARRAY_TASK_MIN", "0") or 0)
+        except ValueError:
+            raise UserError(
+                "--shard slurm: SLURM_ARRAY_TASK_ID/COUNT/MIN are not integers "
+                f"({env.get('SLURM_ARRAY_TASK_ID')!r}, {env.get('SLURM_ARRAY_TASK_COUNT')!r})"
+            ) from None
+        index = task - low + 1
+        if not 1 <= index <= count:
+            raise UserError(
+                f"--shard slurm: task {task} of an array from {low} with {count} tasks is not "
+                "one of consecutive tasks; use --array=1-N (or 0-(N-1)) or --shard I/N"
+            )
+        return index, count
+    i, sep, n = text.partition("/")
+    try:
+        index, count = int(i), int(n)
+    except ValueError:
+        index = count = 0
+    if not sep or not 1 <= index <= count:
+        raise UserError(f"--shard {text!r}: expected I/N with 1 <= I <= N (e.g. 2/4), or slurm")
+    return index, count
+
+
+def shard_dir(out: Path, shard: tuple[int, int]) -> Path:
+    """Where share ``shard`` = (I, N) of a sweep into ``out`` is written."""
+    return out / f"shard-{shard[0]}-of-{shard[1]}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,11 +33,16 @@ from advscale.train.distributed import (
     barrier,
     broadcast,
     init_distributed,
+    is_comm_error,
     main_says,
+    peer_lost,
+    restarted_by_torchrun,
     shutdown,
     wrap_ddp,
 )
-from advscale.train.evaluation import clean_accuracy, final_records, label_leak_rows
+from advscale.train.ema import ModelEMA
+from advscale.train.ending import final_model, finish_run
+from advscale.train.evaluation import clean_accuracy
 from advscale.train.guards import check_finite
 from advscale.train.interrupt import StopSignals
 from advscale.train.metrics import MetricsLog, epoch_record, progress_bar
@@ -45,14 +51,14 @@ from advscale.train.recipes import Recipe, build_recipe
 from advscale.train.rundir import (
     CHECKPOINTS,
     CONFIG,
-    MODEL,
     RESULTS,
     SUMMARY,
     RunDir,
     RunLockedError,
 )
+from advscale.train.selection import ModelSelector
 from advscale.train.step import NonFiniteStep, Optimization
-from advscale.train.summary import PROGRESS, build_summary, write_results
+from advscale.train.summary import PROGRESS, write_results
 from advscale.utils import atomic_write_json, seed_everything
 
 EpochCallback = Callable[[dict[str, Any]], Any]
@@ -147,6 +153,9 @@ class Trainer:
         refused = rd.try_lock() if d.is_main else None  # one writer: process 0
         if not main_says(refused is None, d):
             raise refused or RunLockedError(f"{self.out} is being written by another process")
+        if restarted_by_torchrun() and not self.resume:  # continue what the failed attempt began
+            self.resume = main_says(d.is_main and (self.out / CONFIG).exists(), d)
+            self.notes += ["restarted by torchrun: resumed from the last checkpoint"]
         if self.resume:
             eval_diffs = rd.check_resume(cfg_now)
             if eval_diffs and d.is_main:  # the run now records the settings it evaluates with
@@ -164,7 +173,10 @@ class Trainer:
         """The model ``config.model`` names, with num_classes/in_channels from the data."""
         kwargs = dict(self.cfg.model.kwargs)
         kwargs.setdefault("num_classes", data.num_classes)
-        kwargs.setdefault("in_channels", data.channels)
+        if self.cfg.model.arch != "torchvision":  # timm's name for it: in_chans
+            kwargs.setdefault(
+                "in_chans" if self.cfg.model.arch == "timm" else "in_channels", data.channels
+            )
         try:
             return build_classifier(self.cfg.model.arch, kwargs, data.mean, data.std)
         except ValueError as e:
@@ -175,7 +187,7 @@ class Trainer:
         optimizer, schedule, recipe and guard. :meth:`run` calls it; benchmarks call it and
         then :meth:`train_step` directly."""
         cfg = self.cfg
-        self.dist = d = init_distributed(cfg.device)
+        self.dist = d = init_distributed(cfg.device, cfg.distributed.timeout_s)
         check_settings(cfg, d)
         self._prepare_dir()
         self.metrics = MetricsLog(self.out, enabled=d.is_main)
@@ -205,7 +217,9 @@ class Trainer:
             self.optimizer,
             self.scheduler,
             self.scaler,
+            ModelEMA(self.model, cfg.ema) if cfg.ema.enabled else None,
         )
+        self.selector = ModelSelector(cfg, self.data, d) if cfg.select.metric != "last" else None
         self.guard, note = build_guard(cfg, self.data, d)
         self.notes += [note] if note else []
 
@@ -217,7 +231,9 @@ class Trainer:
         """Checkpoint ``tag`` (every process takes part; process 0 writes); refused, keeping
         the previous one, when a weight is not finite."""
         self._require_finite()
-        state = ckpt.training_state(self.opt, self.guard, self._progress(), self.epoch_sums)
+        state = ckpt.training_state(
+            self.opt, self.guard, self._progress(), self.epoch_sums, self.selector
+        )
         if self.dist.is_main:
             meta = {"recipe": self.cfg.recipe.name, **self.data.model_meta(self.cfg.data)}
             ckpt.save_checkpoint(self.out / CHECKPOINTS, tag, self.model, state, **meta)
@@ -227,12 +243,26 @@ class Trainer:
         last = ckpt.find_checkpoint(self.out / CHECKPOINTS, "last")
         ckpt.require_finite(self.model, step=self.step, last=last)
 
-    def _save_best_weights(self) -> None:
+    def eval_model(self) -> nn.Module:
+        """The weights the run evaluates and saves: the moving average when ``ema`` is on."""
+        return self.opt.ema.average if self.opt.ema is not None else self.gen_model
+
+    def _save_best_weights(self, model: nn.Module | None = None) -> None:
         self._require_finite()
         if self.dist.is_main:
             path = self.out / CHECKPOINTS / "best"
             meta = self.data.model_meta(self.cfg.data)
-            ckpt.save_weights(self.model, path, step=self.step, metric=self.best_metric, **meta)
+            name = self.best_metric_name()
+            weights = model or self.model
+            ckpt.save_weights(
+                weights, path, step=self.step, metric=self.best_metric, metric_name=name, **meta
+            )
+
+    def best_metric_name(self) -> str:
+        """What ``checkpoints/best.safetensors`` is the best by."""
+        if self.selector is not None:
+            return self.cfg.select.metric
+        return "guard_pgd_acc" if self.guard is not None else "val_clean_acc"
 
     def _restore(self) -> bool:
         path = ckpt.find_checkpoint(self.out / CHECKPOINTS, "last")
@@ -240,7 +270,7 @@ class Trainer:
             self.notes.append("resume found no checkpoint: started from the beginning")
             self.metrics.reset()
             return False
-        state = ckpt.load_training_state(path, self.model, self.opt, self.guard)
+        state = ckpt.load_training_state(path, self.model, self.opt, self.guard, self.selector)
         self.epoch_sums = [float(v) for v in state["ranks"][self.dist.rank]["epoch_sums"]]
         for key in PROGRESS:
             setattr(self, key, state[key])
@@ -309,7 +339,7 @@ class Trainer:
             recipe=self.recipe,
         )
         self._log(v.record)
-        if v.improved:
+        if v.improved and self.selector is None:
             self.best_metric = m["pgd_acc"]
             self._save_best_weights()
         if v.event is not None:
@@ -366,7 +396,7 @@ class Trainer:
         ).cpu()
         if self.guard is not None and not cfg.guard.every and not self.stop_reason:
             self.guard_check()
-        val = clean_accuracy(self.gen_model, self.data.val, d)
+        val = clean_accuracy(self.eval_model(), self.data.val, d)
         rec = epoch_record(
             self._progress(),
             sums.tolist(),
@@ -377,7 +407,12 @@ class Trainer:
             elapsed=elapsed,
             guard=self.guard.history if self.guard is not None else None,
         )
-        if self.guard is None and val > self.best_metric:
+        if self.selector is not None:
+            rec[self.cfg.select.metric] = value = self.selector.measure(self.eval_model())
+            if self.selector.update(value, self.step):
+                self.best_metric = value
+                self._save_best_weights(self.eval_model())
+        elif self.guard is None and val > self.best_metric:
             self.best_metric = val
             self._save_best_weights()
         self.records.append(rec)
@@ -425,6 +460,11 @@ class Trainer:
             self.save("last")  # the final evaluation may be killed: a resume starts it again
             summary = self.finish()
             barrier(self.dist)  # no process tears the group down while another still uses it
+        except Exception as e:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1 and is_comm_error(e):
+                last = ckpt.find_checkpoint(self.out / CHECKPOINTS, "last")
+                raise peer_lost(e, getattr(self, "dist", None), last) from None
+            raise
         finally:
             if getattr(self, "metrics", None) is not None:
                 self.metrics.close()
@@ -446,50 +486,12 @@ class Trainer:
     # -- the end -----------------------------------------------------------------------------
     def finish(self) -> dict[str, Any]:
         """Write the model, evaluate it, write summary.json and results.json; the summary."""
-        cfg, d = self.cfg, self.dist
-        if d.is_main:
-            ckpt.save_weights(
-                self.model,
-                self.out / MODEL,
-                recipe=cfg.recipe.name,
-                eps=cfg.recipe.eps,
-                step=self.step,
-                classes=self.data.classes,
-                **self.data.model_meta(cfg.data),
-            )
-        eval_set = self.data.val.take(cfg.eval.n, seed=cfg.seed + 4)
-        eval_records = final_records(self.model, eval_set, cfg, d)
-        leak = None
-        if cfg.label_leak_enabled() and d.is_main:
-            leak, events, note = label_leak_rows(self.model, eval_set, cfg, self.step)
-            self.events += events
-            self.notes += [note] if note else []
-        barrier(d)
-        summary = build_summary(
-            cfg,
-            eval_records,
-            self._progress(),
-            world_size=d.world_size,
-            label_leak=leak,
-            guard=self.guard.history if self.guard is not None else None,
-            model_path=self.out / "model.safetensors",
-            notes=self.notes,
-        )
-        summary.update(self.extra_summary())
-        if d.is_main:
-            atomic_write_json(self.out / SUMMARY, summary)
-            write_results(
-                self.out / RESULTS,
-                self.results_kind,
-                cfg,
-                self.records,
-                d.device,
-                eval_records=eval_records,
-                summary=summary,
-            )
-            numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
-            self._log({"type": "final", "step": self.step, **numbers})
-        return summary
+        return finish_run(self)
+
+    def final_model(self) -> tuple[nn.Module, dict[str, Any]]:
+        """The model saved as ``model.safetensors`` and evaluated, and where its weights come
+        from (see :func:`advscale.train.ending.final_model`)."""
+        return final_model(self)
 
     def extra_summary(self) -> dict[str, Any]:
         """Extra summary entries (for subclasses)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,14 +30,80 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int, total_steps: in
     return s.gamma ** sum(1 for m in s.milestones if epoch >= m)
 
 
+class RMSpropTF(torch.optim.Optimizer):
+    """RMSProp as TensorFlow computes it (paper A trained Inception v3 with it).
+
+    Per parameter, with ``g`` the gradient plus ``weight_decay``·p::
+
+        ms  = decay·ms + (1 − decay)·g²          (ms starts at 1, not 0)
+        mom = momentum·mom + lr·g / sqrt(ms + eps)
+        p  -= mom
+
+    PyTorch's RMSprop starts the mean square at 0 and adds ``eps`` outside the root,
+    ``g / (sqrt(ms) + eps)``: with paper A's ε = 1.0 the two take different steps.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float,
+        decay: float = 0.9,
+        eps: float = 1.0,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ) -> None:
+        defaults = dict(lr=lr, decay=decay, eps=eps, momentum=momentum, weight_decay=weight_decay)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if group["weight_decay"]:
+                    g = g.add(p, alpha=group["weight_decay"])
+                state = self.state[p]
+                if not state:
+                    state["square_avg"] = torch.ones_like(p)
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                ms, mom = state["square_avg"], state["momentum_buffer"]
+                ms.mul_(group["decay"]).addcmul_(g, g, value=1 - group["decay"])
+                update = g / (ms + group["eps"]).sqrt()
+                mom.mul_(group["momentum"]).add_(update, alpha=group["lr"])
+                p.sub_(mom)
+        return loss
+
+
 def build_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """SGD or AdamW over ``params`` as ``cfg.optimizer`` says."""
+    """The optimizer ``cfg.optimizer`` names, over ``params``."""
     o = cfg.optimizer
     if o.name == "sgd":
         return torch.optim.SGD(
             params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
         )
-    return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    if o.name == "adamw":
+        return torch.optim.AdamW(
+            params, lr=o.lr, betas=o.betas, eps=o.eps or 1e-8, weight_decay=o.weight_decay
+        )
+    eps = 1.0 if o.eps is None else o.eps
+    if o.name == "rmsprop":
+        return torch.optim.RMSprop(
+            params,
+            lr=o.lr,
+            alpha=o.decay,
+            eps=eps,
+            momentum=o.momentum,
+            weight_decay=o.weight_decay,
+        )
+    return RMSpropTF(
+        params, lr=o.lr, decay=o.decay, eps=eps, momentum=o.momentum, weight_decay=o.weight_decay
+    )
 
 
 def build_scheduler(

@@ -50,7 +50,14 @@ RUN_FILES = (
     RESULTS,
 )
 # Keys that may change between a run and its resume without changing what is computed.
-RESUME_FREE = {"progress", "log_every", "tensorboard", "checkpoint_every", "device"}
+RESUME_FREE = {
+    "progress",
+    "log_every",
+    "tensorboard",
+    "checkpoint_every",
+    "device",
+    "distributed",
+}
 # Sections that never touch the weights: a resume may change them (the final evaluation then
 # runs again with the new settings, without retraining).
 EVAL_ONLY = ("eval",)

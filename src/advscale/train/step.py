@@ -1,7 +1,9 @@
 """One optimizer step: the recipe makes the inputs, the model learns from them.
 
 The loss is ``Σ w·CE / Σ w`` over the global batch (all processes, all micro-batches), so one
-process with one big batch, gradient accumulation and DDP all take the same step.
+process with one big batch, gradient accumulation and DDP all take the same step. After the
+update, batch-norm statistics are averaged over processes (every process makes its next
+adversarial examples with the same model) and the weights' moving average, if any, follows.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from advscale.train.config import TrainConfig
-from advscale.train.distributed import DistInfo, all_reduce_sum
+from advscale.train.distributed import DistInfo, all_reduce_sum, sync_buffers
+from advscale.train.ema import ModelEMA
 from advscale.train.recipes import Recipe
 
 
@@ -30,7 +33,8 @@ class NonFiniteStep(Exception):
 @dataclass
 class Optimization:
     """What one step updates: the models (plain, attacked, trained — see ``Trainer.setup``),
-    the optimizer, its schedule and the fp16 gradient scaler (None otherwise)."""
+    the optimizer, its schedule, the fp16 gradient scaler and the weights' moving average
+    (None when not used)."""
 
     cfg: TrainConfig
     dist: DistInfo
@@ -40,6 +44,7 @@ class Optimization:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler | None
+    ema: ModelEMA | None = None
 
     def autocast(self) -> Any:
         """The mixed-precision context ``cfg.amp`` asks for."""
@@ -107,4 +112,8 @@ class Optimization:
         else:
             self.optimizer.step()
         self.scheduler.step()
+        if not cfg.sync_bn:  # SyncBatchNorm's statistics are already the same everywhere
+            sync_buffers(self.gen_model, d)
+        if self.ema is not None:
+            self.ema.update(step + 1)
         return totals[0], totals[1], totals[2], int(totals[3])

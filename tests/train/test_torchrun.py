@@ -1,0 +1,200 @@
+"""torchrun's own launcher: two nodes, elastic restarts, a dead peer. Loopback and gloo only.
+
+Every run trains small_cnn (batch norm) with paper A's recipe (step l.l. on k of m examples,
+per-example ε, batch norm in eval mode while attacking), 2 processes, a checkpoint every 3 of
+24 steps. The reference is one uninterrupted ``torchrun --nproc-per-node 2`` run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from advscale.train import load_config
+
+pytestmark = pytest.mark.slow
+
+# The worker: kills itself (SIGKILL) at the end of the first epoch, in the first attempt only, when
+# its rank is the one named; a worker that torchrun restarted finds TORCHELASTIC_RESTART_COUNT=1.
+WORKER = """
+import os, signal, sys
+from advscale.train import load_config, train
+
+kill_rank = int(sys.argv[3])
+
+def on_epoch(rec):
+    first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+    if first_attempt and int(os.environ["RANK"]) == kill_rank and rec["step"] == 8:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+train(load_config(sys.argv[1], []), sys.argv[2], on_epoch=on_epoch)
+"""
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _settings(tiny_settings, **extra: object) -> list[str]:
+    return tiny_settings(
+        **{
+            "recipe.name": "kurakin",
+            "recipe.eps": 8,
+            "recipe.m": 8,
+            "recipe.k": 4,
+            "epochs": 3,
+            "data.n_train": 256,
+            "data.n_val": 50,
+            "checkpoint_every": 3,
+            "deterministic": "true",
+            "eval.n": 50,
+            "eval.attack_kwargs": "{pgd: {steps: 2}}",
+            "distributed.timeout_s": 60,
+            **extra,
+        }
+    )
+
+
+@pytest.fixture
+def setup(fmnist_dir, tmp_path, tiny_settings):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        yaml.safe_dump(load_config(None, _settings(tiny_settings)).model_dump(mode="json"))
+    )
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    return cfg, worker
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(
+    worker: Path, cfg: Path, out: Path, *opts: str, kill_rank: int = -1
+) -> subprocess.Popen:
+    cmd = [*TORCHRUN, "--monitor-interval", "0.1", *opts, str(worker), str(cfg), str(out)]
+    return subprocess.Popen(
+        [*cmd, str(kill_rank)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 300) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return out
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(out / "model.safetensors")
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the tensors that are not bit-for-bit equal."""
+    assert a.keys() == b.keys()
+    return [k for k in a if not torch.equal(a[k], b[k])]
+
+
+@pytest.fixture
+def reference(setup, tmp_path):
+    cfg, worker = setup
+    proc = _launch(worker, cfg, tmp_path / "ref", "--standalone", "--nproc-per-node", "2")
+    log = _finish(proc)
+    assert proc.returncode == 0, log[-4000:]
+    return _weights(tmp_path / "ref")
+
+
+@pytest.mark.parametrize("kill_rank", [0, 1])
+def test_elastic_restart_after_a_killed_rank_ends_with_the_same_weights(
+    setup, reference, tmp_path, kill_rank
+):
+    cfg, worker = setup
+    out = tmp_path / "restarted"
+    opts = ("--standalone", "--nproc-per-node", "2", "--max-restarts", "1")
+    proc = _launch(worker, cfg, out, *opts, kill_rank=kill_rank)
+    log = _finish(proc)
+    assert proc.returncode == 0, log[-4000:]
+    # The first attempt's rank died (SIGKILL) after the checkpoint of step 6; the second attempt
+    # resumed from it.
+    assert f"failed (exitcode: -9) local_rank: {kill_rank}" in log, log[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 24
+    assert any("restarted by torchrun" in n for n in summary["notes"])
+    assert _same(_weights(out), reference) == []
+
+
+def _worker_of_rank(agents: list[subprocess.Popen], rank: int) -> int | None:
+    """The pid of the worker process of global ``rank`` among the agents' children."""
+    for agent in agents:
+        for task in Path(f"/proc/{agent.pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                try:
+                    env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if f"RANK={rank}".encode() in env:
+                    return int(child)
+    return None
+
+
+def _two_nodes(port: int) -> tuple[str, ...]:
+    opts = ("--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d")
+    return (*opts, "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "advscale-test")
+
+
+def test_a_dead_peer_ends_the_job_with_a_clear_message(fmnist_dir, tmp_path, tiny_settings):
+    settings = _settings(tiny_settings, epochs=40, log_every=1)  # 320 steps: killed well before
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(load_config(None, settings).model_dump(mode="json")))
+    out, port = tmp_path / "run", _free_port()
+    cmd = [*TORCHRUN, "--monitor-interval", "0.1", *_two_nodes(port), "-m", "advscale", "train"]
+    cmd += ["--config", str(cfg), "--out", str(out)]
+    agents = [
+        subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        metrics = out / "metrics.jsonl"
+        while time.monotonic() < deadline and all(a.poll() is None for a in agents):
+            lines = metrics.read_text().splitlines() if metrics.exists() else []
+            if len(lines) >= 4:
+                break
+            time.sleep(0.01)
+        victim = _worker_of_rank(agents, 1)
+        assert victim is not None and all(a.poll() is None for a in agents)
+        os.kill(victim, signal.SIGKILL)
+        # Bounded: each agent ends on its own (the test's timeout is the bound, not a measure).
+        logs = [_finish(a, timeout=120) for a in agents]
+    finally:
+        for a in agents:
+            if a.poll() is None:
+                a.kill()
+    assert all(a.returncode != 0 for a in agents)
+    survivor = "".join(logs)
+    assert "another process of the run ended or stopped answering" in survivor, survivor[-4000:]
+    assert "process 0 of 2" in survivor and "[rank0]: Traceback" not in survivor
+    assert "the last checkpoint (" in survivor and "--resume" in survivor
+
+
+def test_two_nodes_give_the_weights_of_one_node_with_two_processes(setup, reference, tmp_path):
+    cfg, worker = setup
+    out, port = tmp_path / "two_nodes", _free_port()
+    nodes = [_launch(worker, cfg, out, *_two_nodes(port)) for _ in range(2)]
+    logs = [_finish(p) for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert _same(_weights(out), reference) == []
