@@ -255,6 +255,30 @@ def _size(n: int) -> str:
     return f"{n // 2**20} MiB" if n >= 2**20 else f"{n} bytes"
 
 
+def read_text(
+    path: str | os.PathLike,
+    what: str,
+    *,
+    limit: int = MAX_YAML_BYTES,
+    error: type[Exception] | None = None,
+) -> str:
+    """The UTF-8 text of ``path`` (at most ``limit`` bytes; a byte-order mark is dropped).
+
+    Raises:
+        ``error`` (default UserError): as :func:`read_bounded`, or a byte that is not UTF-8
+            (a Latin-1 file), named with its offset.
+    """
+    error = error or UserError
+    data = read_bounded(path, what, limit=limit, error=error)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise error(
+            f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+            f"save the {what} as UTF-8"
+        ) from None
+
+
 def read_json(
     path: str | os.PathLike,
     what: str,
@@ -293,14 +317,7 @@ def read_structured(
     fmt = fmt or ("json" if path.suffix.lower() == ".json" else "yaml")
     if limit is None:
         limit = MAX_JSON_BYTES if fmt == "json" else MAX_YAML_BYTES
-    data = read_bounded(path, what, limit=limit, error=error)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise error(
-            f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
-            f"save the {what} as UTF-8"
-        ) from None
+    text = read_text(path, what, limit=limit, error=error)
     if fmt == "json":
         try:
             value = json.loads(text)

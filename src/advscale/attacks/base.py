@@ -368,6 +368,11 @@ class GradientAttack(Attack):
         check_positive("restarts", restarts, integer=True)
         if alpha is not None:
             check_positive("alpha", alpha)
+            if self.norm == "linf" and alpha > 1:  # a step past the whole [0, 1] range
+                raise UserError(
+                    f"alpha={alpha:g} given to {type(self).__name__} is above 1: attacks take "
+                    f"the step in [0, 1] units of the image. Pixel levels? pass {alpha:g}/255"
+                )
         check_positive("alpha_scale", alpha_scale)
         self.steps, self.alpha, self.alpha_scale = steps, alpha, alpha_scale
         self.random_start, self.restarts = random_start, restarts
