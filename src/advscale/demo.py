@@ -21,11 +21,14 @@ is not label leaking.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from advscale.data import load_dataset
+from advscale.errors import RunInterrupted, UserError
 from advscale.evaluate import evaluate
 from advscale.evaluate.examples import save_examples
 from advscale.evaluate.label_leak import label_leak, label_leak_summary
@@ -115,12 +118,23 @@ def run_demo(
     device: str = "auto",
     progress: bool = True,
     size: dict[str, Any] | None = None,
+    *,
+    force: bool = False,
+    resume: bool = False,
 ) -> Results:
     """Train, attack and report as the module docstring says; returns the demo's results.
 
-    ``size`` overrides entries of the run's size (``FULL``, or ``QUICK`` with ``quick``).
+    ``size`` overrides entries of the run's size (``FULL``, or ``QUICK`` with ``quick``). An
+    earlier demo in ``out`` is kept unless ``force`` (start anew) or ``resume`` (models whose
+    training finished are not trained again; an interrupted one continues from its last
+    checkpoint; every model is evaluated again, as the evaluation is deterministic).
+
+    Raises:
+        UserError: ``out`` holds a demo and neither ``force`` nor ``resume`` is given, or both are.
+        RunInterrupted: a signal stopped a training run; the message says how to resume.
     """
     out = Path(out)
+    _check_out(out, force, resume)
     size = {**(QUICK if quick else FULL), **(size or {})}
     dev = resolve_device(device)
     started = time.perf_counter()
@@ -148,7 +162,12 @@ def run_demo(
         )
         cfg = demo_config(recipe, size, None if data_dir is None else str(data_dir), str(dev))
         run_dir = out / "train" / name
-        summary = train(cfg, run_dir, force=True)
+        summary = _train(
+            cfg,
+            run_dir,
+            resume,
+            resume_hint=f"advscale demo --out {out}" + (" --quick" if quick else "") + " --resume",
+        )
         model = load_model(run_dir / "model", device=dev)
         save_model(
             model,
@@ -219,6 +238,39 @@ def run_demo(
         progress,
     )
     return results
+
+
+#: What a demo writes in its directory (an earlier demo is kept unless asked otherwise).
+DEMO_FILES = ("train", "models", "eval", "results.json", "report.md", "report.html")
+
+
+def _check_out(out: Path, force: bool, resume: bool) -> None:
+    if force and resume:
+        raise UserError("--resume and --force exclude each other: continue the demo or start anew")
+    held = [n for n in DEMO_FILES if os.path.lexists(out / n)]
+    if held and not (force or resume):
+        raise UserError(
+            f"{out} already holds a demo ({', '.join(held)}); use --resume to continue it or "
+            "--force to start it anew"
+        )
+    if force:  # none of the earlier demo's files may stand for this one's
+        for name in held:
+            p = out / name
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+
+
+def _train(cfg: TrainConfig, run_dir: Path, resume: bool, resume_hint: str) -> dict[str, Any]:
+    """Train one demo model: anew, or on ``resume`` from what its run directory holds."""
+    started = resume and (run_dir / "config.json").exists()
+    try:
+        return train(cfg, run_dir, resume=started, force=not started)
+    except RunInterrupted as e:
+        # The training run's own hint names `advscale train`'s flag: name the demo's command.
+        stopped = str(e).split("; continue with")[0]
+        raise RunInterrupted(f"{stopped}; continue with: {resume_hint}", e.signum) from None
 
 
 def _say(text: str, progress: bool) -> None:

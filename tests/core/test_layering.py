@@ -18,12 +18,13 @@ SRC = Path(advscale.__file__).resolve().parent
 
 # What each top-level part of the package may import from advscale (besides itself). The bottom
 # (errors, utils, results) imports nothing above it; report reads results only.
-BOTTOM = {"errors", "utils", "results", "_version"}
+BOTTOM = {"errors", "files", "utils", "results", "_version"}
 ALLOWED: dict[str, set[str]] = {
     "_version": set(),
     "errors": set(),
-    "utils": {"errors", "_version"},
-    "results": {"errors", "utils", "_version"},
+    "files": {"errors"},
+    "utils": {"errors", "files", "_version"},
+    "results": {"errors", "files", "utils", "_version"},
     "data": BOTTOM,
     "models": BOTTOM,
     "attacks": BOTTOM,

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from advscale.errors import UserError
 from advscale.models import (
     CheckpointError,
     Classifier,
@@ -106,7 +107,8 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(ckpt, "save_file", broken)
-    with pytest.raises(OSError):
+    # One line naming the file (no traceback), and the old weights kept.
+    with pytest.raises(UserError, match=r"m\.safetensors: could not be written \(disk full\)"):
         save_model(model, tmp_path / "m")
     assert (tmp_path / "m.safetensors").read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -25,6 +25,7 @@ from advscale.attacks.norms import (
     canonical_norm,
     check_eps,
     check_positive,
+    check_step,
     eps_range,
     lp_norm,
     project,
@@ -245,8 +246,8 @@ class Attack:
         if len(x) == 0:
             return AttackResult(x.clone(), torch.zeros(0, dtype=torch.bool, device=x.device))
         eps_t = as_eps(self.eps if eps is None else eps, len(x), x, check=False)
-        y = y.to(x.device)
-        target = None if target is None else target.to(x.device)
+        y = y.to(x.device, torch.long)  # int32 labels are class indices too
+        target = None if target is None else target.to(x.device, torch.long)
         extra = 0
         if target is None and self.target is not None:
             target, extra = self._choose_targets(x, y), len(x) if self.target == "ll" else 0
@@ -367,7 +368,7 @@ class GradientAttack(Attack):
         check_positive("steps", steps, integer=True)
         check_positive("restarts", restarts, integer=True)
         if alpha is not None:
-            check_positive("alpha", alpha)
+            check_step(alpha, self.norm, type(self).__name__)
         check_positive("alpha_scale", alpha_scale)
         self.steps, self.alpha, self.alpha_scale = steps, alpha, alpha_scale
         self.random_start, self.restarts = random_start, restarts

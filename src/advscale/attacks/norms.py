@@ -50,6 +50,19 @@ def check_eps(lo: float, hi: float, norm: Norm, numel: int | None = None, who: s
         )
 
 
+def check_step(alpha: float, norm: Norm, who: str = "") -> None:
+    """Refuse a step size that is not a positive finite number, or (L∞) one above 1: a step
+    past the whole [0, 1] range is pixel levels passed where [0, 1] units are expected, as
+    ε above 1 is (:func:`check_eps`)."""
+    check_positive("alpha", alpha)
+    if norm == "linf" and alpha > 1:
+        at = f" given to {who}" if who else ""
+        raise UserError(
+            f"alpha={alpha:g}{at} is above 1: attacks take the step in [0, 1] units of the "
+            f"image. Pixel levels? pass {alpha:g}/255"
+        )
+
+
 def canonical_norm(norm: str | float) -> Norm:
     """advscale's name of a norm spelled as torchattacks, Foolbox or ART users spell it.
 

@@ -18,6 +18,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="a much smaller run (a few minutes on 2 CPU cores), for smoke tests",
     )
     p.add_argument("--device", default="auto")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the demo in --out: finished models are not trained again",
+    )
+    again.add_argument("--force", action="store_true", help="delete the demo in --out, start anew")
     p.set_defaults(handler=run)
 
 
@@ -27,5 +34,12 @@ def run(args: argparse.Namespace) -> int:
     from advscale.utils import check_writable
 
     check_writable(args.out, "--out", directory=True)
-    run_demo(args.out, args.data_dir, quick=args.quick, device=args.device)
+    run_demo(
+        args.out,
+        args.data_dir,
+        quick=args.quick,
+        device=args.device,
+        force=args.force,
+        resume=args.resume,
+    )
     return 0

@@ -8,6 +8,7 @@ equal a one-process run's.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="attack the model as loaded, not a copy with batch norm folded (slower, same numbers)",
     )
     p.add_argument("--out", type=Path, default=Path("results.json"), help="results file")
-    p.add_argument("--force", action="store_true", help="overwrite an existing results file")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite an existing results file (and the examples in --save-adv)",
+    )
     p.add_argument(
         "--save-adv",
         type=Path,
@@ -231,6 +236,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:  # every process decides alike: none waits for another
         raise UserError(f"{out} already exists; pass --force to overwrite it, or another --out")
+    if args.save_adv is not None:
+        _check_save_adv(args.save_adv, args.force)
 
     info = init_distributed(args.device)
     try:
@@ -283,3 +290,20 @@ def run(args: argparse.Namespace) -> int:
         png = write_gallery_png(saved, saved.with_suffix(".png"))
         print(f"wrote {saved}" + (f", {png}" if png else " (no attack broke any example)"))
     return 0
+
+
+def _check_save_adv(folder: Path, force: bool) -> None:
+    """Before any work: ``--save-adv`` must be a directory advscale can write, holding no
+    examples of another evaluation unless ``force`` (a report would show them as this one's)."""
+    from advscale.errors import UserError
+    from advscale.evaluate.examples import FILE_NAME
+    from advscale.utils import check_writable
+
+    check_writable(folder, "--save-adv", directory=True)
+    held = [folder / n for n in (FILE_NAME, Path(FILE_NAME).with_suffix(".png").name)]
+    held = [p for p in held if os.path.lexists(p)]
+    if held and not force:
+        raise UserError(
+            f"--save-adv {folder}: already holds examples ({held[0].name}); pass --force to "
+            "replace them, or another directory"
+        )

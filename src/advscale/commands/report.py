@@ -29,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(default: the largest ε every run was evaluated at)",
     )
     p.add_argument("--title", default="advscale report")
+    p.add_argument("--force", action="store_true", help="overwrite an existing report")
     p.set_defaults(handler=run)
 
 
@@ -39,6 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from advscale.utils import check_writable
 
     check_writable(args.out, "--out")
+    out = Path(args.out)
+    written = [out, out.with_suffix(".md")] if out.suffix == ".html" else [out]  # .md beside
+    existing = [p for p in written if p.exists()]
+    if existing and not args.force:
+        raise UserError(
+            f"{existing[0]} already exists; pass --force to overwrite it, or another --out"
+        )
     if args.eps is not None and len(args.eps) != 1:
         raise UserError(f"--eps takes one ε for the summary, got {len(args.eps)}")
     for path in write_report(

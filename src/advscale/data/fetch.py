@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from advscale.data.base import DataError
+from advscale.files import check_writable
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ def fetch_dataset(
 
     Raises:
         DataError: unknown dataset, unreachable server or SHA-256 mismatch (naming the file).
+        UserError: ``to`` is a file or cannot be written (before any download).
     """
     if name not in REMOTE:
         raise DataError(f"no download known for dataset {name!r}; available: {', '.join(REMOTE)}")
@@ -186,7 +188,7 @@ def fetch_dataset(
             raise DataError(f"sha256 names files {sorted(unknown)} that {name} does not have")
         files = [RemoteFile(f.name, sha256[f.name]) if f.name in sha256 else f for f in files]
     mirrors = tuple(mirror_url(m) for m in ((base_url,) if base_url else remote.mirrors))
-    target = Path(to).expanduser()
+    target = check_writable(Path(to).expanduser(), "target directory", directory=True)
     target.mkdir(parents=True, exist_ok=True)
     paths = []
     for spec in files:

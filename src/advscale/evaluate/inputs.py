@@ -277,7 +277,7 @@ def as_tensors(data: Data, n: int | None = None) -> tuple[Tensor, Tensor]:
     if len(labels) == 0:
         raise UserError(f"no examples to evaluate: the data is empty or n={n!r} selects none")
     _check_values(images, labels)
-    return images, labels
+    return images, labels.long()  # int32 labels index like int64 ones
 
 
 def _pair(batch: Any, what: str) -> tuple[Tensor, Tensor]:

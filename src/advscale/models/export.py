@@ -21,6 +21,8 @@ import copy
 import importlib.util
 import io
 import os
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +30,13 @@ import torch
 from torch import Tensor, nn
 
 from advscale.errors import UserError
-from advscale.utils import atomic_write
+from advscale.files import atomic_write
 
 #: File suffix -> export format.
 FORMATS = {".pt2": "torch.export", ".ts": "torchscript", ".onnx": "onnx"}
+#: Weights up to this size are embedded in the ``.onnx`` file (protobuf stops at 2 GB); larger
+#: ones are written beside it as ``NAME.onnx.data``.
+ONNX_EMBED_BYTES = 1_800_000_000
 
 
 @dataclass
@@ -87,13 +92,20 @@ def export_model(
         raise UserError(
             f"the export example must be images (N, C, H, W) with N >= 2, got {tuple(example.shape)}"
         )
+    scripted = any(isinstance(m, torch.jit.ScriptModule) for m in model.modules())
+    if scripted and fmt == "torch.export":
+        raise UserError(
+            f"{path}: torch.export cannot take a TorchScript model (it traces Python code, "
+            "and a TorchScript file holds none); export it as .ts or .onnx"
+        )
     if fmt == "onnx":
         _require("onnx", "exporting to ONNX needs the onnx package: pip install onnx onnxscript")
         _require("onnxscript", "exporting to ONNX needs onnxscript: pip install onnxscript")
     # A copy in eval mode on the example's device: the caller's model keeps its mode and grads.
     net = copy.deepcopy(model).eval().to(example.device)
     for p in net.parameters():
-        p.requires_grad_(False)
+        if p.is_leaf:  # a TorchScript module's copied parameters are not
+            p.requires_grad_(False)
     example = example.float()
     with torch.no_grad():
         expected = net(example)
@@ -101,7 +113,7 @@ def export_model(
 
     def write(tmp: Path) -> None:
         try:
-            run = _WRITERS[fmt](net, example, tmp)
+            run = _WRITERS[fmt](net, example, tmp, Path(path))
         except UserError:
             raise
         except Exception as e:  # noqa: BLE001 - each exporter has its own errors; all are the model's
@@ -127,7 +139,7 @@ def _require(module: str, message: str) -> None:
         raise UserError(message)
 
 
-def _torch_export(net: nn.Module, example: Tensor, tmp: Path):
+def _torch_export(net: nn.Module, example: Tensor, tmp: Path, final: Path):
     batch = torch.export.Dim.DYNAMIC
     program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
     # Through a buffer: torch.export wants a file name ending in .pt2, not the temporary one.
@@ -137,23 +149,29 @@ def _torch_export(net: nn.Module, example: Tensor, tmp: Path):
     return torch.export.load(io.BytesIO(tmp.read_bytes())).module()
 
 
-def _torchscript(net: nn.Module, example: Tensor, tmp: Path):
+def _torchscript(net: nn.Module, example: Tensor, tmp: Path, final: Path):
     traced = torch.jit.trace(net, example, check_trace=False)
     torch.jit.save(traced, str(tmp))
     return torch.jit.load(str(tmp), map_location=example.device)
 
 
-def _onnx(net: nn.Module, example: Tensor, tmp: Path):
-    torch.onnx.export(
-        net,
-        (example,),
-        str(tmp),
-        input_names=["images"],
-        output_names=["logits"],
-        dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
-        dynamo=True,
-        verbose=False,
-    )
+def _onnx(net: nn.Module, example: Tensor, tmp: Path, final: Path):
+    size = sum(t.numel() * t.element_size() for t in net.state_dict().values())
+
+    def export(staged: Path) -> None:
+        torch.onnx.export(
+            net,
+            (example,),
+            str(staged),
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
+            dynamo=True,
+            external_data=size > ONNX_EMBED_BYTES,
+            verbose=False,
+        )
+
+    staged_export(final, tmp, export)
     if importlib.util.find_spec("onnxruntime") is None:
         return None  # written, not run here
     import onnxruntime
@@ -162,6 +180,25 @@ def _onnx(net: nn.Module, example: Tensor, tmp: Path):
     return lambda x: torch.from_numpy(session.run(None, {"images": x.cpu().numpy()})[0]).to(
         x.device
     )
+
+
+def staged_export(final: Path, tmp: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write`` on a file named as ``final`` in a private directory beside it, then move
+    what it wrote into place: the file itself to ``tmp`` (which :func:`atomic_write` renames to
+    ``final``), any companion beside ``final`` under the same name it was written with.
+
+    Exporters name companion files after the file they write (ONNX's external weights:
+    ``model.onnx.data``, referenced by that name from ``model.onnx``); written at the temporary
+    name they would be hidden files named after it, and ``model.onnx`` would not load from a
+    copy of its directory.
+    """
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=tmp.parent) as work:
+        staged = Path(work) / final.name
+        write(staged)
+        for extra in sorted(Path(work).iterdir()):
+            if extra != staged:
+                atomic_write(final.parent / extra.name, lambda p, e=extra: os.replace(e, p))
+        os.replace(staged, tmp)
 
 
 _WRITERS = {"torch.export": _torch_export, "torchscript": _torchscript, "onnx": _onnx}

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from advscale.errors import UserError
+from advscale.files import read_structured, read_text
 from advscale.models.builders import (
     ModelBuildError,
     build_timm,
@@ -51,7 +52,6 @@ from advscale.models.builders import (
 from advscale.models.checkpoint import checkpoint_paths, load_model
 from advscale.models.weights import CheckpointError, load_state, read_weights
 from advscale.models.wrapper import Classifier
-from advscale.utils import read_structured
 
 SPEC_KEYS = ("model", "weights", "num_classes", "input_size", "mean", "std", "classes")
 
@@ -90,9 +90,13 @@ def _sidecar(path: Path) -> dict[str, Any]:
         raise ExternalModelError(
             f"{side}: expected a JSON object with classes, mean, std, input_size"
         )
-    return {
+    found = {
         k: meta[k] for k in ("classes", "mean", "std", "input_size", "num_classes") if k in meta
     }
+    _check_spec_types(found, str(side))
+    if isinstance(found.get("classes"), str):  # a file of names is for spec files only
+        raise ExternalModelError(f"{side}: classes must be a list of class names, got str")
+    return found
 
 
 def _read_classes(classes: Sequence[str] | str | os.PathLike | None) -> list[str] | None:
@@ -103,7 +107,8 @@ def _read_classes(classes: Sequence[str] | str | os.PathLike | None) -> list[str
         p = Path(classes)
         if not p.is_file():
             raise ExternalModelError(f"classes: {p}: no such file (one class name per line)")
-        return [line.strip() for line in p.read_text().splitlines() if line.strip()]
+        text = read_text(p, "class names file", error=ExternalModelError)
+        return [line.strip() for line in text.splitlines() if line.strip()]
     return [str(c) for c in classes]
 
 
@@ -275,6 +280,14 @@ def _from_spec_file(path: Path, device: Any, trust: bool) -> Classifier:
         raise ExternalModelError(
             f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(SPEC_KEYS)}"
         )
+    _check_spec_types(raw, str(path))
+    model = raw["model"]
+    if model.endswith((".yaml", ".yml")):
+        # A spec naming a spec (itself, or one naming it back) would never end.
+        raise ExternalModelError(
+            f"{path}: model {model!r} is another spec file; a spec file's model is a checkpoint, "
+            "a TorchScript file, timm:NAME or package.module:factory"
+        )
     args = dict(raw)
     base = path.parent
     # Relative files in the spec are relative to the spec file.
@@ -284,6 +297,54 @@ def _from_spec_file(path: Path, device: Any, trust: bool) -> Classifier:
             args[key] = str(base / v)
     spec = args.pop("model")
     return load_any_model(spec, device, trust=trust, **args)
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _numbers(v: Any) -> bool:
+    return (
+        isinstance(v, list)
+        and bool(v)
+        and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+    )
+
+
+#: What each field of a spec file or sidecar must be: (check, description for the error).
+SPEC_TYPES: dict[str, tuple[Any, str]] = {
+    "model": (lambda v: isinstance(v, str) and v, "a model spec (text)"),
+    "weights": (lambda v: v is None or isinstance(v, str), "a file name"),
+    "num_classes": (lambda v: v is None or (_int(v) and v >= 1), "an integer >= 1"),
+    "input_size": (
+        lambda v: (
+            v is None
+            or (_int(v) and v >= 1)
+            or (_numbers(v) and len(v) <= 3 and all(_int(x) and x >= 1 for x in v))
+        ),
+        "an integer or a list of integers (H, W)",
+    ),
+    "mean": (lambda v: v is None or _numbers(v), "a list of numbers"),
+    "std": (lambda v: v is None or _numbers(v), "a list of numbers"),
+    "classes": (
+        lambda v: (
+            v is None
+            or isinstance(v, str)
+            or (isinstance(v, list) and v and all(isinstance(c, str) for c in v))
+        ),
+        "a list of class names or a file of them",
+    ),
+}
+
+
+def _check_spec_types(values: dict[str, Any], source: str) -> None:
+    """Refuse a field of a spec file or sidecar of the wrong type, naming it."""
+    for key, (ok, expected) in SPEC_TYPES.items():
+        if key in values and not ok(values[key]):
+            raise ExternalModelError(
+                f"{source}: {key} must be {expected}, got {type(values[key]).__name__} "
+                f"{values[key]!r:.60}"
+            )
 
 
 def _check_outputs(

@@ -96,6 +96,7 @@ def place_model(model: nn.Module, cfg: TrainConfig, info: DistInfo) -> nn.Module
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if not any(p.requires_grad for p in model.parameters()):
         raise UserError("the model has no parameter with requires_grad=True: nothing to train")
+    check_batch_norm(model, cfg.batch_size // (info.world_size * cfg.grad_accum))
     return model
 
 
@@ -110,3 +111,13 @@ def build_guard(
         return None, "guard off: recipe.eps is 0"
     x, y = data.val.take(cfg.guard.n, seed=cfg.seed + 2).tensors(info.device)
     return CatastrophicOverfitGuard(cfg.guard, cfg.recipe.eps / 255, x, y, seed=cfg.seed + 3), None
+
+
+def check_batch_norm(model: nn.Module, micro: int) -> None:
+    """Batch norm in training needs two examples per forward pass (one has no variance)."""
+    if micro < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise UserError(
+            f"batch_size: {micro} example per forward pass (batch_size / (processes x "
+            "grad_accum)), and the model has batch norm, which needs at least 2 in training; "
+            "raise batch_size"
+        )

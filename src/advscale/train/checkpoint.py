@@ -10,7 +10,6 @@ checkpoint whole.
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 from pathlib import Path
@@ -25,7 +24,7 @@ from advscale.errors import UserError
 from advscale.models import CheckpointError
 from advscale.train.distributed import gather_objects
 from advscale.train.step import Optimization
-from advscale.utils import atomic_write
+from advscale.utils import atomic_write, read_json
 
 STATE_FILE = "state.pt"
 WEIGHTS = "model"
@@ -208,9 +207,10 @@ def load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
         raise CheckpointError(
             f"{path / STATE_FILE}: cannot read training state ({type(e).__name__}: {e})"
         ) from None
-    sidecar = json.loads((path / f"{WEIGHTS}.json").read_text())
-    if sidecar.get("step") != state.get("step"):
+    sidecar = read_json(path / f"{WEIGHTS}.json", "checkpoint sidecar", error=CheckpointError)
+    step = sidecar.get("step") if isinstance(sidecar, dict) else None
+    if step != state.get("step"):
         raise CheckpointError(
-            f"{path}: weights (step {sidecar.get('step')}) and state (step {state.get('step')}) disagree"
+            f"{path}: weights (step {step}) and state (step {state.get('step')}) disagree"
         )
     return state

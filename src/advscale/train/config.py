@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -33,7 +32,7 @@ from pydantic import (
 
 from advscale.errors import UserError
 from advscale.evaluate.inputs import AttackKwargs, AttackNames, PixelEps, PixelEpsList
-from advscale.utils import read_structured
+from advscale.files import parse_yaml, read_structured
 
 RECIPES = ("clean", "kurakin", "pgd", "fgsm", "rs_fgsm", "n_fgsm")
 KURAKIN_METHODS = ("step_ll", "step_rnd", "fgsm", "fgsm_pred")
@@ -411,8 +410,8 @@ def parse_value(text: str) -> Any:
     """A ``--set`` value parsed as YAML, so ``4``, ``true``, ``[1, 2]``, ``null`` and ``1e-4``
     work."""
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
+        value = parse_yaml(text, "value")  # strict: no duplicate keys, few aliases
+    except UserError:
         return text
     return float(value) if isinstance(value, str) and _FLOAT.fullmatch(value) else value
 

@@ -6,10 +6,13 @@ Only the main process writes; the others' calls are no-ops, so the loop logs unc
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from advscale.errors import UserError
+from advscale.files import atomic_write_text, open_regular
 from advscale.train.rundir import METRICS, TENSORBOARD
 
 
@@ -91,9 +94,16 @@ class MetricsLog:
         if not self.enabled:
             return
         if self._file is None:
-            self._file = open(self.path, "a")  # noqa: SIM115 (kept open for the run)
-        self._file.write(json.dumps(rec) + "\n")
-        self._file.flush()
+            # Kept open for the run; never through a link (a link here is refused).
+            self._file = os.fdopen(open_regular(self.path, os.O_APPEND), "a")
+        try:
+            self._file.write(json.dumps(rec) + "\n")
+            self._file.flush()
+        except OSError as e:
+            raise UserError(
+                f"{self.path}: could not be written ({e.strerror}); the last checkpoint is "
+                "intact: free some space and continue with --resume"
+            ) from None
         if self._tb is not None:
             kind = rec.get("type", "step")
             for k, v in rec.items():
@@ -109,14 +119,14 @@ class MetricsLog:
         if not (self.enabled and self.path.exists()):
             return
         keep = []
-        for line in self.path.read_text().splitlines():
+        for line in self.path.read_bytes().decode("utf-8", "replace").splitlines():
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 continue  # a line cut by the kill
-            if rec.get("step", 0) <= step:
+            if isinstance(rec, dict) and _step_at_most(rec.get("step", 0), step):
                 keep.append(line)
-        self.path.write_text("".join(line + "\n" for line in keep))
+        atomic_write_text(self.path, "".join(line + "\n" for line in keep))
 
     def reset(self) -> None:
         """Forget the lines of a run that restarts from the beginning."""
@@ -130,3 +140,7 @@ class MetricsLog:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def _step_at_most(value: object, step: int) -> bool:
+    return isinstance(value, int | float) and value <= step

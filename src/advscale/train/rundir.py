@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from advscale.errors import UserError
+from advscale.files import atomic_write_json, check_writable, open_regular, read_json
 from advscale.results import Results, ResultsError, load_results
-from advscale.utils import atomic_write_json, check_writable
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -110,12 +110,17 @@ class RunDir:
     # -- what is here --------------------------------------------------------------------------
     def existing(self) -> list[str]:
         """The run files present (empty for a new run)."""
-        return [n for n in RUN_FILES if (self.path / n).exists()]
+        return [n for n in RUN_FILES if os.path.lexists(self.path / n)]
 
     def saved_config(self) -> dict[str, Any] | None:
         """The config a run here was started with; None when none was started."""
         p = self.path / CONFIG
-        return json.loads(p.read_text()) if p.exists() else None
+        if not p.exists():
+            return None
+        saved = read_json(p, "run config")
+        if not isinstance(saved, dict):
+            raise UserError(f"{p}: not a run config (a JSON mapping); start anew with --force")
+        return saved
 
     def finished(self) -> Results | None:
         """The complete ``results.json`` of a run that finished here; None otherwise."""
@@ -155,10 +160,11 @@ class RunDir:
             raise UserError(
                 f"--resume: {self.path} holds no run (no config.json); start it without --resume"
             )
+        self.refuse_links()
         try:
             diffs = self.diff(config)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"--resume: {saved} is not valid JSON ({e})") from None
+        except UserError as e:
+            raise UserError(f"--resume: {e}") from None
         refused = weight_diffs(diffs)
         if refused:
             raise UserError(
@@ -166,6 +172,25 @@ class RunDir:
                 "resume with the same config, or start a new run (--force overwrites)"
             )
         return diffs
+
+    def refuse_links(self) -> None:
+        """Refuse a run whose files (or checkpoints) are symbolic links: resuming would read a
+        run that is not this one and write into whatever the links point at.
+
+        Raises:
+            UserError: naming the first link found.
+        """
+        names = [*RUN_FILES, LOCK]
+        ckpts = self.path / CHECKPOINTS
+        if ckpts.is_dir() and not ckpts.is_symlink():
+            names += [f"{CHECKPOINTS}/{p.name}" for p in sorted(ckpts.iterdir())]
+        for name in names:
+            p = self.path / name
+            if p.is_symlink():
+                raise UserError(
+                    f"{p}: is a symbolic link to {os.readlink(p)}; a run's files must be its "
+                    "own: remove the link (or start anew with --force)"
+                )
 
     def check_new(self, force: bool) -> list[str]:
         """The run files a new run replaces; UserError when there are some and not ``force``."""
@@ -212,7 +237,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / LOCK
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = open_regular(path)  # never through a link: it is truncated below
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
@@ -254,9 +279,10 @@ class RunDir:
     def holder(self) -> dict[str, Any] | None:
         """What the lock file says about its writer (pid, host, started); None without one."""
         try:
-            return json.loads((self.path / LOCK).read_text() or "null")
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+            holder = read_json(self.path / LOCK, "lock file", limit=4096)
+        except UserError:
+            return None  # missing, being written, or not ours
+        return holder if isinstance(holder, dict) else None
 
     def _locked_message(self, path: Path) -> str:
         h = self.holder() or {}
