@@ -378,6 +378,7 @@ CASES = [
     ),
     ("resume-no-run", [*TRAIN, "--resume"], 2, ["--resume", "run"]),
     ("run-locked", [*TRAIN, "--force"], 2, ["is being written by process", "run.lock"]),
+    ("eval-eot-zero", [*EVAL, "--eot", "0"], 2, ["--eot", "0"]),
 ]
 
 
