@@ -149,3 +149,36 @@ def test_expectation_gradient_is_the_mean_of_the_drawn_gradients():
         xi = x.clone().requires_grad_(True)
         grads.append(torch.autograd.grad(model(xi)[:, 1].sum(), xi)[0])
     torch.testing.assert_close(g_eot, torch.stack(grads).mean(0))
+
+
+def test_eval_command_on_a_sigmoid_head_prints_no_pass_and_no_inflated_number(
+    tiny_model, fmnist_dir, tmp_path, capsys
+):
+    from advscale.cli import main
+    from advscale.models import save_model
+    from advscale.results import load_results
+
+    save_model(tiny_model, tmp_path / "logits", dataset="fashion-mnist")
+    sigmoid = tmp_path / "sigmoid.ts"
+    torch.jit.trace(Headed(tiny_model, "sigmoid").eval(), torch.rand(1, 1, 28, 28)).save(
+        str(sigmoid)
+    )
+    common = ["eval", "--data-dir", str(fmnist_dir), "--n", "60", "--attacks", "fgsm,pgd"]
+    common += ["--eps", "8", "--device", "cpu", "--no-unbounded-check"]
+    out = {}
+    for name, model, extra in (
+        ("logits", tmp_path / "logits", ["--eot", "2"]),
+        ("sigmoid", sigmoid, []),
+    ):
+        out[name] = tmp_path / "out" / f"{name}.json"
+        assert main([*common, "--model", str(model), "--out", str(out[name]), *extra]) == 0
+        printed = capsys.readouterr().out
+        if name == "sigmoid":
+            assert "checks passed" not in printed and "probabilities" in printed
+        else:
+            assert "checks passed" in printed
+    logits, sig = load_results(out["logits"]), load_results(out["sigmoid"])
+    assert logits.config["eot"] == 2 and sig.config["output_head"] == "sigmoid"
+    (a,) = logits.select(attack="worst_case", eps=8.0)
+    (b,) = sig.select(attack="worst_case", eps=8.0)
+    assert b["accuracy"] <= a["accuracy"] + 2 / 60

@@ -85,7 +85,9 @@ def test_a_collapsed_model_is_never_the_choice_and_is_named_with_why(tmp_path):
     assert lines[0].startswith("Best trade-off:") and "fgsm64" not in lines[0]
     (aside,) = [s for s in lines if "fgsm64" in s]
     assert aside.startswith("Not a choice: fgsm64 scores 45.0%") and aside.count(". ") == 0
-    assert "the training guard stopped its training for catastrophic overfitting at epoch 3" in aside
+    assert (
+        "the training guard stopped its training for catastrophic overfitting at epoch 3" in aside
+    )
     assert "its figures carry 2 gradient-masking warnings" in aside
     row = next(ln for ln in md.splitlines() if ln.startswith("| fgsm64 |"))
     assert "catastrophic overfitting" in row  # the table's caveats column
