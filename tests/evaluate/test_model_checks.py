@@ -30,13 +30,23 @@ def _checks(report) -> set[str]:
         (Softmaxed, "softmax"),
         (lambda m: Headed(m, "sigmoid"), "sigmoid"),
         (lambda m: Headed(m, "tanh"), "bounded"),
-        (lambda m: _Clamped(m), "clamped"),
+        (lambda m: _Clamped(m), "saturated"),
+        (lambda m: _Scaled(Headed(_Scaled(m, 3.0), "tanh"), 10.0), "saturated"),
     ],
 )
 def test_the_output_head_is_named(tiny_model, test_set, wrap, head):
     x, _ = test_set.tensors()
     probe = probe_model(wrap(tiny_model), x[:64])
     assert probe.head == head and probe.deterministic
+
+
+class _Scaled(nn.Module):
+    def __init__(self, model: nn.Module, scale: float) -> None:
+        super().__init__()
+        self.model, self.scale = model, scale
+
+    def forward(self, x):
+        return self.scale * self.model(x)
 
 
 class _Clamped(nn.Module):

@@ -29,14 +29,19 @@ from advscale.attacks import APGD, APGDT, ATTACKS, GradientAttack, margin_loss, 
 from advscale.attacks.registry import canonical_kwargs, canonical_name
 from advscale.evaluate.inputs import logits_of
 
-Head = Literal["logits", "softmax", "sigmoid", "bounded", "clamped"]
-SATURATING: tuple[Head, ...] = ("softmax", "sigmoid", "bounded", "clamped")
+Head = Literal["logits", "softmax", "sigmoid", "bounded", "saturated"]
+SATURATING: tuple[Head, ...] = ("softmax", "sigmoid", "bounded", "saturated")
 # Share of rows or outputs that must show a head's signature before it is named.
 HEAD_SHARE = 0.95
 SATURATED_SHARE = 0.05
 # Outputs in [-1, 1] count as a tanh-like head only when they use its range (an untrained
 # small_cnn's logits all lie within ±0.15; a tanh over a trained one puts 24% beyond ±0.9).
 NEAR_BOUND = 0.9
+# Any other head that saturates (a clamp, 10·tanh) piles its outputs up at the ends of their
+# range: over 5% within 1% of the range from an end. Logits of a trained small_cnn put 0.1%
+# there, an untrained one's 2% (each class's output is nearly constant), 10·tanh of the
+# trained one 6-50%.
+EDGE_BAND = 0.01
 # Two passes of a deterministic model agree to float rounding (GPU kernels may reorder sums).
 SAME_OUTPUT_ATOL = 1e-4
 SAME_OUTPUT_RTOL = 1e-3
@@ -50,7 +55,10 @@ _HEAD_TEXT = {
         "saturated (every output of {rows} rows lies in [-1, 1] and {share:.0%} are beyond "
         "±0.9, as after a tanh)"
     ),
-    "clamped": "clamped ({share:.0%} of the outputs of {rows} rows sit exactly at their extreme value)",
+    "saturated": (
+        "saturated ({share:.0%} of the outputs of {rows} rows sit within 1% of the ends of their "
+        "range, as after a clamp or a scaled tanh)"
+    ),
 }
 
 
@@ -60,7 +68,8 @@ class ModelProbe:
 
     Attributes:
         head: "logits", or the saturating head the outputs show ("softmax", "sigmoid",
-            "bounded" for a tanh-like head, "clamped").
+            "bounded" for a tanh-like head in [-1, 1], "saturated" for any other: a clamp, a
+            scaled tanh).
         share: how much of the probe showed the head's signature (0 for logits).
         rows: rows probed.
         deterministic: two forward passes on the same inputs gave the same outputs.
@@ -113,10 +122,11 @@ def _head(out: Tensor) -> tuple[Head, float]:
         share = float((out.abs() > NEAR_BOUND).float().mean())
         if share >= SATURATED_SHARE:
             return "bounded", share
-    if hi > lo:  # a logit model ties its extreme value exactly almost never
-        share = float(((out == hi) | (out == lo)).float().mean())
+    if hi > lo:
+        band = EDGE_BAND * (hi - lo)
+        share = float(((out >= hi - band) | (out <= lo + band)).float().mean())
         if share >= SATURATED_SHARE:
-            return "clamped", share
+            return "saturated", share
     return "logits", 0.0
 
 
