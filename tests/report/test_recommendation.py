@@ -132,3 +132,20 @@ def test_cost_is_stated_in_passes_counted_from_the_recipe(tmp_path):
 def test_label_leak_points_are_points():
     assert fmt("leak_effect", -0.088) == "-8.8"
     assert fmt("leak_effect", 0.25) == "25.0"
+
+
+def test_a_fine_tuning_run_the_guard_stopped_is_not_the_choice():
+    from advscale.report.runs import collect_runs
+
+    res = Results("compare", config={"name": "ft"})
+    for method, robust, co in (("fgsm", 0.60, 1), ("pgd", 0.50, 0)):
+        res.add(
+            method=method, mode="full", eps=8.0, status="done", clean_accuracy=0.8,
+            pgd_accuracy=robust, robust_accuracy=robust, wall_time_s=10.0,
+            co_events=co, co_epochs=[2] if co else [],
+            stop_reason="catastrophic_overfit" if co else None,
+        )  # fmt: skip
+    text = decide.verdict(decide.candidates(collect_runs([res])), 8.0)
+    assert text[0].startswith("Best trade-off: PGD fine-tuning (full)")
+    assert text[1].startswith("Not a choice: FGSM fine-tuning (full) scores 60.0%")
+    assert "stopped its training for catastrophic overfitting at epoch 2" in text[1]

@@ -178,6 +178,13 @@ def _compare_candidates(run: Run) -> list[Candidate]:
             c.clean = float(r["clean_accuracy"])
         seconds = r.get("wall_time_s", r.get("seconds"))
         c.seconds = float(seconds) if is_number(seconds) else c.seconds
+        epochs = r.get("co_epochs") if isinstance(r.get("co_epochs"), list) else []
+        if not epochs and is_number(r.get("co_events")) and r["co_events"] > 0:
+            epochs = [None]
+        events = [{"event": "catastrophic_overfit", "epoch": e} for e in epochs]
+        for flag in guard_flags({"events": events, "stop_reason": r.get("stop_reason")}):
+            if flag not in c.flags:
+                c.flags.append(flag)
     return list(by.values())
 
 
