@@ -51,3 +51,52 @@ def test_missing_package_names_the_install_line(trained, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyautoattack", None)  # what an absent package looks like
     with pytest.raises(UserError, match=r"pip install advscale\[autoattack\]"):
         build_attack("autoattack", trained.model, 8 / 255)
+
+
+def _with_grads(model):
+    """Every other parameter holds a gradient from the user's own step; the rest none."""
+    params = list(model.parameters())
+    for i, p in enumerate(params):
+        p.grad = torch.full_like(p, float(i)) if i % 2 else None
+    return (
+        params,
+        [p.requires_grad for p in params],
+        [None if p.grad is None else p.grad.clone() for p in params],
+    )
+
+
+def _unchanged(params, flags, grads) -> bool:
+    return all(
+        p.requires_grad == f and ((p.grad is None) if g is None else torch.equal(p.grad, g))
+        for p, f, g in zip(params, flags, grads, strict=True)
+    )
+
+
+def test_backward_inside_parameters_untouched_leaves_grads_as_they_were(trained):
+    from advscale.attacks.reference import parameters_untouched
+
+    params, flags, grads = _with_grads(trained.model)
+    x = trained.x[:4].clone().requires_grad_(True)
+    try:
+        with parameters_untouched(trained.model):
+            trained.model(x).sum().backward()  # what the reference's FAB does
+        assert x.grad is not None and _unchanged(params, flags, grads)
+        with pytest.raises(RuntimeError), parameters_untouched(trained.model):
+            raise RuntimeError("the attack failed half-way")
+        assert _unchanged(params, flags, grads)
+    finally:
+        for p in params:
+            p.grad = None
+
+
+def test_autoattack_leaves_every_parameter_and_its_grad_as_it_was(trained):
+    pytest.importorskip("pyautoattack")
+    params, flags, grads = _with_grads(trained.model)
+    weights = [p.detach().clone() for p in params]
+    try:
+        AutoAttack(trained.model, 0.15, seed=0).run(trained.x[:6], trained.y[:6])
+        assert _unchanged(params, flags, grads)
+        assert all(torch.equal(p.detach(), w) for p, w in zip(params, weights, strict=True))
+    finally:
+        for p in params:
+            p.grad = None

@@ -131,6 +131,17 @@ def files(tmp_path_factory, fmnist_dir, fmnist) -> dict[str, str]:
             f"config_shard_{kind}.yaml",
             yaml.safe_dump({**TINY, "data": {**data, "num_classes": 10}}),
         )
+    # Results files a report must refuse: accuracies that are no shares, records that are no
+    # objects, nesting that would exhaust the parser's stack.
+    head = {"schema": "advscale.results", "version": 1, "kind": "eval"}
+    for name, records in (
+        ("results_nan", [{"attack": "pgd", "eps": 8, "accuracy": float("nan")}]),
+        ("results_57", [{"attack": "pgd", "eps": 8, "accuracy": 0.5, "clean_accuracy": 57}]),
+        ("results_notobj", [["attack", "pgd"]]),
+    ):
+        (d / f"{name}.json").write_text(json.dumps({**head, "records": records}))
+    deep = "[" * 100000 + "]" * 100000
+    (d / "results_deep.json").write_text(json.dumps({**head, "records": []})[:-2] + deep + "]}")
     return {k: str(v) for k, v in {"dir": d, "fmnist": fmnist_dir}.items()}
 
 
@@ -378,6 +389,16 @@ CASES = [
     ),
     ("resume-no-run", [*TRAIN, "--resume"], 2, ["--resume", "run"]),
     ("run-locked", [*TRAIN, "--force"], 2, ["is being written by process", "run.lock"]),
+    ("eval-eot-zero", [*EVAL, "--eot", "0"], 2, ["--eot", "0"]),
+    *(
+        (f"report-{case}", ["report", f"{{dir}}/{name}.json", "--out", "{tmp}/r.html"], 2, names)
+        for case, name, names in (
+            ("nan-accuracy", "results_nan", ["results_nan.json", "record 0", "accuracy is nan"]),
+            ("accuracy-57", "results_57", ["results_57.json", "clean_accuracy is 57"]),
+            ("record-not-object", "results_notobj", ["results_notobj.json", "record 0"]),
+            ("nested-deep", "results_deep", ["results_deep.json", "nested deeper"]),
+        )
+    ),
 ]
 
 

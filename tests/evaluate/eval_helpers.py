@@ -59,3 +59,38 @@ class Detached(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x.detach())
+
+
+class Headed(nn.Module):
+    """The model's logits through a final activation (sigmoid, tanh): a saturating head."""
+
+    def __init__(self, model: nn.Module, head: str) -> None:
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, x: Tensor) -> Tensor:
+        return getattr(self.model(x), self.head)()
+
+
+class NanOffGrid(nn.Module):
+    """NaN logits for any image not on the 8-bit pixel grid: it breaks down on perturbed inputs."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        off = ((x * 255 - (x * 255).round()).abs() > 1e-3).flatten(1).any(1)
+        out = self.model(x)
+        return torch.where(off[:, None], torch.full_like(out, float("nan")), out)
+
+
+class NoisyInput(nn.Module):
+    """Gaussian noise added to every input (a randomized defence): two passes differ."""
+
+    def __init__(self, model: nn.Module, sigma: float = 0.1) -> None:
+        super().__init__()
+        self.model, self.sigma = model, sigma
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model((x + self.sigma * torch.randn_like(x)).clamp(0, 1))

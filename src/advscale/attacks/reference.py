@@ -4,11 +4,17 @@
 APGD-T, FAB-T, Square 5000 queries) and returns an :class:`AttackResult` like every other
 attack, with the images passed forward and backward counted through :class:`PassCounter`.
 It needs the optional extra: ``pip install advscale[autoattack]``.
+
+The reference takes its gradients with ``loss.backward()``, which would accumulate into every
+parameter's ``.grad``; like every advscale attack, the wrapper leaves parameters and their
+gradients as it found them (:func:`parameters_untouched`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -71,6 +77,31 @@ class PassCounter(nn.Module):
 
     def reset(self) -> None:
         self.counts.forward = self.counts.backward = 0
+
+
+@contextmanager
+def parameters_untouched(model: nn.Module) -> Iterator[None]:
+    """Run code that calls ``backward()`` through ``model`` without changing any parameter's
+    ``.grad`` or ``requires_grad``: parameters are frozen for the duration (no weight gradient
+    is computed at all) and their gradients are put back afterwards, even on an error.
+
+    Example:
+        >>> net = nn.Linear(2, 1)
+        >>> with parameters_untouched(net):
+        ...     net(torch.ones(1, 2, requires_grad=True)).sum().backward()
+        >>> net.weight.grad is None
+        True
+    """
+    params = list(model.parameters())
+    saved = [(p, p.requires_grad, p.grad) for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, wanted, grad in saved:
+            p.requires_grad_(wanted)
+            p.grad = grad
 
 
 def _import_autoattack():
@@ -141,7 +172,7 @@ class AutoAttack(Attack):
         )
         aa.logger.setLevel(logging.WARNING)
         devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), parameters_untouched(self.model):
             x_adv, y_adv = aa.run_standard_evaluation(x, y, batch_size=self.batch_size)
         fooled = y_adv.to(y.device) != y
         return AttackResult(x_adv.detach(), fooled, counted.forward_count, counted.backward_count)

@@ -170,6 +170,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="skip the PGD check at eps=255/255 that an unbounded attack reaches ~0%%",
     )
     p.add_argument(
+        "--eot",
+        type=int,
+        default=1,
+        metavar="N",
+        help="attack the mean of N forward passes (expectation over transformation), for a "
+        "model that is not deterministic: dropout left on, random input noise (default 1)",
+    )
+    p.add_argument(
         "--no-fuse",
         action="store_true",
         help="attack the model as loaded, not a copy with batch norm folded (slower, same numbers)",
@@ -224,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
     check_writable(args.out, "--out")
     if args.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.eot < 1:
+        raise UserError(f"--eot must be a number of samples >= 1, got {args.eot}")
     if args.apgd_steps is not None and args.apgd_steps < 1:
         raise UserError(f"--apgd-steps must be >= 1, got {args.apgd_steps}")
     if args.eps is None and args.norm == "l2":
@@ -264,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
             target=args.target,
             shard=Shard.from_process_group(info.device),
             **sizes,
+            eot=args.eot,
         )
     finally:
         shutdown(info)

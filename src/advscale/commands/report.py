@@ -26,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=eps_list,
         default=None,
         help="the ε (pixel levels, 8 means 8/255) the summary compares robustness at "
-        "(default: the largest ε every run was evaluated at)",
+        "(default: the ε the runs' own summaries use, such as a training run's evaluation ε; "
+        "else the largest ε every run was evaluated at)",
     )
     p.add_argument("--title", default="advscale report")
     p.add_argument("--force", action="store_true", help="overwrite an existing report")

@@ -77,6 +77,7 @@ def evaluate_spec(
     shard: Shard | None = None,
     image_size: int | None = None,
     eval_resize: int | None = None,
+    eot: int = 1,
 ) -> Results:
     """Load the model named by ``model`` (see :func:`advscale.models.load_any_model`; ``trust``
     allows a weights file that needs full unpickling) and ``n`` examples of
@@ -85,7 +86,7 @@ def evaluate_spec(
     ``preset`` other than "custom" replaces ``attacks`` and turns the cascade on; ``apgd_steps``
     sets the iterations of every APGD attack. ``save_adv`` (a directory) keeps up to 8 broken
     examples per attack × ε in ``save_adv/examples.safetensors``, named in the config's
-    ``adversarial_examples``. ``norm``, ``attack_kwargs`` and ``shard`` are
+    ``adversarial_examples``. ``norm``, ``attack_kwargs``, ``shard`` and ``eot`` are
     :func:`evaluate`'s; ``target`` ("ll", "random" or a class index) makes every attack
     targeted. ``image_size`` and ``eval_resize`` size the images (see
     :func:`advscale.data.load_dataset`) instead of the model's input size. ``eps`` are pixel levels for L∞ and L2 radii in [0, 1] units for L2.
@@ -167,6 +168,7 @@ def evaluate_spec(
         keep_examples=8 if save_adv is not None else 0,
         norm=norm,  # type: ignore[arg-type]
         shard=shard,
+        eot=eot,
     )
     report.warnings[:0] = warnings
     saved = {}

@@ -26,9 +26,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advscale.attacks import build_attack, model_mode
+from advscale.attacks import model_mode
 from advscale.data import to_float
 from advscale.evaluate.inputs import attack_seed
+from advscale.evaluate.model_checks import Head, build_attack_for
 from advscale.evaluate.norms import attack_eps
 from advscale.results import EPS_UNIT
 from advscale.utils import atomic_write
@@ -72,6 +73,7 @@ def broken_examples(
     device: torch.device | str = "cpu",
     seed: int = 0,
     norm: str = "linf",
+    head: Head = "logits",
 ) -> AdversarialExamples:
     """Up to ``k`` examples per (attack, ε) of ``robust_mask`` that the attack broke.
 
@@ -84,6 +86,8 @@ def broken_examples(
         attack_kwargs: per-attack arguments the evaluation used.
         k: examples kept per attack × ε.
         norm: the evaluation's norm (ε of ``robust_mask`` in its unit, :mod:`~advscale.evaluate.norms`).
+        head: the model's output head (:func:`~advscale.evaluate.model_checks.probe_model`):
+            a saturating one is attacked through the same losses as in the evaluation.
     """
     dev = torch.device(device)
     names = list(dict.fromkeys(a for a, _ in robust_mask if a in attack_kwargs))
@@ -100,9 +104,8 @@ def broken_examples(
             continue
         x = to_float(images[candidates.to(images.device)]).to(dev)
         y = labels[candidates.to(labels.device)].to(dev)
-        attack = build_attack(
-            name, model, attack_eps(e, norm), seed=attack_seed(seed, name, e), **attack_kwargs[name]
-        )
+        kwargs = {**attack_kwargs[name], "seed": attack_seed(seed, name, e)}
+        attack = build_attack_for(name, model, attack_eps(e, norm), kwargs, head=head)
         x_adv = attack.run(x, y).x_adv.detach()
         with torch.no_grad(), model_mode(model, "eval"):
             pred = model(x_adv).argmax(1)

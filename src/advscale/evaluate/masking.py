@@ -4,8 +4,6 @@ Each check returns a list of warnings, ``{"check": name, "message": what was see
 suggests, ...measured values}``; an empty list means the check passed. The checks follow the
 warning signs listed by Athalye et al. (2018) and Croce & Hein (2020):
 
-- ``probabilities``: the model outputs probabilities, not logits (softmax inside the model makes
-  cross-entropy gradients vanish).
 - ``zero_gradients``: input gradients are exactly zero (or not finite) for many examples.
 - ``accuracy_falls_with_eps``: accuracy rises, or does not fall at all, as ε grows.
 - ``one_step_vs_iterative``: an untargeted one-step attack beats its iterative version at the
@@ -13,6 +11,10 @@ warning signs listed by Athalye et al. (2018) and Croce & Hein (2020):
 - ``unbounded``: PGD with ε = 255/255, which may produce any image, leaves examples correct.
 - ``gradient_free_vs_gradient``: a gradient-free attack (Square, random noise) breaks points
   every gradient attack failed on.
+- ``nonfinite_outputs``: the model returned NaN or inf at adversarial examples (counted broken).
+
+The probes of the model itself (probabilities or another saturating head, randomness) are in
+:mod:`advscale.evaluate.model_checks`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from advscale.attacks import ITERATIVE_OF, build_attack, model_mode
+from advscale.attacks import ITERATIVE_OF, margin_loss, model_mode
+from advscale.evaluate.model_checks import SATURATING, Head, build_attack_for
 
 GRADIENT_FREE = ("square", "random_sign")
 TARGETED_ITERATIVE = ("iter_ll",)
@@ -34,8 +37,11 @@ ZERO_GRAD_FRACTION = 0.1
 UNBOUNDED_MAX_ACCURACY = 0.05
 
 
-def check_outputs(model: nn.Module, x: Tensor, y: Tensor) -> list[dict[str, Any]]:
-    """The ``probabilities`` and ``zero_gradients`` checks on a clean batch ``(x, y)``."""
+def check_outputs(
+    model: nn.Module, x: Tensor, y: Tensor, *, head: Head = "logits"
+) -> list[dict[str, Any]]:
+    """The ``zero_gradients`` check on a clean batch ``(x, y)``, with the loss the attacks use
+    for the model's output ``head`` (the margin for a saturating one)."""
     warnings: list[dict[str, Any]] = []
     if len(x) == 0:
         return warnings
@@ -46,25 +52,12 @@ def check_outputs(model: nn.Module, x: Tensor, y: Tensor) -> list[dict[str, Any]
         if (
             out.requires_grad
         ):  # not so when the forward detaches its input and has no trainable part
-            (grad,) = torch.autograd.grad(
-                F.cross_entropy(out.float(), y, reduction="sum"), xg, allow_unused=True
+            loss = (
+                -margin_loss(out.float(), y).sum()
+                if head in SATURATING
+                else F.cross_entropy(out.float(), y, reduction="sum")
             )
-    out = out.detach().float()
-    rows_prob = (out >= -1e-6).all(1) & ((out.sum(1) - 1).abs() < 1e-3)
-    share = float(rows_prob.float().mean())
-    if share >= 0.95:
-        warnings.append(
-            {
-                "check": "probabilities",
-                "message": (
-                    f"the model's outputs look like probabilities ({share:.0%} of {len(out)} clean rows "
-                    "are non-negative and sum to 1): attacks expect logits, and cross-entropy on "
-                    "softmax outputs has vanishing gradients, so robust accuracy is likely "
-                    "overstated; evaluate the model without its final softmax"
-                ),
-                "share": share,
-            }
-        )
+            (grad,) = torch.autograd.grad(loss, xg, allow_unused=True)
     if grad is None:
         dead = torch.ones(len(x), dtype=torch.bool, device=x.device)
     else:
@@ -96,13 +89,16 @@ def check_unbounded(
     seed: int = 0,
     steps: int = 20,
     max_accuracy: float = UNBOUNDED_MAX_ACCURACY,
+    head: Head = "logits",
 ) -> list[dict[str, Any]]:
     """The ``unbounded`` check: PGD at ε = 255/255 on clean-correct examples ``(x, y)``."""
     if len(x) == 0:
         return []
-    res = build_attack("pgd", model, 1.0, steps=steps, seed=seed).run(x, y)
+    pgd = build_attack_for("pgd", model, 1.0, {"steps": steps, "seed": seed}, head=head)
+    res = pgd.run(x, y)
     with torch.no_grad(), model_mode(model, "eval"):
-        still = (model(res.x_adv).argmax(1) == y) & ~res.fooled
+        out = model(res.x_adv)
+        still = (out.argmax(1) == y) & torch.isfinite(out).all(1) & ~res.fooled
     acc = float(still.float().mean())
     if acc <= max_accuracy:
         return []
@@ -138,6 +134,30 @@ def check_records(
         + ([] if cascade else _check_one_step(records, tol))
         + _check_gradient_free(records, robust_mask, clean_mask, attacks, cascade, tol)
     )
+
+
+def check_nonfinite(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``nonfinite_outputs`` finding: attacks whose returned examples got NaN or inf outputs."""
+    u = _unit(records)
+    warnings = []
+    for r in records:
+        k = int(r.get("nonfinite") or 0)
+        if k and r["attack"] != "worst_case":
+            warnings.append(
+                {
+                    "check": "nonfinite_outputs",
+                    "attack": r["attack"],
+                    "eps": r["eps"],
+                    "count": k,
+                    "message": (
+                        f"{r['attack']} at {r['eps']:g}{u}: the model returned NaN or inf for {k} "
+                        "adversarial examples; they count as broken, not robust. A model that "
+                        "breaks down off the data is not a robust one: check its numerics "
+                        "(divisions, logs, exp) on inputs near the data"
+                    ),
+                }
+            )
+    return warnings
 
 
 def _unit(records: Sequence[dict[str, Any]]) -> str:
@@ -318,6 +338,7 @@ __all__ = [
     "GRADIENT_FREE",
     "applicable_record_checks",
     "check_outputs",
+    "check_nonfinite",
     "check_records",
     "check_unbounded",
 ]

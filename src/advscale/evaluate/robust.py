@@ -15,9 +15,7 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,10 +24,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advscale.attacks import ATTACKS, ONE_STEP, build_attack, canonical_norm, model_mode
+from advscale.attacks import ATTACKS, ONE_STEP, canonical_norm
 from advscale.errors import UserError
-from advscale.evaluate import masking
-from advscale.evaluate.distributed import Shard, batch_seed
+from advscale.evaluate import masking, model_checks
+from advscale.evaluate.distributed import Shard
 from advscale.evaluate.examples import AdversarialExamples, broken_examples
 from advscale.evaluate.inputs import (  # noqa: F401 - APGD_NAMES, DEFAULT_ATTACK_KWARGS: public here too
     APGD_NAMES,
@@ -46,6 +44,7 @@ from advscale.evaluate.inputs import (  # noqa: F401 - APGD_NAMES, DEFAULT_ATTAC
     to_device,
 )
 from advscale.evaluate.norms import EPS_UNITS, Norm, attack_eps, check_eps, eps_label, with_norm
+from advscale.evaluate.runner import build, run_attack
 from advscale.results import Results
 from advscale.utils import environment_info, resolve_device
 
@@ -176,6 +175,7 @@ def evaluate(
     keep_examples: int = 0,
     norm: Norm = "linf",
     shard: Shard | None = None,
+    eot: int = 1,
 ) -> EvalReport:
     """Clean and robust accuracy of ``model`` under each attack at each ε, and the worst case.
 
@@ -216,14 +216,22 @@ def evaluate(
             for L∞ that have an L2 form (PGD, APGD-CE/T, Square, ...) run in L2.
         shard: this process's share of a data-parallel evaluation
             (:class:`advscale.evaluate.distributed.Shard`); every process gets the same report.
+        eot: attack the mean of this many forward passes of the model (Expectation over
+            Transformation, for a model that is not deterministic); passes count ``eot`` times.
+
+    The model is probed first (:mod:`advscale.evaluate.model_checks`): probabilities or another
+    saturating head are attacked through the margin and DLR losses, which do not saturate
+    (warning ``probabilities``), and a model whose two forward passes differ is named (warning
+    ``nondeterministic``; records hold ``deterministic`` and ``eot``). An example at which the
+    model's outputs are NaN or inf counts as broken (records' ``nonfinite``).
 
     Returns:
         An :class:`EvalReport`. Records hold ``attack``, ``norm``, ``eps``, ``eps_unit``,
         ``accuracy``, ``clean_accuracy``, ``clean_top5``, ``ratio`` (adversarial / clean),
         ``seconds`` (attack time), ``forward``/``backward`` (images passed through the model by
-        the attack), ``n``, ``attacked``, ``target`` for a targeted attack and, for one-step
-        attacks, ``accuracy_final``: plain accuracy on the returned adversarial examples of all
-        examples, clean-misclassified ones included, which exceeds ``clean_accuracy`` when the
+        the attack), ``n``, ``attacked``, ``nonfinite``, ``target`` for a targeted attack and,
+        for one-step attacks, ``accuracy_final``: plain accuracy on the returned adversarial
+        examples of all examples, clean-misclassified ones included, which exceeds ``clean_accuracy`` when the
         attack leaks the label. One-step attacks are cheap and run on every example for that
         reason, cascade or not. No attack aims at top-5, so records carry no attacked top-5.
 
@@ -236,15 +244,21 @@ def evaluate(
     eps_values = check_eps(eps, "eps", norm=norm, unit=eps_unit)
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
+        raise UserError(f"eot must be a whole number of samples >= 1, got {eot!r}")
     kwargs_for = with_norm(merge_attack_kwargs(attacks, attack_kwargs), norm)
     for name in attacks:  # every attack builds before any runs: a missing extra is said first
-        _build(name, nn.Identity(), attack_eps(max(eps_values), norm), kwargs_for[name])
+        build(name, nn.Identity(), attack_eps(max(eps_values), norm), kwargs_for[name])
     shard = shard or Shard()
     images, labels = as_tensors(data, n)
     dev = _pick_device(model, device)
     model.to(dev)
 
-    (used,) = models_to_attack([model], images, kwargs_for, dev, fuse=fuse)
+    xb, yb = to_device(images[:256], labels[:256], dev)
+    probe = model_checks.probe_model(model, xb, seed=seed)  # every process: it picks the losses
+    kwargs_for = model_checks.saturation_free_kwargs(kwargs_for, probe.head)
+    # A random model cannot pass the check that a fused copy computes the same function.
+    (used,) = models_to_attack([model], images, kwargs_for, dev, fuse=fuse and probe.deterministic)
     fused = used is not model  # fuse_for_eval returns TorchScript models, say, unchanged
     model = used
     clean = classify(model, images, labels, batch_size, dev)
@@ -253,17 +267,16 @@ def evaluate(
     clean_acc = _mean(clean_correct)
     clean_t5 = _mean(clean.top5) if clean.top5 is not None else None
 
-    warnings: list[dict[str, Any]] = []
-    ran: list[str] = []
+    warnings = model_checks.head_warning(probe) + model_checks.nondeterministic_warning(probe, eot)
+    ran: list[str] = ["probabilities", "nondeterministic"]
     if checks:
-        ran += ["probabilities", "zero_gradients"] + (["unbounded"] if check_unbounded else [])
-        if shard.is_main:  # deterministic and cheap: one process runs them for all
-            xb, yb = to_device(images[:256], labels[:256], dev)
-            warnings += masking.check_outputs(model, xb, yb)
+        ran += ["zero_gradients"] + (["unbounded"] if check_unbounded else [])
+        if shard.is_main:  # cheap: one process runs them for all
+            warnings += masking.check_outputs(model, xb, yb, head=probe.head)
             if check_unbounded:
                 keep = clean_correct.nonzero().squeeze(1)[:100]
                 xk, yk = to_device(images[keep], labels[keep], dev)
-                warnings += masking.check_unbounded(model, xk, yk, seed=seed)
+                warnings += masking.check_unbounded(model, xk, yk, seed=seed, head=probe.head)
 
     records: list[dict[str, Any]] = []
     robust_mask: dict[tuple[str, float], Tensor] = {}
@@ -274,6 +287,8 @@ def evaluate(
         "clean_accuracy": clean_acc,
         "clean_top5": clean_t5,
         "n": n_total,
+        "deterministic": probe.deterministic,
+        "eot": eot,
     }
     bar = tqdm(
         total=len(eps_values) * len(attacks) * n_total,
@@ -285,12 +300,12 @@ def evaluate(
     try:
         for e in eps_values:
             still = clean_correct.clone()  # robust to every attack so far at this ε
-            totals = [0.0, 0, 0]
+            totals = [0.0, 0, 0, 0]
             for name in attacks:
                 bar.set_description(f"{name} ε={eps_label(e, norm)}")
                 one_step = name in ONE_STEP
                 active = still.clone() if cascade else clean_correct.clone()
-                run = _run_attack(
+                run = run_attack(
                     model,
                     name,
                     attack_eps(e, norm),
@@ -305,6 +320,8 @@ def evaluate(
                     attack_seed(seed, name, e),
                     bar,
                     shard,
+                    head=probe.head,
+                    eot=eot,
                 )
                 robust = active & run.correct
                 still &= robust
@@ -315,6 +332,7 @@ def evaluate(
                     forward=run.forward,
                     backward=run.backward,
                     attacked=int(run.attacked.sum()),
+                    nonfinite=run.nonfinite,
                     cascade=cascade,
                 )
                 if kwargs_for[name].get("target") is not None:
@@ -327,12 +345,14 @@ def evaluate(
                 totals[0] += run.seconds
                 totals[1] += run.forward
                 totals[2] += run.backward
+                totals[3] += run.nonfinite
             wc = {"attack": WORST_CASE, "eps": e, **base, "accuracy": _mean(still)}
             wc.update(
                 ratio=_ratio(wc["accuracy"], clean_acc),
                 seconds=totals[0],
                 forward=totals[1],
                 backward=totals[2],
+                nonfinite=totals[3],
                 attacks="+".join(attacks),
                 cascade=cascade,
             )
@@ -349,6 +369,7 @@ def evaluate(
             records, robust_mask, clean_correct, attacks=attacks, cascade=cascade
         )
         ran += masking.applicable_record_checks(attacks, cascade)
+    warnings += masking.check_nonfinite(records)
 
     config = {
         "attacks": list(attacks),
@@ -364,12 +385,15 @@ def evaluate(
         "fused": fused,
         "folded_batchnorm": int(getattr(model, "folded", 0)) if fused else 0,
         "attack_kwargs": {a: dict(kwargs_for[a]) for a in attacks},
+        "output_head": probe.head,
+        "deterministic": probe.deterministic,
+        "eot": eot,
     }
     examples = None
     if keep_examples > 0 and shard.is_main:
         examples = broken_examples(
             model, images, labels, clean_correct, robust_mask, kwargs_for, keep_examples,
-            cascade=cascade, device=dev, seed=seed, norm=norm,
+            cascade=cascade, device=dev, seed=seed, norm=norm, head=probe.head,
         )  # fmt: skip
     return EvalReport(
         records=records,
@@ -384,96 +408,6 @@ def evaluate(
         device=str(dev),
         examples=examples,
     )
-
-
-@dataclass
-class _AttackRun:
-    correct: Tensor  # (N,) returned example classified correctly and no iterate fooled it
-    attacked: Tensor  # (N,) examples the attack ran on
-    seconds: float
-    forward: int
-    backward: int
-
-
-def _build(name: str, model: nn.Module, eps: float, kwargs: dict[str, Any], **extra: Any):
-    try:
-        return build_attack(name, model, eps, **kwargs, **extra)
-    except ValueError as e:  # UserError included: the message is already the user's to read
-        raise UserError(str(e)) from None
-
-
-def _takes_progress(name: str) -> bool:
-    """Whether attack ``name`` reports its own progress (Square's queries): a callback."""
-    return "progress" in inspect.signature(ATTACKS[name].__init__).parameters
-
-
-def _run_attack(
-    model: nn.Module,
-    name: str,
-    eps: float,
-    eps_text: str,
-    kwargs: dict[str, Any],
-    images: Tensor,
-    labels: Tensor,
-    which: Tensor,
-    batch_size: int,
-    dev: torch.device,
-    seed: int,
-    bar: tqdm,
-    shard: Shard,
-) -> _AttackRun:
-    """Run attack ``name`` (ε in [0, 1] units, ``eps_text`` as the user gave it) on the examples ``which`` selects, batch by batch;
-    this process attacks the batches ``shard`` owns, and the verdicts are summed over processes."""
-    n = len(labels)
-    correct = torch.zeros(n, dtype=torch.bool)
-    extra: dict[str, Any] = {}
-    if _takes_progress(name) and not bar.disable:
-        extra["progress"] = lambda done, total, left: bar.set_postfix_str(
-            f"queries {done}/{total}, {left} left", refresh=True
-        )
-    seconds, forward, backward, mine = 0.0, 0, 0, 0
-    for k, idx in enumerate(index_batches(which.nonzero().squeeze(1), batch_size)):
-        if not shard.owns(k):
-            continue
-        # One attack per batch, seeded by the batch alone: the random draws do not depend on
-        # which process attacks the batch.
-        attack = _build(name, model, eps, kwargs, seed=batch_seed(seed, k), **extra)
-        x, y = to_device(images[idx], labels[idx], dev)
-        _sync(dev)
-        t0 = time.perf_counter()
-        try:
-            res = attack.run(x, y)
-        except ValueError as e:
-            raise UserError(f"attack {name!r} at ε={eps_text}: {e}") from None
-        except RuntimeError as e:
-            # torch's two ways of saying the input is not in the autograd graph
-            if "used in the graph" not in str(e) and "does not require grad" not in str(e):
-                raise
-            raise UserError(
-                f"attack {name!r} cannot take input gradients of the model ({str(e).splitlines()[0]}): "
-                "its output does not depend differentiably on its input (a detach or no_grad in "
-                "the forward), which hides it from every gradient attack; evaluate it with "
-                f"gradient-free attacks ({', '.join(a for a in masking.GRADIENT_FREE if a in ATTACKS)}) "
-                "or remove the detach"
-            ) from None
-        _sync(dev)
-        seconds += time.perf_counter() - t0
-        forward += int(res.forward)
-        backward += int(res.backward)
-        # Check the returned examples ourselves: a verdict must not rest on the attack's
-        # bookkeeping alone (outside the timed region, not counted as attack cost).
-        with torch.no_grad(), model_mode(model, "eval"):
-            logits = model(res.x_adv)
-        correct[idx] = ((logits.argmax(1) == y) & ~res.fooled.to(y.device)).cpu()
-        mine += len(idx)
-        bar.update(len(idx))
-    bar.update(n - mine)  # examples not attacked here: by other processes, or not at all
-    if shard.enabled:
-        correct = shard.sum(correct)
-        passes = shard.sum(torch.tensor([forward, backward], dtype=torch.int64))
-        forward, backward = int(passes[0]), int(passes[1])
-        seconds = shard.max(seconds)
-    return _AttackRun(correct, which.clone(), seconds, forward, backward)
 
 
 # -- input handling ----------------------------------------------------------------------------

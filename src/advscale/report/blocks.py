@@ -87,11 +87,15 @@ class Section:
     level: int = 2
 
 
+# Differences of two shares, shown in percentage points (-0.088 is "-8.8").
+POINT_KEYS = ("leak_effect",)
+
+
 def _is_share(key: str) -> bool:
     """Fields holding a share in [0, 1] shown as a percentage (accuracies, rates)."""
-    if key.endswith("_points"):
+    if key.endswith("_points") or key in POINT_KEYS:
         return False
-    return "acc" in key or key.endswith("rate") or key in ("leaked", "share", "leak_effect")
+    return "acc" in key or key.endswith("rate") or key in ("leaked", "share")
 
 
 def fmt(key: str, value: Any) -> str:
@@ -107,6 +111,8 @@ def fmt(key: str, value: Any) -> str:
             return "nan"
         if key == "ratio" or key.endswith("_ratio"):
             return f"{value:.3f}"
+        if key in POINT_KEYS:
+            return f"{100 * value:.1f}"
         if _is_share(key) and -0.001 <= value <= 1.001:
             return f"{100 * value:.1f}%"
         if ("second" in key or key.endswith("_s") or key == "time") and not key.endswith("per_s"):

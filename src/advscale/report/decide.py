@@ -6,6 +6,12 @@ Candidates come from evaluations (their worst case over every attack they ran, a
 time of the run that trained the model, when that run is in the report), from training runs no
 evaluation in the report attacks again (their end-of-training check), from compare runs (one
 per method, mode and ε) and from a demo's results file (one per model).
+
+A candidate whose training the guard stopped or flagged (catastrophic overfitting) or whose
+evaluation carries warnings (gradient masking, probabilities, randomness) is never named the
+best choice while a candidate without them is in the report, and never without its caveats in
+the same sentence. Cost is training seconds and training passes: images through the model,
+forward plus backward, as recorded or counted from the recipe (:func:`training_passes`).
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from advscale.report.facts import cost_of, declared_eps_of, guard_flags, warning_flags
 from advscale.report.labels import attack_list, covers_multi_step
 from advscale.report.plots import eps_label
 from advscale.report.runs import EVAL_KINDS, TRAIN_KINDS, Run, classify, evaluates
+from advscale.report.text import DEMO_TABLE_EPS
 from advscale.results import is_number
 
 WORST_CASE = "worst_case"
@@ -38,6 +46,10 @@ class Candidate:
     seconds: float | None = None
     passes: int | None = None
     n: int | None = None
+    # Why its figures are not to be shipped on: guard stops, evaluation warnings.
+    flags: list[str] = field(default_factory=list)
+    # The ε its own run's summary headlines (a training run's ``eval_eps``), if any.
+    declared_eps: float | None = None
 
     def at(self, eps: float) -> tuple[float, list[str]] | None:
         return self.robust.get(float(eps))
@@ -77,23 +89,9 @@ def _clean_of(run: Run, recs: Sequence[dict[str, Any]]) -> float | None:
     return None
 
 
-def _cost_of(summary: Any) -> tuple[float | None, int | None]:
-    """Training seconds and forward+backward passes a training summary records."""
-    s = summary if isinstance(summary, dict) else {}
-    seconds = next(
-        (
-            float(s[k])
-            for k in ("train_time_s", "train_seconds", "wall_time_s")
-            if is_number(s.get(k))
-        ),
-        None,
-    )
-    fwd, bwd = (
-        s.get("forward_passes", s.get("forward")),
-        s.get("backward_passes", s.get("backward")),
-    )
-    passes = int(fwd + bwd) if is_number(fwd) and is_number(bwd) else None
-    return seconds, passes
+def _recipe_of(run: Run) -> Any:
+    cfg = run.results.config if isinstance(run.results.config, dict) else {}
+    return cfg.get("recipe")
 
 
 def _n_of(run: Run, recs: Sequence[dict[str, Any]]) -> int | None:
@@ -118,14 +116,19 @@ def candidates(runs: Sequence[Run]) -> list[Candidate]:
             if kind in EVAL_KINDS:
                 # The cost of an evaluated model is that of the run that trained it.
                 trained = [t for t in runs if t.results.kind in TRAIN_KINDS and evaluates(run, t)]
-                cost = _cost_of(trained[0].results.summary) if trained else (None, None)
+                source = trained[0] if trained else None
             elif any(evaluates(e, run) for e in evals):
                 continue  # an evaluation in the report stands for its end-of-training check
             else:
-                cost = _cost_of(run.results.summary)
+                source = run
+            train_summary = source.results.summary if source is not None else None
+            cost = cost_of(train_summary, _recipe_of(source)) if source else (None, None)
             clean, worst = _clean_of(run, robust_recs), _worst_by_eps(robust_recs)
             n = _n_of(run, robust_recs)
-            out.append(Candidate(run.shown, run.label, clean, worst, *cost, n))
+            flags = guard_flags(train_summary) + warning_flags(run.results.summary)
+            c = Candidate(run.shown, run.label, clean, worst, *cost, n, flags)
+            c.declared_eps = declared_eps_of(train_summary)
+            out.append(c)
     return [c for c in out if c.robust]
 
 
@@ -135,7 +138,7 @@ def _demo_candidates(run: Run, recs: list[dict[str, Any]]) -> list[Candidate]:
     for model in dict.fromkeys(str(r.get("model")) for r in recs if r.get("model")):
         mine = [r for r in recs if r.get("model") == model]
         ms = s.get(model) if isinstance(s.get(model), dict) else {}
-        seconds, passes = _cost_of(ms)
+        seconds, passes = cost_of(ms, ms.get("recipe"))
         clean = ms.get("clean_accuracy") if is_number(ms.get("clean_accuracy")) else None
         out.append(
             Candidate(
@@ -146,6 +149,8 @@ def _demo_candidates(run: Run, recs: list[dict[str, Any]]) -> list[Candidate]:
                 seconds,
                 passes,
                 _n_of(run, mine),
+                guard_flags(ms) + warning_flags(ms),
+                DEMO_TABLE_EPS,
             )
         )
     return out
@@ -173,14 +178,25 @@ def _compare_candidates(run: Run) -> list[Candidate]:
             c.clean = float(r["clean_accuracy"])
         seconds = r.get("wall_time_s", r.get("seconds"))
         c.seconds = float(seconds) if is_number(seconds) else c.seconds
+        epochs = r.get("co_epochs") if isinstance(r.get("co_epochs"), list) else []
+        if not epochs and is_number(r.get("co_events")) and r["co_events"] > 0:
+            epochs = [None]
+        events = [{"event": "catastrophic_overfit", "epoch": e} for e in epochs]
+        for flag in guard_flags({"events": events, "stop_reason": r.get("stop_reason")}):
+            if flag not in c.flags:
+                c.flags.append(flag)
     return list(by.values())
 
 
 def headline_eps(cands: Sequence[Candidate], eps: float | None = None) -> float | None:
-    """``eps`` when given, else the largest ε every candidate was evaluated at (failing that,
-    the ε most candidates share, the larger on a tie)."""
+    """``eps`` when given; else the ε the runs' own summaries headline (:func:`declared_eps`);
+    else the largest ε every candidate was evaluated at (failing that, the ε most candidates
+    share, the larger on a tie)."""
     if eps is not None:
         return float(eps)
+    declared = declared_eps(cands)
+    if declared is not None:
+        return declared
     sets = [set(c.robust) for c in cands]
     if not sets:
         return None
@@ -192,6 +208,18 @@ def headline_eps(cands: Sequence[Candidate], eps: float | None = None) -> float 
         for e in s:
             counts[e] = counts.get(e, 0) + 1
     return max(counts, key=lambda e: (counts[e], e))
+
+
+def declared_eps(cands: Sequence[Candidate]) -> float | None:
+    """The ε the candidates' own runs headline (a training summary's ``eval_eps``, the demo's
+    table), when every candidate was evaluated at it: the most often declared, the larger on a
+    tie. The report then compares where the runs' own tables do."""
+    counts: dict[float, int] = {}
+    for c in cands:
+        if c.declared_eps is not None:
+            counts[c.declared_eps] = counts.get(c.declared_eps, 0) + 1
+    shared = [e for e in counts if all(c.at(e) is not None for c in cands)]
+    return max(shared, key=lambda e: (counts[e], e)) if shared else None
 
 
 def pareto(points: Sequence[tuple[float, float]]) -> list[bool]:
@@ -244,6 +272,33 @@ def verdict(cands: Sequence[Candidate], eps: float) -> list[str]:
             "attacks can overstate robustness; evaluate every model with the same attacks to "
             "compare them exactly."
         )
+    # A model whose training collapsed or whose figures carry warnings is no choice while one
+    # without them is in the report: named aside, with the reason in the same sentence.
+    trusted = [t for t in strong if not t[0].flags]
+    pool = trusted or strong
+    top_trusted = max((t[1] for t in trusted), default=-math.inf)
+    aside = [
+        f"Not a choice: {c.name} scores {_pct(acc)} at ε = {eps_label(eps)}, but "
+        f"{_and(c.flags)}, so that figure is not to be shipped on."
+        for c, acc, _ in sorted(strong, key=lambda t: -t[1])
+        if c.flags and trusted and acc > top_trusted
+    ]
+    chosen = _choose(pool, eps)
+    return chosen[:1] + aside + chosen[1:] + out
+
+
+def _and(parts: Sequence[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _caveat(c: Candidate) -> str:
+    """ " — but <flags>" for a flagged candidate, to close the sentence that names it."""
+    return f" — but {_and(c.flags)}; do not ship it on these figures" if c.flags else ""
+
+
+def _choose(strong: Sequence[tuple[Candidate, float, list[str]]], eps: float) -> list[str]:
+    """The best trade-off among ``strong`` at ``eps``: the first sentence, then notes."""
+    out: list[str] = []
     best, best_acc, best_att = max(strong, key=lambda t: (t[1], -(t[0].seconds or math.inf)))
     tol = tolerance_points(best_acc, best.n)
     head = (
@@ -257,7 +312,7 @@ def verdict(cands: Sequence[Candidate], eps: float) -> list[str]:
         out.insert(
             0,
             f"Most robust: {best.name}, {_pct(best_acc)} ({head}); no training time is recorded "
-            "for it, so no trade-off against cost can be named.",
+            f"for it, so no trade-off against cost can be named{_caveat(best)}.",
         )
         return out
     pick, pick_acc, _ = min(near, key=lambda t: (t[0].seconds, -t[1]))
@@ -286,7 +341,7 @@ def verdict(cands: Sequence[Candidate], eps: float) -> list[str]:
         out.insert(
             0,
             f"Best trade-off: {best.name} — the most robust, {_pct(best_acc)} ({head}), at "
-            f"{_seconds(best.seconds)} of training; {why}.",
+            f"{_cost(best)} of training; {why}{_caveat(best)}.",
         )
         return out
     gap = 100 * (best_acc - pick_acc)
@@ -298,11 +353,27 @@ def verdict(cands: Sequence[Candidate], eps: float) -> list[str]:
         0,
         f"Best trade-off: {pick.name} reaches {best.name}'s robustness within {gap:.1f} points "
         f"({_pct(pick_acc)} against {_pct(best_acc)}, {head}) at 1/{ratio:.1f} of its training "
-        f"time ({_seconds(pick.seconds)} against {_seconds(best.seconds)})"
-        + (f"; the difference is within the {noise}." if noise else ".")
+        f"time ({_cost(pick)} against {_cost(best)})"
+        + (f"; the difference is within the {noise}" if noise else "")
+        + _caveat(pick)
+        + "."
         + clean,
     )
     return out
+
+
+def _cost(c: Candidate) -> str:
+    """ "37 s" or "37 s, 1.2 M passes": training time, and passes when known."""
+    if c.passes is None:
+        return _seconds(c.seconds)
+    return f"{_seconds(c.seconds)}, {_passes(c.passes)} passes"
+
+
+def _passes(p: int) -> str:
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if p >= scale:
+            return f"{p / scale:.1f} {unit}"
+    return str(p)
 
 
 def _seconds(s: float | None) -> str:

@@ -18,6 +18,7 @@ from advscale.errors import UserError
 from advscale.report.html import write_html_report
 from advscale.report.markdown import write_markdown_report
 from advscale.report.runs import RunInput, collect_runs
+from advscale.results import is_number
 from advscale.utils import atomic_write_text
 
 FORMATS = (".html", ".md", ".csv")
@@ -26,7 +27,9 @@ FORMATS = (".html", ".md", ".csv")
 def write_csv_report(results: Iterable[RunInput], out_path: str | os.PathLike) -> Path:
     """One CSV row per record of every run: ``run``, ``kind`` and ``source`` first, then every
     field any record has (lists and dicts as JSON, missing fields empty). Numbers are as the
-    results files store them (accuracies in [0, 1], ε in pixel levels)."""
+    results files store them (accuracies in [0, 1], ε in pixel levels); text that a spreadsheet
+    would run as a formula (starting with = + - @, a tab or a carriage return) gets a leading
+    apostrophe."""
     runs = collect_runs(results)
     rows = []
     for run in runs:
@@ -35,19 +38,33 @@ def write_csv_report(results: Iterable[RunInput], out_path: str | os.PathLike) -
             rows.append({"run": run.label, "kind": run.results.kind, "source": run.source, **rec})
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
+    # RFC 4180 line ends: a cell holding a bare "\r" is quoted, not read as a new row.
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow([_inert(c) for c in columns])
     for row in rows:
         writer.writerow([_cell(row.get(c)) for c in columns])
     return atomic_write_text(out_path, buf.getvalue())
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(v: object) -> str:
+    """A CSV cell: numbers as stored, text (names, JSON) made inert for spreadsheets."""
     if v is None:
         return ""
+    if is_number(v):
+        return str(v)  # "-0.5" is a number to a spreadsheet, never a formula
     if isinstance(v, (list, dict)):
-        return json.dumps(v, default=str)
-    return str(v)
+        return _inert(json.dumps(v, default=str))
+    return _inert(str(v))
+
+
+def _inert(text: str) -> str:
+    """``text`` with a leading apostrophe when a spreadsheet would run it as a formula (the
+    escape OWASP recommends; spreadsheets show the text without it)."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def write_report(

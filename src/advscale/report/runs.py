@@ -13,7 +13,7 @@ from typing import Any
 
 from advscale.errors import UserError
 from advscale.report.shares import group_shares, is_share, merge_shares
-from advscale.results import Results, ResultsError, load_results, record_kind
+from advscale.results import Results, ResultsError, bad_accuracy, load_results, record_kind
 
 
 @dataclass
@@ -147,6 +147,8 @@ def collect_runs(items: Iterable[RunInput]) -> list[Run]:
         raise UserError(
             "no results to report on: give run directories or results.json files written by advscale"
         )
+    for run in runs:
+        check_accuracies(run.results, run.source)
     # The shares of a sweep run on several machines are one sweep.
     runs = [
         run if len(part) == 1 and not is_share(run.results) else _merged(run, part)
@@ -181,6 +183,33 @@ def _merged(first: Run, shares: list[Run]) -> Run:
     merged = merge_shares([r.results for r in shares])
     label = merged.config.get("name") or first.label
     return Run(label if isinstance(label, str) else first.label, first.source, merged)
+
+
+def check_accuracies(results: Results, source: str) -> None:
+    """Refuse results whose accuracies are not finite or lie outside [0, 1]: a report would
+    otherwise print "nan%" or "5700%" and rank the model by it.
+
+    Raises:
+        ResultsError: naming the file, the record (or the summary) and the field.
+    """
+    for i, r in enumerate(results.records):
+        if not isinstance(r, dict):
+            raise ResultsError(f"{source}: record {i} must be an object, got {type(r).__name__}")
+        found = bad_accuracy(r)
+        if found is not None:
+            what = ", ".join(f"{k} {r[k]!r}" for k in ("model", "attack", "eps") if k in r)
+            raise ResultsError(
+                f"{source}: record {i}" + (f" ({what})" if what else "") + f": {found[0]} is "
+                f"{found[1]!r}; accuracies are shares, finite and in [0, 1] (0.57, not 57): fix "
+                "or remove that record"
+            )
+    if isinstance(results.summary, dict):
+        found = bad_accuracy(results.summary)
+        if found is not None:
+            raise ResultsError(
+                f"{source}: summary {found[0]} is {found[1]!r}; accuracies are shares, finite "
+                "and in [0, 1] (0.57, not 57): fix or remove it"
+            )
 
 
 def classify(run: Run, r: dict[str, Any]) -> str:

@@ -146,7 +146,11 @@ def format_summary(summary: dict[str, Any], keys: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def format_demo_summary(results: Results, eps: float = 8.0) -> str:
+# The ε of the demo's closing table: the one its report compares at unless told otherwise.
+DEMO_TABLE_EPS = 8.0
+
+
+def format_demo_summary(results: Results, eps: float = DEMO_TABLE_EPS) -> str:
     """The demo's closing lines: its time, then top-1 accuracy (%) of every model clean and
     under every attack at ``eps`` (pixel levels), label leaking marked."""
     attacks = list(results.config.get("attacks") or [])
@@ -178,6 +182,7 @@ def format_demo_summary(results: Results, eps: float = 8.0) -> str:
 
 
 __all__ = [
+    "DEMO_TABLE_EPS",
     "format_demo_summary",
     "compare_markdown",
     "format_matrix",

@@ -27,7 +27,8 @@ def build_sections(runs: Sequence[Run], eps: float | None = None) -> list[Sectio
     """The sections of a report on ``runs``; sections with nothing to show are left out.
 
     ``eps`` (pixel levels) is the ε the summary compares robustness at and the galleries show;
-    by default the largest ε every run was evaluated at.
+    by default the ε the runs' own summaries use (:func:`advscale.report.decide.declared_eps`),
+    else the largest ε every run was evaluated at.
     """
     make_plot = Plots()
     parts = by_section(runs)

@@ -13,8 +13,8 @@ from advscale.report.labels import attack_list, covers_multi_step
 def build(
     cands: Sequence[decide.Candidate], e: float | None, make_plot: Plots, chosen: bool = False
 ) -> Section | None:
-    """The summary at ``e`` (pixel levels; ``chosen``: given by the reader, not the largest ε
-    every run shares)."""
+    """The summary at ``e`` (pixel levels; ``chosen``: given by the reader, not the ε the runs'
+    own summaries use or the largest ε every run shares)."""
     if e is None or not cands:
         return None
     shown = [(c, c.at(e)) for c in cands]
@@ -40,6 +40,7 @@ def build(
                 "–" if c.seconds is None else f"{c.seconds:.1f}",
                 "–" if c.passes is None else f"{c.passes:,}",
                 "yes" if front.get(c.name) else "",
+                "; ".join(c.flags),
             ]
         )
     label = plots.eps_label(e)
@@ -58,10 +59,19 @@ def build(
                 "training time (s)",
                 "training passes (fwd+bwd)",
                 "Pareto",
+                "caveats",
             ],
             rows,
             f"ε = {label}"
-            + (" (chosen)" if chosen else " (the largest ε every run was evaluated at)"),
+            + (
+                " (chosen)"
+                if chosen
+                else " (the ε the runs' own summaries use)"
+                if decide.declared_eps(cands) == e
+                else " (the largest ε every run was evaluated at)"
+            )
+            + "; training passes: images through the model, forward plus backward, as the run "
+            "recorded them or counted from its recipe",
         )
     )
     if missing:
