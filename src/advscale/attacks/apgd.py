@@ -187,7 +187,10 @@ class APGD(Attack):
         loss, grad, logits = self._grad(st["xk"], st["y"], st.get("t"))
         counts[0] += len(st["idx"])
         counts[1] += len(st["idx"])
-        st["grad"], st["loss"] = grad, loss
+        # As the reference, the first step's loss is compared with 0 (its loss history's entry
+        # before the first is the unset last one): under CE the first step always counts as a
+        # rise, under DLR only once the example is misclassified.
+        st["grad"], st["loss"] = grad, torch.zeros_like(loss)
         st["xmax"], st["fmax"], st["gmax"] = st["xk"].clone(), loss.clone(), grad.clone()
         st["fmax_ckpt"] = loss.clone()
         record(logits, st["xk"])
