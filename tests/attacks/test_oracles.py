@@ -1,16 +1,20 @@
 """advscale's attacks against the reference implementations (torchattacks, Foolbox 3, ART,
 pyautoattack).
 
-Same model, same batch: FGSM must agree to float precision; PGD must be at least as strong as
-torchattacks' PGD, and APGD-CE at least as strong as PGD. L2 is first-class: L2 APGD-CE, APGD-T
-and Square at least as strong as pyautoattack's (and torchattacks') at the same budget, with ε
-an L2 radius in [0, 1] pixel units as RobustBench (0.5 leaves the tiny model with some robust
-and some broken points, so a weaker attack shows).
+Same model, same batch: FGSM must agree to float precision. Attacks with random draws of their
+own cannot agree image by image with a peer's, so "at least as strong" is judged on the images
+only one of the two breaks: ours may not miss significantly more of them than the peer's
+(one-sided exact binomial test, p < 0.01), a verdict a weakening of a few images decides, where
+comparing two robust accuracies of 200 images resolves one or two. (APGD and APGD-T run from
+the same start as pyautoattack agree image by image: ``test_apgd_schedule.py``.) L2 is
+first-class, with ε an L2 radius in [0, 1] pixel units as RobustBench (0.5 leaves the tiny model
+with some robust and some broken points, so a weaker attack shows).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 
 import numpy as np
@@ -29,6 +33,22 @@ def robust_accuracy(model, x, y, x_adv) -> float:
         clean = model(x).argmax(1) == y
         adv = model(x_adv).argmax(1) == y
     return float((clean & adv).float().mean())
+
+
+def broken(model, x, y, x_adv):
+    """(N,) bool: correct on the clean image, wrong on the adversarial one."""
+    with torch.no_grad():
+        return (model(x).argmax(1) == y) & (model(x_adv).argmax(1) != y)
+
+
+def assert_not_weaker(ours, theirs) -> None:
+    """Ours (N,) broken flags are not significantly fewer than the peer's: among the images
+    only one attack breaks, P(theirs-only >= observed | fair coin) >= 0.01."""
+    ours_only = int((ours & ~theirs).sum())
+    theirs_only = int((theirs & ~ours).sum())
+    n = ours_only + theirs_only
+    p = sum(math.comb(n, k) for k in range(theirs_only, n + 1)) / 2**n if n else 1.0
+    assert p >= 0.01, f"the peer alone breaks {theirs_only} images, ours alone {ours_only}"
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +108,7 @@ def test_pgd_at_least_as_strong_as_torchattacks(batch, eps):
     theirs = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=10, random_start=True)(x, y)
     result = PGD(model, eps, steps=10, alpha=alpha, seed=0).run(x, y)
     ours = robust_accuracy(model, x, y, result.x_adv)
-    assert ours <= robust_accuracy(model, x, y, theirs)
+    assert_not_weaker(broken(model, x, y, result.x_adv), broken(model, x, y, theirs))
     # Robust accuracy from the returned images equals the one from the fooled flags.
     with torch.no_grad():
         clean = model(x).argmax(1) == y
@@ -100,6 +120,7 @@ def test_apgd_ce_at_least_as_strong_as_pgd(batch):
     eps = 2 / 255  # where robust accuracy is neither 0 nor clean accuracy, so the order shows
     pgd = PGD(model, eps, steps=10, alpha=eps / 4, seed=0)(x, y)
     apgd = APGD(model, eps, steps=20, seed=0)(x, y)
+    assert_not_weaker(broken(model, x, y, apgd), broken(model, x, y, pgd))
     assert robust_accuracy(model, x, y, apgd) <= robust_accuracy(model, x, y, pgd)
 
 
@@ -117,11 +138,13 @@ def test_apgd_ce_l2_at_least_as_strong_as_pyautoattack_and_torchattacks(batch):
     pyaa = pytest.importorskip("pyautoattack.autopgd_base")
     torchattacks = pytest.importorskip("torchattacks")
     model, x, y = batch
-    ours = check_l2_result(model, x, y, APGDL2(model, EPS_L2, steps=20, seed=0).run(x, y), EPS_L2)
+    result = APGDL2(model, EPS_L2, steps=20, seed=0).run(x, y)
+    ours = check_l2_result(model, x, y, result, EPS_L2)
     reference = pyaa.APGDAttack(model, n_iter=20, norm="L2", eps=EPS_L2, seed=0, device="cpu")
-    assert ours <= robust_accuracy(model, x, y, reference.perturb(x, y))
+    mine = broken(model, x, y, result.x_adv)
+    assert_not_weaker(mine, broken(model, x, y, reference.perturb(x, y)))
     theirs = torchattacks.APGD(model, norm="L2", eps=EPS_L2, steps=20, seed=0)(x, y)
-    assert ours <= robust_accuracy(model, x, y, theirs)
+    assert_not_weaker(mine, broken(model, x, y, theirs))
     assert ours < robust_accuracy(model, x, y, x)  # the attack broke something
 
 
@@ -129,12 +152,13 @@ def test_apgd_t_l2_at_least_as_strong_as_pyautoattack(batch):
     pyaa = pytest.importorskip("pyautoattack.autopgd_base")
     model, x, y = batch
     result = APGDTL2(model, EPS_L2, steps=20, n_targets=3, seed=0).run(x, y)
-    ours = check_l2_result(model, x, y, result, EPS_L2)
+    check_l2_result(model, x, y, result, EPS_L2)
     reference = pyaa.APGDAttack_targeted(
         model, n_iter=20, norm="L2", eps=EPS_L2, seed=0, device="cpu"
     )
     reference.n_target_classes = 3
-    assert ours <= robust_accuracy(model, x, y, reference.perturb(x, y))
+    theirs = broken(model, x, y, reference.perturb(x, y))
+    assert_not_weaker(broken(model, x, y, result.x_adv), theirs)
 
 
 @pytest.mark.slow
@@ -156,5 +180,7 @@ def test_square_l2_at_least_as_strong_as_pyautoattack(batch):
         device="cpu",
         resc_schedule=True,
     )
-    assert ours <= robust_accuracy(model, x, y, reference.perturb(x, y))
+    assert_not_weaker(
+        broken(model, x, y, result.x_adv), broken(model, x, y, reference.perturb(x, y))
+    )
     assert ours < robust_accuracy(model, x, y, x)

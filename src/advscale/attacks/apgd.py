@@ -6,8 +6,6 @@ found, so it needs no tuning and is the strong attack robust accuracy should be 
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
@@ -26,15 +24,24 @@ from advscale.errors import UserError
 
 
 def apgd_checkpoints(steps: int) -> list[int]:
-    """Iterations at which APGD checks progress: w_j = ceil(p_j · steps) with p_0 = 0,
-    p_1 = 0.22, p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06); 100 steps give
-    22, 41, 57, 70, 80, 87, 93, 99."""
-    p = [0.0, 0.22]
-    while p[-1] < 1:
-        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    # Rounding first: 0.57 accumulates to 0.5700000000000001, whose ceil would be one too late.
-    ws = {math.ceil(round(q * steps, 6)) for q in p[1:]}
-    return sorted(w for w in ws if w <= steps)
+    """Iterations after which APGD checks progress, as the reference AutoAttack code counts
+    them: the first after ``h = max(⌊0.22·steps⌋, 1)`` iterations, each next one
+    ``h ← max(h − max(⌊0.03·steps⌋, 1), max(⌊0.06·steps⌋, 1))`` later.
+
+    Example:
+        >>> apgd_checkpoints(100)
+        [22, 41, 57, 70, 80, 87, 93, 99]
+        >>> apgd_checkpoints(20)[:6]
+        [4, 7, 9, 10, 11, 12]
+    """
+    h = max(int(0.22 * steps), 1)
+    decrease, shortest = max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    points, at = [], h
+    while at <= steps:
+        points.append(at)
+        h = max(h - decrease, shortest)
+        at += h
+    return points
 
 
 class APGD(Attack):
@@ -49,7 +56,9 @@ class APGD(Attack):
         restarts: random restarts; only examples still robust are restarted (``n_restarts``
             is accepted too).
         loss: "ce" or "dlr".
-        rho: fraction of improving steps below which the step size is halved (0.75).
+        rho: the step size is halved at a checkpoint where at most this fraction of the steps
+            since the last one raised the loss (0.75), or where the best loss did not rise
+            since the last checkpoint and the step was not halved there (never at the first).
         momentum: weight of the new step against the previous one (0.75).
     """
 
@@ -155,7 +164,8 @@ class APGD(Attack):
             "xk": xk,
             "xprev": xk.clone(),
             "eta": 2 * e0,
-            "reduced": torch.zeros(len(idx), dtype=torch.bool, device=x.device),
+            # As if halved before the start: the no-gain rule waits for a second checkpoint.
+            "reduced": torch.ones(len(idx), dtype=torch.bool, device=x.device),
             "succ": torch.zeros(len(idx), device=x.device),
         }
         if t0 is not None:
@@ -177,7 +187,10 @@ class APGD(Attack):
         loss, grad, logits = self._grad(st["xk"], st["y"], st.get("t"))
         counts[0] += len(st["idx"])
         counts[1] += len(st["idx"])
-        st["grad"], st["loss"] = grad, loss
+        # As the reference, the first step's loss is compared with 0 (its loss history's entry
+        # before the first is the unset last one): under CE the first step always counts as a
+        # rise, under DLR only once the example is misclassified.
+        st["grad"], st["loss"] = grad, torch.zeros_like(loss)
         st["xmax"], st["fmax"], st["gmax"] = st["xk"].clone(), loss.clone(), grad.clone()
         st["fmax_ckpt"] = loss.clone()
         record(logits, st["xk"])
@@ -209,15 +222,15 @@ class APGD(Attack):
                 record(logits, xn)
                 if k + 1 in checkpoints and len(st["idx"]):
                     span = k + 1 - last_ckpt
-                    stalled = st["succ"] < self.rho * span
+                    stalled = st["succ"] <= self.rho * span
                     no_gain = (~st["reduced"]) & (st["fmax_ckpt"] >= st["fmax"])
                     cut = stalled | no_gain
                     if bool(cut.any()):
+                        # Restart from the best point; as the reference, the momentum term
+                        # and the next step's "did the loss rise" keep the last iterate's.
                         st["eta"][cut] /= 2
                         st["xk"][cut] = st["xmax"][cut]
-                        st["xprev"][cut] = st["xmax"][cut]
                         st["grad"][cut] = st["gmax"][cut]
-                        st["loss"][cut] = st["fmax"][cut]
                     st["reduced"] = cut
                     st["succ"].zero_()
                     st["fmax_ckpt"] = st["fmax"].clone()
