@@ -126,3 +126,11 @@ def test_index_lists_without_decoding(tmp_path):
     _break(files)  # listing needs no pixel
     index = load_index(tmp_path / "d")
     assert index["classes"] == ["a", "b", "c"] and len(index["splits"]["."]["files"]) == 9
+
+
+def test_in_memory_sets_take_the_subset_before_resizing(fmnist_dir):
+    # The whole test split at 1024x1024 would be 10 GB: only the 4 examples are resized.
+    x = load_dataset("fashion-mnist", "test", fmnist_dir, image_size=1024, n=4, seed=3)
+    raw = load_dataset("fashion-mnist", "test", fmnist_dir).take(4, seed=3)
+    assert x.images.shape == (4, 1, 1024, 1024) and torch.equal(x.labels, raw.labels)
+    assert torch.equal(x.images, raw.resize(1024).images)

@@ -120,31 +120,10 @@ class ImageDataset:
         (e.g. pretrain on Fashion-MNIST classes 0-4, fine-tune on 5-9). Without it, labels and
         class names are kept as they are.
         """
-        wanted = [int(c) for c in classes]
-        if not wanted:
-            raise DataError(f"{self.name}: filter_classes needs at least one class")
-        if len(set(wanted)) != len(wanted):
-            raise DataError(f"{self.name}: filter_classes got repeated classes {wanted}")
-        bad = [c for c in wanted if not 0 <= c < self.num_classes]
-        if bad:
-            raise DataError(
-                f"{self.name}: classes {bad} out of range 0-{self.num_classes - 1} "
-                f"({', '.join(self.classes)})"
-            )
-        wanted_t = torch.tensor(wanted, dtype=torch.long)
-        keep = torch.isin(self.labels, wanted_t)
-        labels = self.labels[keep]
-        tag = f"{self.name}[{','.join(map(str, wanted))}]"
-        if not relabel:
-            return self._replace(images=self.images[keep], labels=labels, name=tag)
-        mapping = torch.full((self.num_classes,), -1, dtype=torch.long)
-        mapping[wanted_t] = torch.arange(len(wanted))
-        return self._replace(
-            images=self.images[keep],
-            labels=mapping[labels],
-            classes=[self.classes[c] for c in wanted],
-            name=tag,
+        keep, labels, names, tag = class_filter(
+            self.name, self.labels, self.classes, classes, relabel
         )
+        return self._replace(images=self.images[keep], labels=labels, classes=names, name=tag)
 
     def resize(self, image_size: int | tuple[int, int]) -> ImageDataset:
         """Images resized (bilinear, antialiased when shrinking) to ``image_size``.
@@ -293,3 +272,33 @@ def stratified_order(labels: Tensor, num_classes: int, n: int, seed: int) -> Ten
     rank = torch.empty_like(lp)
     rank[by_label] = torch.arange(len(lp)) - starts[lp[by_label]]
     return perm[torch.argsort(rank * num_classes + lp)][:n]
+
+
+def class_filter(
+    name: str, labels: Tensor, class_names: Sequence[str], classes: Sequence[int], relabel: bool
+) -> tuple[Tensor, Tensor, list[str], str]:
+    """What ``filter_classes(classes, relabel)`` keeps of a dataset called ``name``: the
+    indices kept, their labels, the class names and the new name.
+
+    Raises:
+        DataError: no class, a repeated class or one out of range; the message names them.
+    """
+    wanted = [int(c) for c in classes]
+    if not wanted:
+        raise DataError(f"{name}: filter_classes needs at least one class")
+    if len(set(wanted)) != len(wanted):
+        raise DataError(f"{name}: filter_classes got repeated classes {wanted}")
+    bad = [c for c in wanted if not 0 <= c < len(class_names)]
+    if bad:
+        raise DataError(
+            f"{name}: classes {bad} out of range 0-{len(class_names) - 1} "
+            f"({', '.join(class_names)})"
+        )
+    wanted_t = torch.tensor(wanted, dtype=torch.long)
+    keep = torch.nonzero(torch.isin(labels, wanted_t)).flatten()
+    tag = f"{name}[{','.join(map(str, wanted))}]"
+    if not relabel:
+        return keep, labels[keep], list(class_names), tag
+    mapping = torch.full((len(class_names),), -1, dtype=torch.long)
+    mapping[wanted_t] = torch.arange(len(wanted))
+    return keep, mapping[labels[keep]], [class_names[c] for c in wanted], tag

@@ -30,6 +30,7 @@ from advscale.data.base import (
     ImageDataset,
     _pair,
     channel_stats,
+    class_filter,
     stratified_order,
     stratified_split,
 )
@@ -127,18 +128,10 @@ class FolderDataset:
 
     def filter_classes(self, classes: Sequence[int], relabel: bool = True) -> FolderDataset:
         """Only the examples of ``classes``; see :meth:`ImageDataset.filter_classes`."""
-        wanted = [int(c) for c in classes]
-        _check_classes(self, wanted)
-        keep = torch.isin(self.labels, torch.tensor(wanted, dtype=torch.long))
-        idx = torch.nonzero(keep).flatten()
-        out = self.subset(idx)
-        tag = f"{self.name}[{','.join(map(str, wanted))}]"
-        if not relabel:
-            return replace(out, name=tag)
-        mapping = torch.full((self.num_classes,), -1, dtype=torch.long)
-        mapping[torch.tensor(wanted)] = torch.arange(len(wanted))
-        return replace(out, labels=mapping[out.labels], classes=[self.classes[c] for c in wanted],
-                       name=tag)  # fmt: skip
+        keep, labels, names, tag = class_filter(
+            self.name, self.labels, self.classes, classes, relabel
+        )
+        return replace(self, files=self.files[keep.numpy()], labels=labels, classes=names, name=tag)
 
     def resize(self, image_size: int | tuple[int, int]) -> FolderDataset:
         """Images resized to ``image_size`` when decoded."""
@@ -204,19 +197,6 @@ class FolderDataset:
 
     def tensors(self, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
         return self.load().tensors(device)
-
-
-def _check_classes(ds: FolderDataset, wanted: list[int]) -> None:
-    if not wanted:
-        raise DataError(f"{ds.name}: filter_classes needs at least one class")
-    if len(set(wanted)) != len(wanted):
-        raise DataError(f"{ds.name}: filter_classes got repeated classes {wanted}")
-    bad = [c for c in wanted if not 0 <= c < ds.num_classes]
-    if bad:
-        raise DataError(
-            f"{ds.name}: classes {bad} out of range 0-{ds.num_classes - 1} "
-            f"({', '.join(ds.classes)})"
-        )
 
 
 def _measure(ds: FolderDataset, n: int) -> dict[str, Any]:

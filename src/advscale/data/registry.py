@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ def load_dataset(
     image_size: int | tuple[int, int] | None = None,
     channels: int | None = None,
     eval_resize: int | None = None,
+    classes: Sequence[int] | None = None,
+    n: int | None = None,
+    seed: int = 0,
 ) -> ImageDataset | FolderDataset:
     """Load split ``split`` of dataset ``name`` (one of ``DATASETS``) as a uint8 ImageDataset.
 
@@ -43,9 +47,12 @@ def load_dataset(
         channels: convert to 1 (grey) or 3 (RGB) channels.
         eval_resize: resize the short side to this, then centre-crop ``image_size`` (the
             evaluation transform of ImageNet models, e.g. 256 -> 224) instead of resizing.
+        classes: keep only these classes (label indices, relabelled ``0..k-1``).
+        n: a class-stratified subset of ``n`` examples fixed by ``seed`` (``take``), taken
+            before any image is resized, so a large ``image_size`` costs ``n`` images.
 
-    "imagefolder" gives a :class:`FolderDataset`: nothing is decoded until ``take(n)``
-    (decodes ``n`` images) or ``load()``; the others are read into memory.
+    Without ``n``, "imagefolder" gives a :class:`FolderDataset`: nothing is decoded until
+    ``take(n)`` (decodes ``n`` images) or ``load()``; the others are read into memory.
 
     Raises:
         DataError: unknown name or split, missing or malformed files.
@@ -59,16 +66,21 @@ def load_dataset(
             raise DataError(
                 "dataset 'imagefolder' needs data_dir (--data-dir ROOT with ROOT/CLASS/*.png)"
             )
-        return load_image_folder(
+        folder = load_image_folder(
             data_dir, split, image_size=image_size, channels=channels, eval_resize=eval_resize
         )
+        if classes is not None:
+            folder = folder.filter_classes(list(classes))
+        return folder if n is None else folder.take(n, seed=seed)
     if name == "fashion-mnist":
         ds = load_fashion_mnist(split, data_dir)
     elif name == "digits":
         ds = load_digits(split, image_size=image_size or 28)
     else:
         ds = load_cifar10(split, data_dir)
-    ds = sized(ds, image_size, eval_resize)
+    if classes is not None:
+        ds = ds.filter_classes(list(classes))
+    ds = sized(ds.take(n, seed=seed), image_size, eval_resize)
     if channels is not None:
         ds = ds.to_channels(channels)
     return ds

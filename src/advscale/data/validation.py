@@ -82,5 +82,8 @@ def build_val(spec: DataSpec, seed: int = 0) -> ImageDataset:
         image_size=spec.image_size,
         channels=spec.channels,
         eval_resize=getattr(spec, "eval_resize", None),
+        classes=spec.classes,
+        n=spec.n_val,
+        seed=seed + 1,
     )
-    return select(ds, spec.classes, spec.n_val, seed + 1)
+    return ds.load() if isinstance(ds, FolderDataset) else ds

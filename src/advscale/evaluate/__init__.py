@@ -148,7 +148,9 @@ def evaluate_spec(
     dev = resolve_device(device)
     net = load_any_model(model, dev, trust=trust)
     sizes = {k: v for k, v in (("image_size", image_size), ("eval_resize", eval_resize)) if v}
-    dataset = load_dataset(data, split, data_dir, **{**data_options(net, data), **sizes}).take(n)
+    # The n examples are chosen before any is resized or decoded.
+    options = {**data_options(net, data), **sizes}
+    dataset = load_dataset(data, split, data_dir, n=n, **options).take(n)
     class_order = check_class_order(
         dataset.classes, model_classes(net), f"{data} ({split})", str(model)
     )

@@ -18,7 +18,6 @@ from advscale.data import (
     check_dataset_name,
     list_shards,
     load_dataset,
-    select,
 )
 from advscale.errors import UserError
 from advscale.train.config import DataConfig
@@ -82,19 +81,17 @@ def build_data(cfg: DataConfig, seed: int = 0) -> TrainData:
         val = build_val(cfg, seed)
         k = cfg.num_classes or val.num_classes
         return TrainData(shards, val, k, val.channels, tuple(val.mean), tuple(val.std), val.classes)
-    kw = {"image_size": cfg.image_size, "channels": cfg.channels}
+    kw = {"image_size": cfg.image_size, "channels": cfg.channels, "eval_resize": cfg.eval_resize}
+    train: ImageDataset | FolderDataset
     if cfg.name == "imagefolder":
-        kw["eval_resize"] = cfg.eval_resize
-    full = load_dataset(cfg.name, cfg.train_split, cfg.data_dir, **kw)
-    if isinstance(full, FolderDataset):
-        if cfg.classes is not None:
-            full = full.filter_classes(list(cfg.classes))
-        train: ImageDataset | FolderDataset = full.pick(cfg.n_train, seed)
-    else:
-        train = select(full, cfg.classes, cfg.n_train, seed)
+        train = load_dataset(cfg.name, cfg.train_split, cfg.data_dir, classes=cfg.classes, **kw)
+        train = train.pick(cfg.n_train, seed)  # type: ignore[union-attr]
+    else:  # the subset first, then resized
+        train = load_dataset(cfg.name, cfg.train_split, cfg.data_dir, classes=cfg.classes,
+                             n=cfg.n_train, seed=seed, **kw)  # fmt: skip
     val = build_val(cfg, seed)
-    # The whole training split's statistics (subsets keep them; an image folder's come from
-    # its index).
-    mean = tuple(cfg.mean) if cfg.mean else tuple(full.mean)
-    std = tuple(cfg.std) if cfg.std else tuple(full.std)
+    # The whole training split's statistics: subsets keep them; an image folder's come from
+    # its index.
+    mean = tuple(cfg.mean) if cfg.mean else tuple(train.mean)
+    std = tuple(cfg.std) if cfg.std else tuple(train.std)
     return TrainData(train, val, train.num_classes, train.channels, mean, std, list(train.classes))
