@@ -59,6 +59,7 @@ def _settings(tiny_settings, **extra: object) -> list[str]:
             "eval.n": 50,
             "eval.attack_kwargs": "{pgd: {steps: 2}}",
             "distributed.timeout_s": 60,
+            "log_every": 1,
             **extra,
         }
     )
@@ -157,7 +158,7 @@ def _two_nodes(port: int) -> tuple[str, ...]:
 
 
 def test_a_dead_peer_ends_the_job_with_a_clear_message(fmnist_dir, tmp_path, tiny_settings):
-    settings = _settings(tiny_settings, epochs=40, log_every=1)  # 320 steps: killed well before
+    settings = _settings(tiny_settings, epochs=40)  # 320 steps: killed well before
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(load_config(None, settings).model_dump(mode="json")))
     out, port = tmp_path / "run", _free_port()
@@ -197,4 +198,35 @@ def test_two_nodes_give_the_weights_of_one_node_with_two_processes(setup, refere
     nodes = [_launch(worker, cfg, out, *_two_nodes(port)) for _ in range(2)]
     logs = [_finish(p) for p in nodes]
     assert [p.returncode for p in nodes] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert _same(_weights(out), reference) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signalled_agent_then_resume_ends_with_the_same_weights(
+    setup, reference, tmp_path, signum
+):
+    cfg, _ = setup
+    out = tmp_path / "signalled"
+    cmd = [*TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "advscale", "train"]
+    cmd += ["--config", str(cfg), "--out", str(out)]
+    agent = subprocess.Popen(
+        cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        metrics, deadline = out / "metrics.jsonl", time.monotonic() + 120
+        while time.monotonic() < deadline and agent.poll() is None:
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= 6:
+                break
+            time.sleep(0.01)
+        assert agent.poll() is None, "the run ended before it could be signalled"
+        agent.send_signal(signum)
+        log = _finish(agent, timeout=120)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode != 0 and not (out / "summary.json").exists(), log[-3000:]
+    resumed = subprocess.run(
+        [*cmd, "--resume"], env=ENV, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _same(_weights(out), reference) == []
