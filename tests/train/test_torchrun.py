@@ -44,9 +44,25 @@ TORCHRUN = (sys.executable, "-m", "torch.distributed.run")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def _settings(tiny_settings, **extra: object) -> list[str]:
-    return tiny_settings(
-        **{
+SETTINGS = {
+    "progress": "false",
+    "tensorboard": "false",
+    "model.kwargs": "{width: 0.25}",
+    "optimizer.name": "adamw",
+    "optimizer.lr": 0.005,
+    "optimizer.weight_decay": 0,
+    "schedule.name": "constant",
+    "eval.label_leak": "false",
+    "guard.enabled": "false",
+    "batch_size": 32,
+}
+
+
+def _settings(**extra: object) -> list[str]:
+    return [
+        f"{k}={v}"
+        for k, v in {
+            **SETTINGS,
             "recipe.name": "kurakin",
             "recipe.eps": 8,
             "recipe.m": 8,
@@ -61,17 +77,16 @@ def _settings(tiny_settings, **extra: object) -> list[str]:
             "distributed.timeout_s": 60,
             "log_every": 1,
             **extra,
-        }
-    )
+        }.items()
+    ]
 
 
-@pytest.fixture
-def setup(fmnist_dir, tmp_path, tiny_settings):
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(
-        yaml.safe_dump(load_config(None, _settings(tiny_settings)).model_dump(mode="json"))
-    )
-    worker = tmp_path / "worker.py"
+@pytest.fixture(scope="module")
+def setup(fmnist_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("torchrun")
+    cfg = tmp / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(load_config(None, _settings()).model_dump(mode="json")))
+    worker = tmp / "worker.py"
     worker.write_text(WORKER)
     return cfg, worker
 
@@ -110,13 +125,15 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
     return [k for k in a if not torch.equal(a[k], b[k])]
 
 
-@pytest.fixture
-def reference(setup, tmp_path):
+@pytest.fixture(scope="module")
+def reference(setup):
+    """The weights of the uninterrupted run on one node with two processes."""
     cfg, worker = setup
-    proc = _launch(worker, cfg, tmp_path / "ref", "--standalone", "--nproc-per-node", "2")
+    out = cfg.parent / "ref"
+    proc = _launch(worker, cfg, out, "--standalone", "--nproc-per-node", "2")
     log = _finish(proc)
     assert proc.returncode == 0, log[-4000:]
-    return _weights(tmp_path / "ref")
+    return _weights(out)
 
 
 @pytest.mark.parametrize("kill_rank", [0, 1])
@@ -157,8 +174,8 @@ def _two_nodes(port: int) -> tuple[str, ...]:
     return (*opts, "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "advscale-test")
 
 
-def test_a_dead_peer_ends_the_job_with_a_clear_message(fmnist_dir, tmp_path, tiny_settings):
-    settings = _settings(tiny_settings, epochs=40)  # 320 steps: killed well before
+def test_a_dead_peer_ends_the_job_with_a_clear_message(fmnist_dir, tmp_path):
+    settings = _settings(epochs=40)  # 320 steps: killed well before
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(load_config(None, settings).model_dump(mode="json")))
     out, port = tmp_path / "run", _free_port()
