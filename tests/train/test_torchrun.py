@@ -44,9 +44,25 @@ TORCHRUN = (sys.executable, "-m", "torch.distributed.run")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def _settings(tiny_settings, **extra: object) -> list[str]:
-    return tiny_settings(
-        **{
+SETTINGS = {
+    "progress": "false",
+    "tensorboard": "false",
+    "model.kwargs": "{width: 0.25}",
+    "optimizer.name": "adamw",
+    "optimizer.lr": 0.005,
+    "optimizer.weight_decay": 0,
+    "schedule.name": "constant",
+    "eval.label_leak": "false",
+    "guard.enabled": "false",
+    "batch_size": 32,
+}
+
+
+def _settings(**extra: object) -> list[str]:
+    return [
+        f"{k}={v}"
+        for k, v in {
+            **SETTINGS,
             "recipe.name": "kurakin",
             "recipe.eps": 8,
             "recipe.m": 8,
@@ -59,18 +75,18 @@ def _settings(tiny_settings, **extra: object) -> list[str]:
             "eval.n": 50,
             "eval.attack_kwargs": "{pgd: {steps: 2}}",
             "distributed.timeout_s": 60,
+            "log_every": 1,
             **extra,
-        }
-    )
+        }.items()
+    ]
 
 
-@pytest.fixture
-def setup(fmnist_dir, tmp_path, tiny_settings):
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(
-        yaml.safe_dump(load_config(None, _settings(tiny_settings)).model_dump(mode="json"))
-    )
-    worker = tmp_path / "worker.py"
+@pytest.fixture(scope="module")
+def setup(fmnist_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("torchrun")
+    cfg = tmp / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(load_config(None, _settings()).model_dump(mode="json")))
+    worker = tmp / "worker.py"
     worker.write_text(WORKER)
     return cfg, worker
 
@@ -109,13 +125,15 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
     return [k for k in a if not torch.equal(a[k], b[k])]
 
 
-@pytest.fixture
-def reference(setup, tmp_path):
+@pytest.fixture(scope="module")
+def reference(setup):
+    """The weights of the uninterrupted run on one node with two processes."""
     cfg, worker = setup
-    proc = _launch(worker, cfg, tmp_path / "ref", "--standalone", "--nproc-per-node", "2")
+    out = cfg.parent / "ref"
+    proc = _launch(worker, cfg, out, "--standalone", "--nproc-per-node", "2")
     log = _finish(proc)
     assert proc.returncode == 0, log[-4000:]
-    return _weights(tmp_path / "ref")
+    return _weights(out)
 
 
 @pytest.mark.parametrize("kill_rank", [0, 1])
@@ -156,8 +174,8 @@ def _two_nodes(port: int) -> tuple[str, ...]:
     return (*opts, "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "advscale-test")
 
 
-def test_a_dead_peer_ends_the_job_with_a_clear_message(fmnist_dir, tmp_path, tiny_settings):
-    settings = _settings(tiny_settings, epochs=40, log_every=1)  # 320 steps: killed well before
+def test_a_dead_peer_ends_the_job_with_a_clear_message(fmnist_dir, tmp_path):
+    settings = _settings(epochs=40)  # 320 steps: killed well before
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(load_config(None, settings).model_dump(mode="json")))
     out, port = tmp_path / "run", _free_port()
@@ -197,4 +215,35 @@ def test_two_nodes_give_the_weights_of_one_node_with_two_processes(setup, refere
     nodes = [_launch(worker, cfg, out, *_two_nodes(port)) for _ in range(2)]
     logs = [_finish(p) for p in nodes]
     assert [p.returncode for p in nodes] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert _same(_weights(out), reference) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signalled_agent_then_resume_ends_with_the_same_weights(
+    setup, reference, tmp_path, signum
+):
+    cfg, _ = setup
+    out = tmp_path / "signalled"
+    cmd = [*TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "advscale", "train"]
+    cmd += ["--config", str(cfg), "--out", str(out)]
+    agent = subprocess.Popen(
+        cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        metrics, deadline = out / "metrics.jsonl", time.monotonic() + 120
+        while time.monotonic() < deadline and agent.poll() is None:
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= 6:
+                break
+            time.sleep(0.01)
+        assert agent.poll() is None, "the run ended before it could be signalled"
+        agent.send_signal(signum)
+        log = _finish(agent, timeout=120)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode != 0 and not (out / "summary.json").exists(), log[-3000:]
+    resumed = subprocess.run(
+        [*cmd, "--resume"], env=ENV, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _same(_weights(out), reference) == []

@@ -56,7 +56,7 @@ from advscale.train.rundir import (
     RunDir,
     RunLockedError,
 )
-from advscale.train.selection import ModelSelector
+from advscale.train.selection import ModelSelector, save_best
 from advscale.train.step import NonFiniteStep, Optimization
 from advscale.train.summary import PROGRESS, write_results
 from advscale.utils import atomic_write_json, seed_everything
@@ -249,20 +249,7 @@ class Trainer:
 
     def _save_best_weights(self, model: nn.Module | None = None) -> None:
         self._require_finite()
-        if self.dist.is_main:
-            path = self.out / CHECKPOINTS / "best"
-            meta = self.data.model_meta(self.cfg.data)
-            name = self.best_metric_name()
-            weights = model or self.model
-            ckpt.save_weights(
-                weights, path, step=self.step, metric=self.best_metric, metric_name=name, **meta
-            )
-
-    def best_metric_name(self) -> str:
-        """What ``checkpoints/best.safetensors`` is the best by."""
-        if self.selector is not None:
-            return self.cfg.select.metric
-        return "guard_pgd_acc" if self.guard is not None else "val_clean_acc"
+        save_best(self, model or self.model)
 
     def _restore(self) -> bool:
         path = ckpt.find_checkpoint(self.out / CHECKPOINTS, "last")

@@ -14,10 +14,12 @@ from torch import nn
 
 from advscale.attacks import build_attack
 from advscale.data import BatchLoader
+from advscale.train import checkpoint as ckpt
 from advscale.train.config import TrainConfig
 from advscale.train.data import TrainData
 from advscale.train.distributed import DistInfo, all_reduce_sum, broadcast
 from advscale.train.evaluation import shard
+from advscale.train.rundir import CHECKPOINTS
 from advscale.utils import eval_mode
 
 
@@ -71,3 +73,25 @@ class ModelSelector:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_step = float(state["best"]), int(state["best_step"])
+
+
+def best_metric_name(trainer: Any) -> str:
+    """What ``checkpoints/best.safetensors`` of a run is the best by: the ``select:`` metric,
+    else the guard's PGD accuracy, else clean validation accuracy."""
+    if trainer.selector is not None:
+        return trainer.cfg.select.metric
+    return "guard_pgd_acc" if trainer.guard is not None else "val_clean_acc"
+
+
+def save_best(trainer: Any, model: nn.Module) -> None:
+    """Write ``model`` as ``checkpoints/best`` of ``trainer``'s run (process 0), with the step,
+    the metric's name and its value in the sidecar."""
+    if trainer.dist.is_main:
+        ckpt.save_weights(
+            model,
+            trainer.out / CHECKPOINTS / "best",
+            step=trainer.step,
+            metric=trainer.best_metric,
+            metric_name=best_metric_name(trainer),
+            **trainer.data.model_meta(trainer.cfg.data),
+        )
