@@ -9,11 +9,13 @@ hostile file cannot exhaust memory and every failure is one :class:`UserError` n
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import secrets
 import stat
 import tempfile
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -239,7 +241,14 @@ def read_bounded(
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            data = f.read(limit + 1)
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise error(f"{path}: larger than {_size(limit)}: not a {what}")
+            # In blocks: read(limit + 1) would allocate the whole bound at once; a device
+            # (/dev/zero) or a pipe has no size to look at first.
+            data = bytearray()
+            while len(data) <= limit and (block := f.read(min(2**20, limit + 1 - len(data)))):
+                data += block
     except (FileNotFoundError, NotADirectoryError):
         raise error(f"{path}: no such {what}") from None
     except IsADirectoryError:
@@ -248,7 +257,7 @@ def read_bounded(
         raise error(f"{path}: cannot read the {what} ({e.strerror or e})") from None
     if len(data) > limit:
         raise error(f"{path}: larger than {_size(limit)}: not a {what}")
-    return data
+    return bytes(data)
 
 
 def _size(n: int) -> str:
@@ -343,6 +352,9 @@ def parse_yaml(text: str, source: str, *, error: type[Exception] | None = None) 
     import yaml
 
     error = error or UserError
+    depth = _bracket_depth(text)
+    if depth > MAX_DEPTH:  # PyYAML's scanner takes quadratic time in flow nesting
+        raise error(f"{source}: not valid YAML (nested {depth} levels deep; at most {MAX_DEPTH})")
     try:
         return yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
@@ -352,6 +364,16 @@ def parse_yaml(text: str, source: str, *, error: type[Exception] | None = None) 
         raise error(f"{source}: not valid YAML ({where}{problem})") from None
     except (ValueError, TypeError, RecursionError) as e:  # an int of 5000 digits, deep nesting
         raise error(f"{source}: not valid YAML ({_first_line(e)})") from None
+
+
+_BRACKETS = {ord(c): c for c in "[]{}"}
+
+
+def _bracket_depth(text: str) -> int:
+    """How deep ``[`` and ``{`` nest in ``text`` (quoted ones counted too: an upper bound)."""
+    only = text.translate(defaultdict(lambda: None, _BRACKETS))
+    steps = (1 if c in "[{" else -1 for c in only)
+    return max(itertools.accumulate(steps, initial=0))
 
 
 def _first_line(e: BaseException) -> str:
@@ -398,7 +420,19 @@ def _strict_loader() -> Any:
                         f"more than {MAX_YAML_ALIASES} aliases",
                         self.peek_event().start_mark,
                     )
-            return super().compose_node(parent, index)
+            # Refused at the bound, before Python's recursion limit (whose unwinding is slow).
+            self._depth = getattr(self, "_depth", 0) + 1
+            if self._depth > MAX_DEPTH:
+                raise ComposerError(
+                    None,
+                    None,
+                    f"nested more than {MAX_DEPTH} levels deep",
+                    self.peek_event().start_mark,
+                )
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
 
         def get_single_node(self) -> Any:
             node = super().get_single_node()

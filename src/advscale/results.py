@@ -109,6 +109,11 @@ def load_results(path: str | os.PathLike) -> Results:
         )
     if "records" not in raw:
         raise ResultsError(f"{path}: missing key 'records'")
+    if not isinstance(raw["records"], list) or not all(isinstance(r, dict) for r in raw["records"]):
+        raise ResultsError(f"{path}: 'records' must be a list of JSON objects")
+    for key in ("config", "summary", "environment"):
+        if not isinstance(raw.get(key, {}), dict):
+            raise ResultsError(f"{path}: {key!r} must be a JSON object")
     return Results(
         kind=raw.get("kind") or infer_kind(raw),
         records=list(raw["records"]),
