@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import stat
 import tarfile
 from pathlib import Path
 
@@ -142,6 +144,7 @@ def files(tmp_path_factory, fmnist_dir, fmnist) -> dict[str, str]:
         (d / f"{name}.json").write_text(json.dumps({**head, "records": records}))
     deep = "[" * 100000 + "]" * 100000
     (d / "results_deep.json").write_text(json.dumps({**head, "records": []})[:-2] + deep + "]}")
+    _hostile_files(d)
     return {k: str(v) for k, v in {"dir": d, "fmnist": fmnist_dir}.items()}
 
 
@@ -399,6 +402,126 @@ CASES = [
             ("nested-deep", "results_deep", ["results_deep.json", "nested deeper"]),
         )
     ),
+    # hostile files: configs that would grow, lie or not decode
+    (
+        "config-duplicate-key",
+        ["train", "--config", "{dir}/config_dup.yaml", "--out", "{tmp}/r"],
+        2,
+        ["config_dup.yaml", "duplicate key 'epochs'"],
+    ),
+    (
+        "config-billion-laughs",
+        ["train", "--config", "{dir}/config_lol.yaml", "--out", "{tmp}/r"],
+        2,
+        ["config_lol.yaml", "aliases"],
+    ),
+    (
+        "config-dev-zero",
+        ["train", "--config", "/dev/zero", "--out", "{tmp}/r"],
+        2,
+        ["/dev/zero", "larger than"],
+    ),
+    (
+        "config-latin1",
+        ["train", "--config", "{dir}/config_latin1.yaml", "--out", "{tmp}/r"],
+        2,
+        ["config_latin1.yaml", "not UTF-8", "0xe9"],
+    ),
+    (
+        "train-alpha-pixel-levels",
+        [*TRAIN, "--set", "eval.attack_kwargs={{pgd: {{alpha: 2}}}}"],
+        2,
+        ["alpha=2", "2/255"],
+    ),
+    (
+        "eval-alpha-pixel-levels",
+        [*EVAL, "--out", "{tmp}/r.json", "--attack-kwargs", "pgd.alpha=2"],
+        2,
+        ["alpha=2", "2/255"],
+    ),
+    (
+        "results-nested-deep",
+        ["report", "{dir}/deep.json", "--out", "{tmp}/r.html"],
+        2,
+        ["deep.json"],
+    ),
+    # outputs that are links, pipes, too long, or hold earlier work
+    (
+        "eval-out-symlink",
+        [*EVAL, "--out", "{dir}/link.json", "--force"],
+        2,
+        ["link.json", "symbolic link"],
+    ),
+    ("eval-out-fifo", [*EVAL, "--out", "{dir}/fifo", "--force"], 2, ["fifo", "not a regular file"]),
+    ("eval-out-name-too-long", [*EVAL, "--out", "{tmp}/" + "r" * 300], 2, ["--out", "255"]),
+    (
+        "report-out-exists",
+        ["report", "{dir}/no_run", "--out", "{dir}/existing.html"],
+        2,
+        ["existing.html", "--force"],
+    ),
+    (
+        "report-out-symlink",
+        ["report", "{dir}/no_run", "--out", "{dir}/link.json", "--force"],
+        2,
+        ["link.json", "symbolic link"],
+    ),
+    (
+        "save-adv-a-file",
+        [*EVAL, "--out", "{tmp}/r.json", "--save-adv", "{dir}/a_file"],
+        2,
+        ["--save-adv", "a_file", "is a file"],
+    ),
+    (
+        "save-adv-holds-examples",
+        [*EVAL, "--out", "{tmp}/r.json", "--save-adv", "{dir}/adv_dir"],
+        2,
+        ["adv_dir", "examples.safetensors", "--force"],
+    ),
+    (
+        "fetch-to-a-file",
+        ["data", "fetch", "fashion-mnist", "--to", "{dir}/a_file"],
+        2,
+        ["a_file", "is a file"],
+    ),
+    (
+        "export-to-symlink",
+        ["export", "{dir}/model", "--to", "{dir}/link.ts", "--input-shape", "1,28,28"],
+        2,
+        ["link.ts", "symbolic link"],
+    ),
+    (
+        "demo-keeps-earlier-run",
+        ["demo", "--out", "{dir}/demo_done"],
+        2,
+        ["demo_done", "--resume", "--force"],
+    ),
+    ("demo-resume-and-force", ["demo", "--out", "{tmp}/d", "--resume", "--force"], 2, ["--force"]),
+    # model specs and models
+    (
+        "spec-names-itself",
+        [*EVAL_ON, "{dir}/self_spec.yaml"],
+        2,
+        ["self_spec.yaml", "another spec file"],
+    ),
+    (
+        "spec-field-type",
+        [*EVAL_ON, "{dir}/spec_types.yaml"],
+        2,
+        ["spec_types.yaml", "num_classes", "'ten'"],
+    ),
+    (
+        "export-torchscript-to-pt2",
+        ["export", "{dir}/model.ts", "--to", "{tmp}/m.pt2", "--input-shape", "1,28,28"],
+        2,
+        ["m.pt2", "TorchScript"],
+    ),
+    (
+        "train-batch-one-batch-norm",
+        [*TRAIN, "--set", "batch_size=1"],
+        2,
+        ["batch_size", "batch norm"],
+    ),
 ]
 
 
@@ -453,3 +576,56 @@ def test_names_with_dollar_signs_and_html_are_reported_literally(files, tmp_path
     md = (tmp_path / "r.md").read_text()
     assert "run$\\nosuch$&lt;b&gt;" in md and "<b>" not in md
     assert list(tmp_path.glob("r_*.png"))  # the plots were drawn, names and all
+
+
+def _hostile_files(d: Path) -> None:
+    """Files a careless or hostile user hands over: configs that grow, repeat or do not
+    decode, outputs that are links or pipes or hold earlier work, specs that loop."""
+    tiny = yaml.safe_dump(TINY)
+    (d / "config_dup.yaml").write_text(tiny + "epochs: 3\n")
+    laughs = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    laughs += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)]
+    (d / "config_lol.yaml").write_text("\n".join(laughs) + "\n")
+    (d / "config_latin1.yaml").write_bytes(tiny.encode() + "# café\n".encode("latin-1"))
+    (d / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (d / "victim.json").write_text("not advscale's")
+    for name in ("link.json", "link.ts"):
+        (d / name).symlink_to(d / "victim.json")
+    os.mkfifo(d / "fifo")
+    (d / "existing.html").write_text("an earlier report")
+    (d / "adv_dir").mkdir()
+    (d / "adv_dir" / "examples.safetensors").write_bytes(b"another evaluation's examples")
+    (d / "demo_done").mkdir()
+    (d / "demo_done" / "results.json").write_text("{}")
+    (d / "self_spec.yaml").write_text("model: self_spec.yaml\n")
+    (d / "spec_types.yaml").write_text(f"model: {d / 'model.ts'}\nnum_classes: ten\n")
+
+
+def test_hostile_outputs_are_left_as_they_were(files, tmp_path):
+    """The refusals above changed nothing: links still point where they did, the file behind
+    them is intact, the pipe is a pipe and earlier work is kept."""
+    d = Path(files["dir"])
+    assert (
+        main(
+            [
+                *[a.format(**files, model=f"{d}/model") for a in EVAL],
+                "--out",
+                f"{d}/link.json",
+                "--force",
+            ]
+        )
+        == 2
+    )
+    assert (d / "link.json").is_symlink() and (d / "victim.json").read_text() == "not advscale's"
+    assert stat.S_ISFIFO(os.lstat(d / "fifo").st_mode)
+    assert (d / "existing.html").read_text() == "an earlier report"
+    assert (d / "adv_dir" / "examples.safetensors").read_bytes() == b"another evaluation's examples"
+    assert sorted(p.name for p in (d / "demo_done").iterdir()) == ["results.json"]
+
+
+def test_a_245_character_out_is_written(files, tmp_path, capsys):
+    out = tmp_path / ("r" * 240 + ".json")
+    args = [a.format(**files, model=f"{files['dir']}/model") for a in EVAL]
+    assert main([*args, "--out", str(out)]) == 0, capsys.readouterr().err
+    assert json.loads(out.read_text())["schema"] == "advscale.results"
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]

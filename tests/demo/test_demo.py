@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from advscale.demo import ATTACKS, EPS, LEAK_EPS, MODELS, run_demo
 from advscale.models import load_model
 from advscale.results import load_results
@@ -78,3 +80,51 @@ def test_end_of_training_check_is_small_at_full_size():
     assert cfg.eval.n == 100 and cfg.eval.attacks == ["fgsm", "pgd"] and cfg.eval.eps == [8.0]
     assert cfg.eval.attack_kwargs["pgd"]["steps"] == 5
     assert cfg.data.n_val == 500 and FULL["n_test"] == 1000
+
+
+@pytest.mark.slow
+def test_demo_keeps_an_earlier_run_and_resumes_an_interrupted_one(
+    tmp_path, fmnist_dir, monkeypatch
+):
+    import os
+    import signal
+
+    from advscale import demo
+    from advscale.errors import RunInterrupted, UserError
+
+    monkeypatch.setattr(demo, "MODELS", {"baseline": MODELS["baseline"]})  # one model is enough
+    size = {**TINY, "epochs": 2, "n_train": 200, "n_test": 20}  # 2 steps per epoch
+    out = tmp_path / "demo"
+    train = demo.train
+
+    def ctrl_c_after_the_first_epoch(cfg, run_dir, **kw):
+        def on_epoch(rec: dict) -> None:
+            if rec["epoch"] == 0:
+                os.kill(os.getpid(), signal.SIGINT)  # acted on at the epoch boundary
+
+        return train(cfg, run_dir, on_epoch=on_epoch, **kw)
+
+    monkeypatch.setattr(demo, "train", ctrl_c_after_the_first_epoch)
+    with pytest.raises(RunInterrupted) as caught:
+        run_demo(out, data_dir=fmnist_dir, size=size, device="cpu", progress=False)
+    # The hint names a command that works: the demo's own, not `advscale train`'s flag.
+    assert str(caught.value).startswith("SIGINT: stopped after step 2,")
+    assert str(caught.value).endswith(f"; continue with: advscale demo --out {out} --resume")
+    monkeypatch.setattr(demo, "train", train)
+
+    with pytest.raises(UserError, match=r"already holds a demo \(train\); use --resume"):
+        run_demo(out, data_dir=fmnist_dir, size=size, device="cpu", progress=False)
+    with pytest.raises(UserError, match="exclude each other"):
+        run_demo(out, force=True, resume=True)
+    results = run_demo(
+        out, data_dir=fmnist_dir, size=size, device="cpu", progress=False, resume=True
+    )
+    assert results.complete and load_results(out).complete
+    trained = json.loads((out / "train" / "baseline" / "summary.json").read_text())
+    assert trained["steps"] == 4  # the first epoch was not trained twice
+    steps = [
+        json.loads(line)["step"]
+        for line in (out / "train" / "baseline" / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["type"] == "epoch"
+    ]
+    assert steps == [2, 4]

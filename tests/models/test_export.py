@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 
@@ -80,6 +81,15 @@ def test_export_refuses_unknown_suffix_and_says_how_to_get_onnx(trained, tmp_pat
         assert rc == 0 and onnx.is_file()
         checked = importlib.util.find_spec("onnxruntime") is not None
         assert ("logits match" in capsys.readouterr().out) == checked
+        # Self-contained: no hidden weights file named after a temporary path, and the file
+        # copied alone loads with its weights.
+        assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+        import onnx as onnx_lib
+
+        alone = tmp_path / "alone"
+        alone.mkdir()
+        shutil.copy(onnx, alone / "copy.onnx")
+        assert onnx_lib.load(str(alone / "copy.onnx")).graph.initializer
 
 
 def test_an_export_with_other_logits_is_not_written(trained, fmnist, tmp_path):
@@ -97,3 +107,20 @@ def test_an_export_with_other_logits_is_not_written(trained, fmnist, tmp_path):
     with pytest.raises(ValueError, match="other logits than the model"):
         export_model(Sampled(), tmp_path / "m.ts", x)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_torchscript_model_exports_as_torchscript_and_torch_export_is_refused(
+    trained, fmnist, tmp_path, capsys
+):
+    scripted = tmp_path / "model.ts"
+    x, _ = fmnist("test", n=8, seed=5).tensors()
+    torch.jit.trace(trained.eval(), x).save(str(scripted))
+    out = tmp_path / "again.ts"
+    args = ["export", str(scripted), "--input-shape", "1,28,28", "--to"]
+    assert main([*args, str(out)]) == 0, capsys.readouterr().err
+    with torch.no_grad():
+        assert torch.allclose(torch.jit.load(str(out))(x), trained(x), atol=1e-5)
+    assert main([*args, str(tmp_path / "m.pt2")]) == 2
+    err = capsys.readouterr().err
+    assert "m.pt2: torch.export cannot take a TorchScript model" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m.pt2").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -244,3 +245,127 @@ def test_under_ddp_every_process_stops_at_the_same_step(fmnist_dir, tmp_path, ti
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((out / "summary.json").read_text())["steps"] == 48
+
+
+# -- a run directory's files are its own; a full disk loses nothing -------------------------------
+@pytest.fixture(scope="module")
+def finished_run(fmnist_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """(config file, run directory) of a finished one-epoch run, trained once for the module."""
+    tmp = tmp_path_factory.mktemp("finished")
+    settings = [
+        "data.n_train=128",
+        "data.n_val=50",
+        "batch_size=32",
+        "progress=false",
+        "tensorboard=false",
+        "model.kwargs={width: 0.25}",
+        "eval.n=50",
+        "eval.attack_kwargs={pgd: {steps: 1}}",
+        "eval.label_leak=false",
+        "guard.enabled=false",
+        "epochs=1",
+    ]
+    config = _config_file(tmp, settings)
+    train(load_config(config, []), tmp / "run")
+    return config, tmp / "run"
+
+
+def _copy_run(finished_run, tmp_path) -> tuple[Path, Path]:
+    config, run = finished_run
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    return config, out
+
+
+def _snapshot(path: Path) -> dict[str, bytes]:
+    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    return {str(p.relative_to(path.parent)): p.read_bytes() for p in files if p.is_file()}
+
+
+def _one_line(capsys) -> str:
+    """The one error line on stderr (progress bars aside), with no traceback."""
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.split("\n") if ln.strip() and "img/s]" not in ln]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "run.lock", "checkpoints/last", "config.json"])
+def test_a_link_in_a_run_directory_is_refused_on_resume_and_what_it_points_at_is_untouched(
+    finished_run, tmp_path, capsys, name
+):
+    config, out = _copy_run(finished_run, tmp_path)
+    link = out / name
+    victim = tmp_path / "victim"
+    if link.is_dir():
+        shutil.move(link, victim)  # another run's checkpoint, say
+    else:
+        victim.write_bytes(link.read_bytes() if link.exists() else b"precious\n")
+        link.unlink(missing_ok=True)
+    link.symlink_to(victim)
+    before = _snapshot(victim)
+    assert main(["train", "--config", str(config), "--out", str(out), "--resume"]) == 2
+    line = _one_line(capsys)
+    assert f"{link}: is a symbolic link" in line, line
+    assert _snapshot(victim) == before and link.is_symlink()
+    # --force starts anew without following the link: it removes a run file's link, and is
+    # refused at a linked lock (taken before anything else, it may not be removed unasked).
+    forced = main(["train", "--config", str(config), "--out", str(out), "--force"])
+    assert forced == (2 if name == "run.lock" else 0), capsys.readouterr().err
+    assert _snapshot(victim) == before and link.is_symlink() == (name == "run.lock")
+
+
+def test_a_checkpoint_sidecar_that_is_not_json_is_named_on_resume(finished_run, tmp_path, capsys):
+    config, out = _copy_run(finished_run, tmp_path)
+    sidecar = out / "checkpoints" / "last" / "model.json"
+    sidecar.write_text("{not json")
+    assert main(["train", "--config", str(config), "--out", str(out), "--resume"]) == 2
+    assert f"{sidecar}: not valid JSON" in _one_line(capsys)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 512 kB tmpfs (root only: skipped elsewhere; tests/core/test_files.py covers a full
+    disk portably)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(disk: Path, leave: int) -> None:
+    """Fill ``disk`` until ``leave`` bytes are free."""
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    (disk / "filler").write_bytes(b"\0" * max(free - leave, 0))
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_half_file(
+    finished_run, fmnist_dir, small_disk, tmp_path, capsys
+):
+    config, run = finished_run
+    model = run / "model"
+    _fill(small_disk, leave=0)
+    out = small_disk / "results.json"
+    evaluate = ["eval", "--model", str(model), "--data-dir", str(fmnist_dir), "--n", "20"]
+    assert main([*evaluate, "--attacks", "fgsm", "--eps", "8", "--out", str(out)]) == 2
+    line = _one_line(capsys)
+    assert f"{out}: could not be written (No space left on device" in line, line
+    assert main(["report", str(run), "--out", str(small_disk / "r.md")]) == 2
+    assert "No space left on device" in _one_line(capsys)
+    (small_disk / "filler").unlink()
+    # Training: the config fits, a checkpoint does not.
+    _fill(small_disk, leave=48 * 1024)
+    out = small_disk / "run"
+    assert main(["train", "--config", str(config), "--out", str(out)]) == 2
+    assert "No space left on device" in _one_line(capsys)
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "run"]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]

@@ -65,8 +65,10 @@ def run(args: argparse.Namespace) -> int:
     from advscale.errors import UserError
     from advscale.models import load_any_model
     from advscale.models.export import export_format, export_model
+    from advscale.utils import check_writable
 
     export_format(args.to)  # a bad suffix is refused before anything loads
+    check_writable(args.to, "--to")
     if args.to.exists() and not args.force:
         raise UserError(f"{args.to} already exists; pass --force to overwrite it")
     model = load_any_model(args.model, "cpu", trust=args.trust_checkpoint)

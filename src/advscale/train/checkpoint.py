@@ -120,8 +120,12 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_weights(model, tmp / WEIGHTS, step=state.get("step"), **meta)
-    atomic_write(tmp / STATE_FILE, lambda p: torch.save(state, p))
+    try:
+        save_weights(model, tmp / WEIGHTS, step=state.get("step"), **meta)
+        atomic_write(tmp / STATE_FILE, lambda p: torch.save(state, p))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk gets its space back
+        raise
     if final.exists():
         if old.exists():
             shutil.rmtree(old)
