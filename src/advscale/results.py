@@ -219,7 +219,7 @@ def bad_accuracy(value: Any) -> tuple[str, Any] | None:
     """The first accuracy field of ``value`` (:func:`accuracy_fields`) that is not finite or
     lies outside [0, 1], or None."""
     for key, v in accuracy_fields(value):
-        if not (math.isfinite(v) and 0 <= v <= 1):
+        if not (0 <= v <= 1 and math.isfinite(v)):  # NaN fails the bounds; big ints too
             return key, v
     return None
 

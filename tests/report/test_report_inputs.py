@@ -18,7 +18,7 @@ def _eval(name: str, acc: float, **extra) -> Results:
     return res
 
 
-@pytest.mark.parametrize("acc", [float("nan"), float("inf"), 57.0, -0.1, 1.01])
+@pytest.mark.parametrize("acc", [float("nan"), float("inf"), 57.0, -0.1, 1.01, 10**400])
 def test_accuracies_that_are_no_shares_are_refused_naming_file_and_record(tmp_path, acc):
     good, bad = _eval("good", 0.4), _eval("bad", 0.4)
     bad.add(attack="fgsm", eps=4.0, accuracy=acc)

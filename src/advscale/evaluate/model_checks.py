@@ -74,6 +74,8 @@ class ModelProbe:
         rows: rows probed.
         deterministic: two forward passes on the same inputs gave the same outputs.
         max_change: the largest absolute difference between those two passes.
+        nonfinite: rows of the perturbed copies (uniform noise of ``PROBE_NOISE``) whose
+            outputs hold NaN or inf.
     """
 
     head: Head
@@ -81,6 +83,7 @@ class ModelProbe:
     rows: int
     deterministic: bool
     max_change: float
+    nonfinite: int = 0
 
     @property
     def saturating(self) -> bool:
@@ -106,7 +109,8 @@ def probe_model(model: nn.Module, x: Tensor, *, seed: int = 0) -> ModelProbe:
         first[both], second[both], rtol=SAME_OUTPUT_RTOL, atol=SAME_OUTPUT_ATOL
     )
     head, share = _head(first[torch.isfinite(first).all(1)])
-    return ModelProbe(head, share, len(probe), same, change)
+    nonfinite = int((~torch.isfinite(first[len(x) :]).all(1)).sum())
+    return ModelProbe(head, share, len(probe), same, change, nonfinite)
 
 
 def _head(out: Tensor) -> tuple[Head, float]:
@@ -128,6 +132,25 @@ def _head(out: Tensor) -> tuple[Head, float]:
         if share >= SATURATED_SHARE:
             return "saturated", share
     return "logits", 0.0
+
+
+def probe_warnings(probe: ModelProbe, eot: int) -> list[dict[str, Any]]:
+    """Every warning the probe gives: saturating head, randomness, NaN off the data."""
+    out = head_warning(probe) + nondeterministic_warning(probe, eot)
+    if probe.nonfinite:
+        out.append(
+            {
+                "check": "nonfinite_outputs",
+                "count": probe.nonfinite,
+                "message": (
+                    f"the model returns NaN or inf for {probe.nonfinite} of {probe.rows // 2} "
+                    f"images perturbed by uniform noise of {PROBE_NOISE * 255:g}/255 (finite on the "
+                    "clean ones): it breaks down next to the data, which no robust accuracy can "
+                    "hide; adversarial examples on which it does so count as broken"
+                ),
+            }
+        )
+    return out
 
 
 def head_warning(probe: ModelProbe) -> list[dict[str, Any]]:
@@ -259,6 +282,7 @@ __all__ = [
     "build_attack_for",
     "head_warning",
     "nondeterministic_warning",
+    "probe_warnings",
     "probe_model",
     "saturation_free_kwargs",
 ]

@@ -267,7 +267,7 @@ def evaluate(
     clean_acc = _mean(clean_correct)
     clean_t5 = _mean(clean.top5) if clean.top5 is not None else None
 
-    warnings = model_checks.head_warning(probe) + model_checks.nondeterministic_warning(probe, eot)
+    warnings = model_checks.probe_warnings(probe, eot)
     ran: list[str] = ["probabilities", "nondeterministic"]
     if checks:
         ran += ["zero_gradients"] + (["unbounded"] if check_unbounded else [])

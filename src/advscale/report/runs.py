@@ -200,16 +200,21 @@ def check_accuracies(results: Results, source: str) -> None:
             what = ", ".join(f"{k} {r[k]!r}" for k in ("model", "attack", "eps") if k in r)
             raise ResultsError(
                 f"{source}: record {i}" + (f" ({what})" if what else "") + f": {found[0]} is "
-                f"{found[1]!r}; accuracies are shares, finite and in [0, 1] (0.57, not 57): fix "
-                "or remove that record"
+                f"{_shown(found[1])}; accuracies are shares, finite and in [0, 1] (0.57, not 57): "
+                "fix or remove that record"
             )
     if isinstance(results.summary, dict):
         found = bad_accuracy(results.summary)
         if found is not None:
             raise ResultsError(
-                f"{source}: summary {found[0]} is {found[1]!r}; accuracies are shares, finite "
+                f"{source}: summary {found[0]} is {_shown(found[1])}; accuracies are shares, finite "
                 "and in [0, 1] (0.57, not 57): fix or remove it"
             )
+
+
+def _shown(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 24 else text[:20] + "..."
 
 
 def classify(run: Run, r: dict[str, Any]) -> str:
