@@ -1,0 +1,119 @@
+"""Records against numbers computed by hand: FGSM-pred's robust and final accuracy, Iter. basic's
+robust accuracy, where an example counts as broken when any iterate fooled it; the label-leak
+verdict against every control; batch norm folded only where folding keeps the function."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from advscale.evaluate import evaluate, leak_flag
+from advscale.evaluate.label_leak import prefers_perturbed_flag
+from advscale.models.fuse import fuse_for_eval
+
+def by_hand_grad(model, x, y):
+    x = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), x)
+    return g
+
+
+def predict(model, x):
+    with torch.no_grad():
+        return model(x).argmax(1)
+
+
+@pytest.fixture(scope="module")
+def data(test_set):
+    return test_set.tensors()
+
+
+def test_one_step_record_is_clean_correct_and_still_correct(tiny_model, test_set, data):
+    """FGSM-pred by hand, X + ε·sign(∇J(X, predicted class)): it moves some misclassified
+    examples to their true class; those count in ``accuracy_final``, never in ``accuracy``."""
+    x, y = data
+    eps = 8.0
+    pred = predict(tiny_model, x)
+    x_adv = (x + eps / 255 * by_hand_grad(tiny_model, x, pred).sign()).clamp(0, 1)
+    clean = pred == y
+    after = predict(tiny_model, x_adv) == y
+    assert bool((after & ~clean).any()), "FGSM-pred should fix some misclassified example"
+    report = evaluate(
+        tiny_model,
+        test_set,
+        attacks=["fgsm_pred"],
+        eps=[eps],
+        progress=False,
+        fuse=False,
+        checks=False,
+    )
+    rec = report.record("fgsm_pred", eps)
+    assert rec["accuracy"] == pytest.approx(float((clean & after).float().mean()), abs=1e-6)
+    assert rec["accuracy_final"] == pytest.approx(float(after.float().mean()), abs=1e-6)
+    assert rec["clean_accuracy"] == pytest.approx(float(clean.float().mean()), abs=1e-6)
+
+
+def test_iterative_record_counts_an_example_broken_if_any_iterate_fooled_it(
+    tiny_model, test_set, data
+):
+    """Iter. basic by hand, X_{n+1} = Clip_{X,ε}(X_n + α·sign(∇J(X_n, y))), with a step large
+    enough that some iterates fool the model and later ones do not: those examples are broken."""
+    x, y = data
+    eps, alpha, steps = 16.0, 8 / 255, 6
+    clean = predict(tiny_model, x) == y
+    xn, fooled_any = x.clone(), torch.zeros_like(clean)
+    for _ in range(steps):
+        step = xn + alpha * by_hand_grad(tiny_model, xn, y).sign()
+        xn = torch.min(torch.max(step, x - eps / 255), x + eps / 255).clamp(0, 1)
+        fooled_any |= predict(tiny_model, xn) != y
+    fooled_last = predict(tiny_model, xn) != y
+    assert bool((fooled_any & ~fooled_last & clean).any()), "no example recovers: no test"
+    for early_stop in (True, False):
+        report = evaluate(
+            tiny_model,
+            test_set,
+            attacks=["iter_basic"],
+            eps=[eps],
+            attack_kwargs={
+                "iter_basic": {"steps": steps, "alpha": alpha, "early_stop": early_stop}
+            },
+            progress=False,
+            fuse=False,
+            checks=False,
+        )
+        expected = clean & ~fooled_any if early_stop else clean & ~fooled_last
+        assert report.record("iter_basic", eps)["accuracy"] == pytest.approx(
+            float(expected.float().mean()), abs=1e-6
+        ), early_stop
+
+
+def test_leak_needs_fgsm_to_beat_every_control_and_preferring_needs_one():
+    beats = {"p_value": 0.001, "diff": 0.05}
+    ties = {"p_value": 0.6, "diff": 0.0}
+    assert leak_flag({"fgsm_pred": beats, "random_sign": beats})
+    assert not leak_flag({"fgsm_pred": beats, "random_sign": ties})
+    assert not leak_flag({"fgsm_pred": ties, "random_sign": beats})
+    assert prefers_perturbed_flag({"fgsm_pred": ties, "random_sign": beats})
+    assert not prefers_perturbed_flag({"fgsm_pred": ties, "random_sign": ties})
+
+
+@pytest.mark.parametrize("track", [False, True])
+def test_batch_norm_is_folded_only_with_running_statistics(track):
+    """Without running statistics batch norm normalises with the batch's, even in eval mode:
+    folding it would change the function."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, track_running_stats=track), nn.Flatten()
+    )
+    if track:
+        model.train()
+        model(torch.randn(16, 1, 8, 8))  # running statistics unlike the identity
+    model.eval()
+    x = torch.rand(8, 1, 8, 8)
+    with torch.no_grad():
+        expected = model(x)
+    fused = fuse_for_eval(model, channels_last=False)
+    assert getattr(fused, "folded", 0) == (1 if track else 0)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), expected, rtol=1e-5, atol=1e-5)
