@@ -9,9 +9,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from advscale.errors import UserError
 from advscale.evaluate import evaluate, leak_flag
 from advscale.evaluate.label_leak import prefers_perturbed_flag
 from advscale.models.fuse import fuse_for_eval
+
 
 def by_hand_grad(model, x, y):
     x = x.clone().requires_grad_(True)
@@ -69,23 +71,29 @@ def test_iterative_record_counts_an_example_broken_if_any_iterate_fooled_it(
         fooled_any |= predict(tiny_model, xn) != y
     fooled_last = predict(tiny_model, xn) != y
     assert bool((fooled_any & ~fooled_last & clean).any()), "no example recovers: no test"
-    for early_stop in (True, False):
-        report = evaluate(
+    kwargs = {"steps": steps, "alpha": alpha}
+    report = evaluate(
+        tiny_model,
+        test_set,
+        attacks=["iter_basic"],
+        eps=[eps],
+        attack_kwargs={"iter_basic": kwargs},
+        progress=False,
+        fuse=False,
+        checks=False,
+    )
+    expected = float((clean & ~fooled_any).float().mean())
+    assert report.record("iter_basic", eps)["accuracy"] == pytest.approx(expected, abs=1e-6)
+    # Without early stopping the attack records only its last iterate: refused.
+    with pytest.raises(UserError, match=r"attack_kwargs\['iter_basic'\]: early_stop cannot"):
+        evaluate(
             tiny_model,
             test_set,
             attacks=["iter_basic"],
             eps=[eps],
-            attack_kwargs={
-                "iter_basic": {"steps": steps, "alpha": alpha, "early_stop": early_stop}
-            },
+            attack_kwargs={"iter_basic": {**kwargs, "early_stop": False}},
             progress=False,
-            fuse=False,
-            checks=False,
         )
-        expected = clean & ~fooled_any if early_stop else clean & ~fooled_last
-        assert report.record("iter_basic", eps)["accuracy"] == pytest.approx(
-            float(expected.float().mean()), abs=1e-6
-        ), early_stop
 
 
 def test_leak_needs_fgsm_to_beat_every_control_and_preferring_needs_one():

@@ -236,7 +236,10 @@ def evaluate(
     eps_values = check_eps(eps, "eps", norm=norm, unit=eps_unit)
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
-    kwargs_for = with_norm(merge_attack_kwargs(attacks, attack_kwargs), norm)
+    # Broken when any iterate fooled it: the attacks record that only with early stopping.
+    kwargs_for = with_norm(
+        merge_attack_kwargs(attacks, attack_kwargs, reserved=("eps", "seed", "early_stop")), norm
+    )
     for name in attacks:  # every attack builds before any runs: a missing extra is said first
         _build(name, nn.Identity(), attack_eps(max(eps_values), norm), kwargs_for[name])
     shard = shard or Shard()
