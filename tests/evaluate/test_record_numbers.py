@@ -1,18 +1,16 @@
 """Records against numbers computed by hand: FGSM-pred's robust and final accuracy, Iter. basic's
 robust accuracy, where an example counts as broken when any iterate fooled it; the label-leak
-verdict against every control; batch norm folded only where folding keeps the function."""
+verdict against every control."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from advscale.errors import UserError
 from advscale.evaluate import evaluate, leak_flag
 from advscale.evaluate.label_leak import prefers_perturbed_flag
-from advscale.models.fuse import fuse_for_eval
 
 
 def by_hand_grad(model, x, y):
@@ -104,24 +102,3 @@ def test_leak_needs_fgsm_to_beat_every_control_and_preferring_needs_one():
     assert not leak_flag({"fgsm_pred": ties, "random_sign": beats})
     assert prefers_perturbed_flag({"fgsm_pred": ties, "random_sign": beats})
     assert not prefers_perturbed_flag({"fgsm_pred": ties, "random_sign": ties})
-
-
-@pytest.mark.parametrize("track", [False, True])
-def test_batch_norm_is_folded_only_with_running_statistics(track):
-    """Without running statistics batch norm normalises with the batch's, even in eval mode:
-    folding it would change the function."""
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, track_running_stats=track), nn.Flatten()
-    )
-    if track:
-        model.train()
-        model(torch.randn(16, 1, 8, 8))  # running statistics unlike the identity
-    model.eval()
-    x = torch.rand(8, 1, 8, 8)
-    with torch.no_grad():
-        expected = model(x)
-    fused = fuse_for_eval(model, channels_last=False)
-    assert getattr(fused, "folded", 0) == (1 if track else 0)
-    with torch.no_grad():
-        torch.testing.assert_close(fused(x), expected, rtol=1e-5, atol=1e-5)
