@@ -68,7 +68,7 @@ def test_kurakin_step_follows_the_papers_loss(tiny_cnn, batch):
     loss = (ce[~adv].sum() + lam * ce[adv].sum()) / (groups * ((m - k) + lam * k))
     loss.backward()
     assert n == 64 and weight_sum == pytest.approx(groups * ((m - k) + lam * k))
-    assert weighted / weight_sum == pytest.approx(float(loss), rel=1e-5)
+    assert weighted / weight_sum == pytest.approx(float(loss.detach()), rel=1e-5)
     for p0, p1, ref in zip(before, model.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(p0 - p1.detach(), ref.grad, rtol=1e-4, atol=1e-7)
 
