@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -131,15 +132,24 @@ def read_results(db_path: Path) -> list[dict]:
                 outcome = result.test_outcome.value
             else:
                 outcome = result.worker_outcome.value
+            failed = re.search(r"^(?:FAILED|ERROR) (\S+)", result.output or "", re.M)
             out.append(
                 {
                     "id": f"{m.module_path}:{m.operator_name}:{m.occurrence}",
                     "line": m.start_pos[0],
                     "outcome": outcome,
+                    "killed_by": failed.group(1) if failed and outcome == "killed" else "",
                     "diff": result.diff or "",
                 }
             )
     return sorted(out, key=lambda r: (r["line"], r["id"]))
+
+
+def pending(db_path: Path) -> int:
+    from cosmic_ray.work_db import WorkDB, use_db
+
+    with use_db(str(db_path), WorkDB.Mode.open) as db:
+        return sum(1 for _ in db.pending_work_items)
 
 
 def run_module(
@@ -160,7 +170,10 @@ def run_module(
         n *= 2  # a folder of small modules (attacks/) is sampled as two modules
     total = sample_mutants(db, n, seed, known)
     start = time.monotonic()
-    cosmic(["exec", str(cfg), str(db)], tmp, env)
+    if pending(db):
+        # The unmutated tree must pass, or every mutant would count as killed.
+        subprocess.run(test_command(tests).split(), cwd=tmp, env=env, check=True)
+        cosmic(["exec", str(cfg), str(db)], tmp, env)
     results = read_results(db)
     tested = [r for r in results if r["outcome"] in ("killed", "survived")]
     killed = sum(r["outcome"] == "killed" for r in tested)
@@ -176,8 +189,13 @@ def run_module(
     }
 
 
-def write_report(out: Path, runs: list[dict], args: argparse.Namespace, fates: dict) -> None:
+def write_report(
+    out: Path, runs: list[dict], args: argparse.Namespace, fates: dict, earlier: set[str]
+) -> None:
     survivors = [r for run in runs for r in run["results"] if r["outcome"] == "survived"]
+    now_killed = [
+        r for run in runs for r in run["results"] if r["id"] in earlier and r["outcome"] == "killed"
+    ]
     equivalent = sum(fates.get(r["id"], "").startswith("equivalent") for r in survivors)
     tested = sum(run["tested"] for run in runs)
     killed = sum(run["killed"] for run in runs)
@@ -191,6 +209,7 @@ def write_report(out: Path, runs: list[dict], args: argparse.Namespace, fates: d
         "score_non_equivalent": killed / (tested - equivalent) if tested > equivalent else None,
         "modules": [{k: v for k, v in run.items() if k != "results"} for run in runs],
         "survivors": [{**r, "fate": fates.get(r["id"], "")} for r in survivors],
+        "killed_by_new_tests": now_killed,
         "killed_ids": [
             {"id": r["id"]} for run in runs for r in run["results"] if r["outcome"] == "killed"
         ],
@@ -232,6 +251,16 @@ def write_report(out: Path, runs: list[dict], args: argparse.Namespace, fates: d
     for r in survivors:
         lines += [f"- `{r['id']}` (line {r['line']}): {fates.get(r['id'], 'NOT EXPLAINED')}"]
         lines += ["", "```diff", r["diff"].strip(), "```", ""]
+    if now_killed:
+        lines += [
+            "## Survivors of the first run, killed by tests added since",
+            "",
+            "Each survived the tests as they were, and fails the test named now.",
+            "",
+        ]
+        for r in now_killed:
+            lines += [f"- `{r['id']}` (line {r['line']}): killed by `{r['killed_by']}`"]
+            lines += ["", "```diff", r["diff"].strip(), "```", ""]
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(out.with_suffix(".md"))
@@ -253,9 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     known: dict[str, str] = {}
+    earlier: set[str] = set()
     if args.keep_killed:
         prev = json.loads(args.keep_killed.read_text())
         known = {r["id"]: "killed" for r in prev.get("killed_ids", [])}
+        earlier = {r["id"] for r in prev.get("survivors", [])}
+        earlier |= {r["id"] for r in prev.get("killed_by_new_tests", [])}
     fates_path = ROOT / "scripts/mutation_fates.json"
     fates = json.loads(fates_path.read_text()) if fates_path.exists() else {}
     modules = {m: MODULES[m] for m in (args.modules or MODULES)}
@@ -266,13 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="advscale-mutation-") as d:
             tmp = Path(d)
             copy_tree(tmp)
-            env = {**os.environ, "PYTHONPATH": str(tmp / "src")}
-            # The unmutated tree must pass, or every mutant would count as killed.
-            subprocess.run(test_command(tests).split(), cwd=tmp, env=env, check=True)
             run = run_module(tmp, module, tests, args.sample, args.seed, args.timeout, known)
         print(f"{module}: {run['killed']}/{run['tested']} killed", flush=True)
         runs.append(run)
-        write_report(args.out, runs, args, fates)
+        write_report(args.out, runs, args, fates, earlier)
     return 0
 
 
