@@ -131,8 +131,8 @@ MUTANTS = [
     Mutant(
         "record_lets_the_attack_skip_iterates",
         "evaluate/robust.py",
-        'reserved=("eps", "seed", "early_stop")',
-        'reserved=("eps", "seed")',
+        'reserved = ("eps", "seed", "early_stop")',
+        'reserved = ("eps", "seed")',
         f"{E}/test_record_numbers.py",
     ),
     Mutant(

@@ -57,9 +57,8 @@ WORST_CASE = "worst_case"
 # (pyautoattack, the ``autoattack`` extra), the number papers and RobustBench quote. An attack
 # not registered in this installation is left out with a warning.
 PRESETS: dict[str, tuple[str, ...]] = {
-    # Inside one attack (attacks.cascade.StrongCascade): as strong as the separate cascade at a
-    # quarter of its passes on the step l.l. model, and what benchmarks/autoattack_compare.py
-    # measures.
+    # One attack (attacks.cascade.StrongCascade): as strong as the separate cascade at a quarter
+    # of its passes on the step l.l. model (benchmarks/autoattack_compare.py measures it).
     "strong": ("strong",),
     "autoattack": ("autoattack",),
 }
@@ -236,9 +235,8 @@ def evaluate(
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     # Broken when any iterate fooled it: the attacks record that only with early stopping.
-    kwargs_for = with_norm(
-        merge_attack_kwargs(attacks, attack_kwargs, reserved=("eps", "seed", "early_stop")), norm
-    )
+    reserved = ("eps", "seed", "early_stop")
+    kwargs_for = with_norm(merge_attack_kwargs(attacks, attack_kwargs, reserved=reserved), norm)
     for name in attacks:  # every attack builds before any runs: a missing extra is said first
         _build(name, nn.Identity(), attack_eps(max(eps_values), norm), kwargs_for[name])
     shard = shard or Shard()
