@@ -56,7 +56,7 @@ def copy_tree(dest: Path) -> None:
     for name in ("src", "tests", "configs"):
         if (ROOT / name).exists():
             shutil.copytree(ROOT / name, dest / name, ignore=ignore)
-    for name in ("pyproject.toml",):
+    for name in ("pyproject.toml", "conftest.py"):
         shutil.copy2(ROOT / name, dest / name)
 
 
