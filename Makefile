@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 TIMM_VENV ?= .venv-timm
 TIMM_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv demo test test-timm lint data bench clean
+.PHONY: venv demo test test-timm lint data bench clean mutation mutation-check
 
 venv: $(VENV)/.installed
 
@@ -36,6 +36,7 @@ test: venv
 	@bash scripts/get-fashion-mnist.sh || true
 	@bash scripts/setup-test-deps.sh || true
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory mutation-check
 	@if [ -n "$$CI" ] || [ "$(TEST_TIMM)" = 1 ]; then $(MAKE) --no-print-directory test-timm; \
 	else echo "Skipped the timm tests here (run: make test-timm; it installs torch 2.14.1 + torchvision, several GB)."; fi
 
@@ -48,6 +49,18 @@ $(TIMM_VENV)/.installed: pyproject.toml
 # The timm backbone and model-loading paths, in the venv that has timm.
 test-timm: $(TIMM_VENV)/.installed
 	$(TIMM_VENV)/bin/python -m pytest -q -p no:cacheprovider -k timm tests/transfer tests/models
+
+# A fixed list of one-line bugs that would ship wrong numbers, each against the tests that must
+# catch it (a few minutes); fails when fewer than its threshold are caught.
+mutation-check: venv
+	$(PY) scripts/mutation_check.py
+
+# Mutation testing with cosmic-ray over the modules that compute shipped numbers: every mutant
+# (hours on two cores; MUTATION_ARGS="--sample 8 --seed 0" for the sample in
+# benchmarks/results/mutation.md).
+MUTATION_ARGS ?=
+mutation: venv
+	$(PY) scripts/mutation.py $(MUTATION_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks

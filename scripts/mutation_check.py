@@ -122,10 +122,17 @@ MUTANTS = [
         f"{T}/test_recipe_numbers.py",
     ),
     Mutant(
-        "record_ignores_fooling_iterates",
+        "record_counts_fixed_misclassified_examples",
         "evaluate/robust.py",
-        "correct[idx] = ((logits.argmax(1) == y) & ~res.fooled.to(y.device)).cpu()",
-        "correct[idx] = (logits.argmax(1) == y).cpu()",
+        "robust = active & run.correct",
+        "robust = run.correct",
+        f"{E}/test_record_numbers.py",
+    ),
+    Mutant(
+        "record_lets_the_attack_skip_iterates",
+        "evaluate/robust.py",
+        'reserved = ("eps", "seed", "early_stop")',
+        'reserved = ("eps", "seed")',
         f"{E}/test_record_numbers.py",
     ),
     Mutant(
@@ -140,7 +147,7 @@ MUTANTS = [
         "models/fuse.py",
         "if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.running_mean is None:",
         "if not isinstance(bn, nn.modules.batchnorm._BatchNorm):",
-        "tests/models/test_fuse.py",
+        "tests/models/test_fuse.py::test_batch_norm_is_folded_only_with_running_statistics",
     ),
 ]
 
@@ -180,6 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown mutants {sorted(unknown)}; see --list")
     chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
+    sys.path.insert(0, str(ROOT / "src"))
+    from advscale.data import DataError, find_data_dir
+
+    try:
+        find_data_dir()
+    except DataError as e:  # the tests skip without the data, and every mutant would survive
+        print(f"mutation check skipped: {e}")
+        return 0
     signal.signal(signal.SIGINT, signal.default_int_handler)
     killed = 0
     with tempfile.TemporaryDirectory(prefix="advscale-mutants-") as d:

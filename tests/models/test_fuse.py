@@ -271,3 +271,24 @@ def test_a_forward_that_cannot_take_channels_last_keeps_the_standard_layout(bn):
     # A forward that takes channels-last keeps it.
     seq = _randomize_bn(ValueBranch())
     assert fuse_for_eval(seq, example=x, channels_last=True).channels_last
+
+
+@pytest.mark.parametrize("track", [False, True])
+def test_batch_norm_is_folded_only_with_running_statistics(track):
+    """Without running statistics batch norm normalises with the batch's, even in eval mode:
+    folding it would change the function."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, track_running_stats=track), nn.Flatten()
+    )
+    if track:
+        model.train()
+        model(torch.randn(16, 1, 8, 8))  # running statistics unlike the identity
+    model.eval()
+    x = torch.rand(8, 1, 8, 8)
+    with torch.no_grad():
+        expected = model(x)
+    fused = fuse_for_eval(model, channels_last=False)
+    assert getattr(fused, "folded", 0) == (1 if track else 0)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), expected, rtol=1e-5, atol=1e-5)

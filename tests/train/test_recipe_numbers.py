@@ -32,8 +32,8 @@ def ks_distance(samples: torch.Tensor, cdf) -> float:
 
 def truncated_half_normal_cdf(sigma: float, top: float):
     """CDF of |N(0, σ)| conditioned on [0, top]."""
-    return lambda e: torch.special.erf(e / (sigma * math.sqrt(2))) / math.erf(
-        top / (sigma * math.sqrt(2))
+    return lambda e: (
+        torch.special.erf(e / (sigma * math.sqrt(2))) / math.erf(top / (sigma * math.sqrt(2)))
     )
 
 
@@ -68,7 +68,7 @@ def test_kurakin_step_follows_the_papers_loss(tiny_cnn, batch):
     loss = (ce[~adv].sum() + lam * ce[adv].sum()) / (groups * ((m - k) + lam * k))
     loss.backward()
     assert n == 64 and weight_sum == pytest.approx(groups * ((m - k) + lam * k))
-    assert weighted / weight_sum == pytest.approx(float(loss), rel=1e-5)
+    assert weighted / weight_sum == pytest.approx(float(loss.detach()), rel=1e-5)
     for p0, p1, ref in zip(before, model.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(p0 - p1.detach(), ref.grad, rtol=1e-4, atol=1e-7)
 
@@ -100,3 +100,19 @@ def test_n_fgsm_noise_is_uniform_in_twice_the_ball(tiny_cnn, batch):
     assert float(d.abs().max()) <= 3 + 1e-4
     assert float((d.abs() > 2).float().mean()) == pytest.approx(0.25, abs=0.01)
     assert float((d.abs() < 1).float().mean()) == pytest.approx(0.5, abs=0.01)
+
+
+def test_kurakin_called_without_a_step_makes_adversarial_examples(tiny_cnn, batch):
+    """The step defaults to 0: without warm-up, the first call already attacks."""
+    x, y = batch
+    torch.manual_seed(0)
+    inputs, _, w = Kurakin(EPS, k=2, m=4)(tiny_cnn(), x, y)
+    assert int(((inputs - x).flatten(1).abs().amax(1) > 0).sum()) == 32
+    assert int((w < 1).sum()) == 32
+
+
+def test_kurakin_describes_itself_in_pixel_levels():
+    recipe = build_recipe(RecipeConfig(name="kurakin", eps=16, k=4, m=8))
+    assert repr(recipe) == (
+        "Kurakin(method=step_ll, eps_max=16/255, sigma=8/255, k=4, m=8, lam=0.3)"
+    )

@@ -52,8 +52,12 @@ class PassCounter(nn.Module):
     """``model`` counting the images passed forward and backward (input gradients) through it.
 
     Example:
-        >>> counted = PassCounter(model)  # doctest: +SKIP
-        >>> counted(x); counted.forward  # doctest: +SKIP
+        >>> import torch
+        >>> counted = PassCounter(torch.nn.Flatten())
+        >>> x = torch.rand(8, 1, 28, 28, requires_grad=True)
+        >>> counted(x).sum().backward()
+        >>> counted.forward_count, counted.backward_count
+        (8, 8)
     """
 
     def __init__(self, model: nn.Module) -> None:

@@ -155,7 +155,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--preset",
         choices=["custom", *PRESETS],
         default="custom",
-        help="strong: APGD-CE, APGD-T, Square as a cascade; autoattack: the reference "
+        help="strong: APGD-CE, APGD-T, FAB-T (L2 only), Square as a cascade; autoattack: the reference "
         "AutoAttack, standard version (pip install advscale[autoattack]); both override "
         "--attacks",
     )

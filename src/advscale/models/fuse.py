@@ -8,8 +8,11 @@ applies all three to a copy, made only when there is something to fold or lay ou
 computes the same function as the model in eval mode up to float rounding, and is checked to
 do so on example inputs before it is used.
 
-    >>> fast = fuse_for_eval(model, example=x[:64])  # doctest: +SKIP
-    >>> fast.folded  # doctest: +SKIP
+    >>> import torch
+    >>> from advscale.models import build_classifier
+    >>> model = build_classifier("small_cnn", {"num_classes": 10, "in_channels": 1}).eval()
+    >>> fast = fuse_for_eval(model, example=torch.rand(8, 1, 28, 28))
+    >>> fast.folded  # small_cnn's batch norm layers
     5
 """
 
