@@ -89,7 +89,10 @@ class FolderDataset:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return self.transform.size or self.native_size
+        t = self.transform
+        if t.size is None and t.eval_resize is not None:  # the centre crop is a square
+            return t.eval_resize, t.eval_resize
+        return t.size or self.native_size
 
     def class_counts(self) -> list[int]:
         return torch.bincount(self.labels, minlength=self.num_classes).tolist()
