@@ -170,6 +170,9 @@ class FolderDataset:
             )
         return arr
 
+    def describe(self, key: tuple[int, int]) -> str:
+        return str(self.path(key[1]))
+
     def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, int]:
         """``(epoch, i)`` -> example ``i`` as training reads it in ``epoch``, and its label."""
         epoch, i = key
