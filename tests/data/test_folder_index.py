@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from advscale.data import DataError, dataset_info, load_dataset
-from advscale.data.folder_index import INDEX_NAME, load_index
+from advscale.data.folder_index import INDEX_NAME, load_index, split_files
 
 
 def _folder(root: Path, per_class=10, classes=("a", "b", "c"), size=(9, 11)) -> list[Path]:
@@ -125,7 +125,9 @@ def test_index_lists_without_decoding(tmp_path):
     files = _folder(tmp_path / "d", per_class=3)
     _break(files)  # listing needs no pixel
     index = load_index(tmp_path / "d")
-    assert index["classes"] == ["a", "b", "c"] and len(index["splits"]["."]["files"]) == 9
+    files, labels = split_files(index, ".")
+    assert index["classes"] == ["a", "b", "c"] and labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3
+    assert files[3] == b"b/0.png" and len(files) == 9
 
 
 def test_in_memory_sets_take_the_subset_before_resizing(fmnist_dir):

@@ -1,9 +1,14 @@
-"""Every dataset reader: uint8 tensors in memory, served as float [0, 1] batches.
+"""Every dataset reader, served as float [0, 1] batches.
 
-Fashion-MNIST, scikit-learn digits, CIFAR-10 and ImageFolder by name (:func:`load_dataset`);
-WebDataset tar shards, streamed (:class:`ShardLoader`) or read into memory (:func:`load_shards`);
-the validation split a ``data:`` config names (:func:`build_val`); and the check that a
-dataset's class order is the model's (:func:`check_class_order`).
+Fashion-MNIST, scikit-learn digits and CIFAR-10 by name, in memory as uint8
+(:func:`load_dataset`, batches by :class:`BatchLoader`, augmented on the device); image
+folders by name, read lazily from a cached index (:class:`FolderDataset`: ``take(n)`` decodes
+``n`` images); WebDataset tar shards, streamed (:class:`ShardLoader`) or read into memory
+(:func:`load_shards`). Streamed data is decoded and augmented in worker processes
+(:mod:`advscale.data.stream`), with draws fixed by (seed, epoch, example index)
+(:mod:`advscale.data.augment`). Also the validation split a ``data:`` config names
+(:func:`build_val`) and the check that a dataset's class order is the model's
+(:func:`check_class_order`).
 
 Example:
     >>> from advscale.data import BatchLoader, load_dataset

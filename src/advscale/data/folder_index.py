@@ -16,6 +16,7 @@ with ``ROOT/LOC_val_solution.csv``, or any flat ``ROOT/SPLIT/`` with ``ROOT/SPLI
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import json
@@ -31,7 +32,7 @@ from advscale.utils import atomic_write_json
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 SPLITS = ("train", "test", "val")
 INDEX_NAME = ".advscale-index.json"
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 #: Images decoded to measure a split's channels, size and statistics.
 STATS_SAMPLE = 1000
 
@@ -127,7 +128,11 @@ def scan(root: Path) -> dict[str, Any]:
             prefix = f"{c}/" if s == "." else f"{s}/{c}/"
             files += [prefix + n for n in found]
             labels += [label_of[c]] * len(found)
-        splits[s] = {"files": files, "labels": labels}
+        # One string and one packed array: a million files parse in a fraction of a second.
+        splits[s] = {
+            "files": "\n".join(files),
+            "labels": base64.b64encode(np.asarray(labels, dtype="<i4").tobytes()).decode(),
+        }
     for s in flat:
         label_file = _label_file(root, s)
         dirs[str(label_file.relative_to(root))] = _mtime(label_file)
@@ -202,8 +207,9 @@ def split_files(index: dict[str, Any], split: str) -> tuple[np.ndarray, np.ndarr
     s = index["splits"][split]
     if "error" in s:
         raise DataError(s["error"])
-    files = np.array([f.encode() for f in s["files"]], dtype=np.bytes_)
-    return files, np.asarray(s["labels"], dtype=np.int64)
+    files = np.array(s["files"].encode().split(b"\n") if s["files"] else [], dtype=np.bytes_)
+    labels = np.frombuffer(base64.b64decode(s["labels"]), dtype="<i4").astype(np.int64)
+    return files, labels
 
 
 def remember(root: Path, section: str, key: str, value: Any) -> None:

@@ -89,7 +89,10 @@ class FolderDataset:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return self.transform.size or self.native_size
+        t = self.transform
+        if t.size is None and t.eval_resize is not None:  # the centre crop is a square
+            return t.eval_resize, t.eval_resize
+        return t.size or self.native_size
 
     def class_counts(self) -> list[int]:
         return torch.bincount(self.labels, minlength=self.num_classes).tolist()
@@ -166,6 +169,9 @@ class FolderDataset:
                 "resize all images"
             )
         return arr
+
+    def describe(self, key: tuple[int, int]) -> str:
+        return str(self.path(key[1]))
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, int]:
         """``(epoch, i)`` -> example ``i`` as training reads it in ``epoch``, and its label."""

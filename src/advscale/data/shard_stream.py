@@ -84,6 +84,9 @@ class ShardSource:
     def __init__(self, num_classes: int | None, transform: Transform) -> None:
         self.num_classes, self.transform = num_classes, transform
 
+    def describe(self, key: tuple[int, dict[str, bytes], str]) -> str:
+        return f"{key[2]}: sample {key[1].get('__key__', b'?').decode()!r}"
+
     def __getitem__(self, key: tuple[int, dict[str, bytes], str]) -> tuple[np.ndarray, int]:
         epoch, sample, path = key
         img, label = decode_sample(sample, path, self.num_classes)

@@ -46,7 +46,8 @@ class Plan(Protocol):
 
 
 class Source(Protocol):
-    """A map from a plan's key to ``(uint8 image (C, H, W) array, label)``."""
+    """A map from a plan's key to ``(uint8 image (C, H, W) array, label)``; it may also have
+    ``describe(key)``, naming the example's file in messages."""
 
     def __getitem__(self, key: Any) -> tuple[np.ndarray, int]: ...
 
@@ -88,7 +89,8 @@ class _Examples(Dataset):
         except DataError as e:
             return None, -1, str(e)
         except (OSError, ValueError, SyntaxError, MemoryError) as e:
-            return None, -1, f"{key}: cannot read the example ({type(e).__name__}: {e})"
+            where = self.source.describe(key) if hasattr(self.source, "describe") else "an example"
+            return None, -1, f"{where}: cannot read the example ({type(e).__name__}: {e})"
         return img, label, None
 
 
@@ -182,6 +184,8 @@ class StreamLoader:
             except StopIteration:
                 return
             except RuntimeError as e:
+                if not self.workers:
+                    raise
                 raise DataError(self._worker_failure(e)) from None
             if errors:
                 self._bad(errors)

@@ -88,8 +88,9 @@ def evaluate_spec(
     examples per attack × ε in ``save_adv/examples.safetensors``, named in the config's
     ``adversarial_examples``. ``norm``, ``attack_kwargs``, ``shard`` and ``eot`` are
     :func:`evaluate`'s; ``target`` ("ll", "random" or a class index) makes every attack
-    targeted. ``image_size`` and ``eval_resize`` size the images (see
-    :func:`advscale.data.load_dataset`) instead of the model's input size. ``eps`` are pixel levels for L∞ and L2 radii in [0, 1] units for L2.
+    targeted. ``eps`` are pixel levels for L∞ and L2 radii in [0, 1] units for L2.
+    ``image_size`` and ``eval_resize`` size the images (see :func:`advscale.data.load_dataset`)
+    instead of the model's input size.
 
     Raises:
         UserError: bad ``n``, ``batch_size`` or ``apgd_steps``, unknown attack, unreadable model
