@@ -136,11 +136,38 @@ def reference(setup):
     return _weights(out)
 
 
-@pytest.mark.parametrize("kill_rank", [0, 1])
+@pytest.fixture(scope="module")
+def other_recipes(fmnist_dir, tmp_path_factory):
+    """``run(recipe)``: the config file, worker and uninterrupted weights of another recipe."""
+    cache: dict[str, tuple[Path, Path, dict[str, torch.Tensor]]] = {}
+
+    def run(recipe: str) -> tuple[Path, Path, dict[str, torch.Tensor]]:
+        if recipe not in cache:
+            tmp = tmp_path_factory.mktemp(recipe)
+            cfg, worker = tmp / "cfg.yaml", tmp / "worker.py"
+            config = load_config(None, _settings(**{"recipe.name": recipe}))
+            cfg.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+            worker.write_text(WORKER)
+            proc = _launch(worker, cfg, tmp / "ref", "--standalone", "--nproc-per-node", "2")
+            log = _finish(proc)
+            assert proc.returncode == 0, log[-4000:]
+            cache[recipe] = cfg, worker, _weights(tmp / "ref")
+        return cache[recipe]
+
+    return run
+
+
+# Batch norm in eval mode while attacking (the default) for every recipe; rs_fgsm and kurakin draw
+# random starts / ε per process.
+@pytest.mark.parametrize(
+    "recipe, kill_rank", [("kurakin", 0), ("kurakin", 1), ("fgsm", 0), ("rs_fgsm", 1)]
+)
 def test_elastic_restart_after_a_killed_rank_ends_with_the_same_weights(
-    setup, reference, tmp_path, kill_rank
+    setup, reference, other_recipes, tmp_path, recipe, kill_rank
 ):
     cfg, worker = setup
+    if recipe != "kurakin":
+        cfg, worker, reference = other_recipes(recipe)
     out = tmp_path / "restarted"
     opts = ("--standalone", "--nproc-per-node", "2", "--max-restarts", "1")
     proc = _launch(worker, cfg, out, *opts, kill_rank=kill_rank)
