@@ -48,8 +48,8 @@ class PeerLostError(UserError):
 
 def is_comm_error(err: BaseException) -> bool:
     """Whether ``err`` is a failure of the process group (a peer gone, a collective timed out)
-    rather than of the computation: a DistError, or an error raised inside torch.distributed
-    or DDP (gloo raises RuntimeError)."""
+    rather than of the computation: a DistError, or a RuntimeError raised by a collective of
+    torch.distributed or naming gloo/NCCL (gloo raises RuntimeError)."""
     if isinstance(err, dist.DistError):
         return True
     if not isinstance(err, RuntimeError):
@@ -58,7 +58,7 @@ def is_comm_error(err: BaseException) -> bool:
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     where = tb.tb_frame.f_code.co_filename.replace(os.sep, "/") if tb is not None else ""
-    inside = any(part in where for part in ("torch/distributed/", "torch/nn/parallel/"))
+    inside = "torch/distributed/" in where  # a collective; not DDP's own usage errors
     return inside or any(w in str(err).lower() for w in ("gloo", "nccl"))
 
 
