@@ -18,6 +18,7 @@ SUMMARY_KEYS = (
     "time_per_epoch_s",
     "images_per_s",
     "stop_reason",
+    "model_weights",
 )
 
 

@@ -48,11 +48,18 @@ class PeerLostError(UserError):
 
 def is_comm_error(err: BaseException) -> bool:
     """Whether ``err`` is a failure of the process group (a peer gone, a collective timed out)
-    rather than of the computation."""
+    rather than of the computation: a DistError, or a RuntimeError raised by a collective of
+    torch.distributed or naming gloo/NCCL (gloo raises RuntimeError)."""
     if isinstance(err, dist.DistError):
         return True
-    text = str(err).lower()
-    return isinstance(err, RuntimeError) and any(w in text for w in ("gloo", "nccl"))
+    if not isinstance(err, RuntimeError):
+        return False
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_code.co_filename.replace(os.sep, "/") if tb is not None else ""
+    inside = "torch/distributed/" in where  # a collective; not DDP's own usage errors
+    return inside or any(w in str(err).lower() for w in ("gloo", "nccl"))
 
 
 def peer_lost(err: BaseException, info: DistInfo | None, checkpoint: Any) -> PeerLostError:

@@ -4,8 +4,9 @@ Read top to bottom: :func:`train`, then :class:`Trainer` — set-up, checkpoint 
 optimizer step, the guard check, one epoch, the run and its end. Around it: the run directory
 and its lock (:mod:`advscale.train.rundir`), the parts a config builds (:mod:`~.build`), one
 optimizer step (:mod:`~.step`), optimizer and schedule (:mod:`~.optim`), the metric stream
-(:mod:`~.metrics`), evaluation (:mod:`~.evaluation`), ``summary.json`` and ``results.json``
-(:mod:`~.summary`), processes (:mod:`~.distributed`).
+(:mod:`~.metrics`), evaluation (:mod:`~.evaluation`), the weights' moving average
+(:mod:`~.ema`), the best checkpoint (:mod:`~.selection`), which weights become the model and the
+end of a run (:mod:`~.ending`, :mod:`~.summary`), processes (:mod:`~.distributed`).
 """
 
 from __future__ import annotations
