@@ -11,7 +11,6 @@ optimizer step (:mod:`~.step`), optimizer and schedule (:mod:`~.optim`), the met
 from __future__ import annotations
 
 import gc
-import json
 import math
 import time
 from collections.abc import Callable
@@ -53,7 +52,7 @@ from advscale.train.rundir import (
 )
 from advscale.train.step import NonFiniteStep, Optimization
 from advscale.train.summary import PROGRESS, build_summary, write_results
-from advscale.utils import atomic_write_json, seed_everything
+from advscale.utils import atomic_write_json, read_json, seed_everything
 
 EpochCallback = Callable[[dict[str, Any]], Any]
 
@@ -411,7 +410,7 @@ class Trainer:
                 # settings.
                 done = self.dist.is_main and self.run_dir.finished() is not None
                 if main_says(done and not self.eval_changed, self.dist):
-                    return json.loads((self.out / SUMMARY).read_text())
+                    return read_json(self.out / SUMMARY, "run summary")
             if self.cfg.tensorboard:
                 self.notes += self.metrics.open_tensorboard()
             with self.stop:
