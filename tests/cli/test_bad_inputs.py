@@ -507,6 +507,12 @@ CASES = [
         2,
         ["adv_link/examples.safetensors", "symbolic link"],
     ),
+    (
+        "save-adv-unwritable",
+        [*EVAL, "--out", "{tmp}/r.json", "--save-adv", "/proc/advscale/adv"],
+        2,
+        ["--save-adv", "/proc/advscale/adv", "not writable"],
+    ),
 ]
 
 
