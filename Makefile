@@ -30,7 +30,7 @@ data:
 	@bash scripts/get-fashion-mnist.sh
 
 demo: venv data
-	$(VENV)/bin/advscale demo --out runs/demo
+	$(VENV)/bin/advscale demo --out runs/demo --resume
 
 test: venv
 	@bash scripts/get-fashion-mnist.sh || true

@@ -127,6 +127,10 @@ def load_results(path: str | os.PathLike) -> Results:
     for key in ("config", "summary", "environment"):
         if not isinstance(raw.get(key, {}), dict):
             raise ResultsError(f"{path}: '{key}' must be an object, got {_type(raw[key])}")
+    if raw.get("kind") is not None and raw["kind"] not in KINDS:
+        raise ResultsError(
+            f"{path}: unknown results kind {raw['kind']!r}; allowed: {', '.join(KINDS)}"
+        )
     return Results(
         kind=raw.get("kind") or infer_kind(raw),
         records=list(raw["records"]),

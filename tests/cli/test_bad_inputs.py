@@ -522,6 +522,18 @@ CASES = [
         2,
         ["batch_size", "batch norm"],
     ),
+    (
+        "save-adv-link-with-force",
+        [*EVAL, "--out", "{tmp}/r.json", "--save-adv", "{dir}/adv_link", "--force"],
+        2,
+        ["adv_link/examples.safetensors", "symbolic link"],
+    ),
+    (
+        "save-adv-unwritable",
+        [*EVAL, "--out", "{tmp}/r.json", "--save-adv", "/proc/advscale/adv"],
+        2,
+        ["--save-adv", "/proc/advscale/adv", "not writable"],
+    ),
 ]
 
 
@@ -595,6 +607,8 @@ def _hostile_files(d: Path) -> None:
     (d / "existing.html").write_text("an earlier report")
     (d / "adv_dir").mkdir()
     (d / "adv_dir" / "examples.safetensors").write_bytes(b"another evaluation's examples")
+    (d / "adv_link").mkdir()
+    (d / "adv_link" / "examples.safetensors").symlink_to(d / "victim.json")
     (d / "demo_done").mkdir()
     (d / "demo_done" / "results.json").write_text("{}")
     (d / "self_spec.yaml").write_text("model: self_spec.yaml\n")

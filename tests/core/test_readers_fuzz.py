@@ -14,7 +14,7 @@ import tracemalloc
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from advscale.errors import UserError
@@ -178,6 +178,8 @@ def _bounded(read, path):
 @given(
     data=st.one_of(st.binary(max_size=2000), _built(YAML_PIECES), _mutated(VALID_CONFIG), _nested())
 )
+@example(data=b"!!float")  # PyYAML's constructor: IndexError
+@example(data=b"[" * 1175 + b"]" * 1175)  # PyYAML's scanner: quadratic in flow nesting
 def test_any_bytes_as_a_config_end_in_a_valid_config_or_one_user_error(tmp_path, data):
     path = tmp_path / "config.yaml"
     path.write_bytes(data)
@@ -195,6 +197,7 @@ def test_any_bytes_as_a_config_end_in_a_valid_config_or_one_user_error(tmp_path,
         st.binary(max_size=2000), _built(JSON_PIECES), _mutated(VALID_RESULTS), _nested()
     )
 )
+@example(data=b'{"schema": "advscale.results", "version": 1, "kind": "v", "records": []}')
 def test_any_bytes_as_a_results_file_end_in_results_or_one_user_error(tmp_path, data):
     path = tmp_path / "results.json"
     path.write_bytes(data)

@@ -369,3 +369,12 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_half_file(
     assert "No space left on device" in _one_line(capsys)
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "run"]
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_finished_runs_summary_that_is_not_json_is_named_on_resume(
+    finished_run, tmp_path, capsys
+):
+    config, out = _copy_run(finished_run, tmp_path)
+    (out / "summary.json").write_bytes(b"\xff\xfe not a summary")
+    assert main(["train", "--config", str(config), "--out", str(out), "--resume"]) == 2
+    assert f"{out / 'summary.json'}: not UTF-8 text" in _one_line(capsys)

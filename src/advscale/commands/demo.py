@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     again.add_argument(
         "--resume",
         action="store_true",
-        help="continue the demo in --out: finished models are not trained again",
+        help="continue the demo in --out (or start one): finished models are not trained again",
     )
     again.add_argument("--force", action="store_true", help="delete the demo in --out, start anew")
     p.set_defaults(handler=run)

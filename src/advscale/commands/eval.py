@@ -311,8 +311,10 @@ def _check_save_adv(folder: Path, force: bool) -> None:
     from advscale.utils import check_writable
 
     check_writable(folder, "--save-adv", directory=True)
-    held = [folder / n for n in (FILE_NAME, Path(FILE_NAME).with_suffix(".png").name)]
-    held = [p for p in held if os.path.lexists(p)]
+    written = [folder / n for n in (FILE_NAME, Path(FILE_NAME).with_suffix(".png").name)]
+    for path in written:  # a link or a device there is refused now, not after the work
+        check_writable(path, "--save-adv")
+    held = [p for p in written if os.path.lexists(p)]
     if held and not force:
         raise UserError(
             f"--save-adv {folder}: already holds examples ({held[0].name}); pass --force to "

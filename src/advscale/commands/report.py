@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     check_writable(args.out, "--out")
     out = Path(args.out)
     written = [out, out.with_suffix(".md")] if out.suffix == ".html" else [out]  # .md beside
+    for path in written[1:]:  # the .md beside: a link or a device is refused before the work
+        check_writable(path, "--out")
     existing = [p for p in written if p.exists()]
     if existing and not args.force:
         raise UserError(

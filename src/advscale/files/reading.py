@@ -163,7 +163,8 @@ def parse_yaml(text: str, source: str, *, error: type[Exception] | None = None) 
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = getattr(e, "problem", None) or _first_line(e)
         raise error(f"{source}: not valid YAML ({where}{problem})") from None
-    except (ValueError, TypeError, RecursionError) as e:  # an int of 5000 digits, deep nesting
+    except (Exception, RecursionError) as e:  # noqa: BLE001 - PyYAML's constructors raise
+        # ValueError (an int of 5000 digits), IndexError ("!!float" alone) and others.
         raise error(f"{source}: not valid YAML ({_first_line(e)})") from None
 
 

@@ -50,6 +50,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
                 os.fsync(f.fileno())
         except OSError as e:
             raise _write_error(path, e) from None
+        except UserError:
+            raise  # the writer's own refusal (an export that does not match, say)
         except Exception as e:
             # torch.save and others report a full disk without an errno.
             if _nearly_full(path.parent):

@@ -12,7 +12,6 @@ end of a run (:mod:`~.ending`, :mod:`~.summary`), processes (:mod:`~.distributed
 from __future__ import annotations
 
 import gc
-import json
 import math
 import os
 import time
@@ -60,7 +59,7 @@ from advscale.train.rundir import (
 from advscale.train.selection import ModelSelector, save_best
 from advscale.train.step import NonFiniteStep, Optimization
 from advscale.train.summary import PROGRESS, write_results
-from advscale.utils import atomic_write_json, seed_everything
+from advscale.utils import atomic_write_json, read_json, seed_everything
 
 EpochCallback = Callable[[dict[str, Any]], Any]
 
@@ -433,7 +432,7 @@ class Trainer:
                 # settings.
                 done = self.dist.is_main and self.run_dir.finished() is not None
                 if main_says(done and not self.eval_changed, self.dist):
-                    return json.loads((self.out / SUMMARY).read_text())
+                    return read_json(self.out / SUMMARY, "run summary")
             if self.cfg.tensorboard:
                 self.notes += self.metrics.open_tensorboard()
             with self.stop:
