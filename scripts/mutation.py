@@ -37,8 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 #: slower and kill little more).
 MODULES: dict[str, str] = {
     "src/advscale/train/recipes.py": "tests/train/test_recipes.py tests/train/test_recipe_numbers.py",
-    "src/advscale/train/step.py": "tests/train/test_recipe_numbers.py tests/train/test_training.py",
-    "src/advscale/train/guards.py": "tests/train/test_training.py tests/train/test_resume.py",
+    "src/advscale/train/step.py": "tests/train/test_recipe_numbers.py tests/train/test_training.py "
+    "tests/train/test_ddp.py",
+    "src/advscale/train/guards.py": "tests/train/test_guards.py tests/train/test_training.py "
+    "tests/train/test_resume.py",
     "src/advscale/evaluate/robust.py": "tests/evaluate/test_robust.py "
     "tests/evaluate/test_record_numbers.py tests/evaluate/test_eval_attacks.py",
     "src/advscale/evaluate/inputs.py": "tests/evaluate/test_inputs.py tests/evaluate/test_robust.py",
