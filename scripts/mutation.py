@@ -226,11 +226,19 @@ def write_report(
         " (twice that for the attacks/ folder) from cosmic-ray's full list sorted by"
         " (file, operator, occurrence)"
     )
+    total = sum(run["mutants"] for run in runs)
     lines = [
         "# Mutation testing (cosmic-ray)",
         "",
-        f"`python scripts/mutation.py` on {how}; each mutant is tested with its package's tests "
-        "(`pytest -x`). `make mutation` runs every mutant.",
+        f"`python scripts/mutation.py` on {how}; each mutant is tested with the test files of "
+        "its package that exercise it (`pytest -x`, listed in the script).",
+        "",
+        (
+            f"**This is a sample**: {tested} of the {total} mutants cosmic-ray makes of these "
+            "modules. `make mutation` runs all of them (hours on two cores)."
+            if args.sample is not None
+            else f"All {total} mutants."
+        ),
         "",
         "| module | mutants | tested | killed | score | seconds |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
