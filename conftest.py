@@ -15,6 +15,9 @@ SRC = Path(__file__).resolve().parent / "src"
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     if parent.config.option.doctestmodules:  # pytest collects them itself
         return None
-    if file_path.suffix == ".py" and SRC in file_path.resolve().parents:
+    # __main__.py runs the command line when imported, as pytest's own collection knows.
+    if file_path.suffix != ".py" or file_path.name == "__main__.py":
+        return None
+    if SRC in file_path.resolve().parents:
         return DoctestModule.from_parent(parent, path=file_path)
     return None

@@ -37,8 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 #: slower and kill little more).
 MODULES: dict[str, str] = {
     "src/advscale/train/recipes.py": "tests/train/test_recipes.py tests/train/test_recipe_numbers.py",
-    "src/advscale/train/step.py": "tests/train/test_recipe_numbers.py tests/train/test_training.py",
-    "src/advscale/train/guards.py": "tests/train/test_training.py tests/train/test_resume.py",
+    "src/advscale/train/step.py": "tests/train/test_recipe_numbers.py tests/train/test_training.py "
+    "tests/train/test_ddp.py",
+    "src/advscale/train/guards.py": "tests/train/test_guards.py tests/train/test_training.py "
+    "tests/train/test_resume.py",
     "src/advscale/evaluate/robust.py": "tests/evaluate/test_robust.py "
     "tests/evaluate/test_record_numbers.py tests/evaluate/test_eval_attacks.py",
     "src/advscale/evaluate/inputs.py": "tests/evaluate/test_inputs.py tests/evaluate/test_robust.py",
@@ -224,11 +226,19 @@ def write_report(
         " (twice that for the attacks/ folder) from cosmic-ray's full list sorted by"
         " (file, operator, occurrence)"
     )
+    total = sum(run["mutants"] for run in runs)
     lines = [
         "# Mutation testing (cosmic-ray)",
         "",
-        f"`python scripts/mutation.py` on {how}; each mutant is tested with its package's tests "
-        "(`pytest -x`). `make mutation` runs every mutant.",
+        f"`python scripts/mutation.py` on {how}; each mutant is tested with the test files of "
+        "its package that exercise it (`pytest -x`, listed in the script).",
+        "",
+        (
+            f"**This is a sample**: {tested} of the {total} mutants cosmic-ray makes of these "
+            "modules. `make mutation` runs all of them (hours on two cores)."
+            if args.sample is not None
+            else f"All {total} mutants."
+        ),
         "",
         "| module | mutants | tested | killed | score | seconds |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",

@@ -58,16 +58,18 @@ def test_kurakin_step_follows_the_papers_loss(tiny_cnn, batch):
         scaler=None,
     )
     before = [p.detach().clone() for p in model.parameters()]
-    weighted, weight_sum, _, n = step.step([(x, y)], 0)
+    weighted, weight_sum, correct, n = step.step([(x, y)], 0)
 
     inputs = Kurakin(EPS, k=k, m=m, lam=lam, seed=3)(reference, x, y, 0).inputs
     reference.train()
-    ce = F.cross_entropy(reference(inputs), y, reduction="none")
+    logits = reference(inputs)
+    ce = F.cross_entropy(logits, y, reduction="none")
     adv = torch.arange(64) % m < k
     groups = 64 // m
     loss = (ce[~adv].sum() + lam * ce[adv].sum()) / (groups * ((m - k) + lam * k))
     loss.backward()
     assert n == 64 and weight_sum == pytest.approx(groups * ((m - k) + lam * k))
+    assert correct == int((logits.argmax(1) == y).sum())  # the training accuracy's count
     assert weighted / weight_sum == pytest.approx(float(loss.detach()), rel=1e-5)
     for p0, p1, ref in zip(before, model.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(p0 - p1.detach(), ref.grad, rtol=1e-4, atol=1e-7)
