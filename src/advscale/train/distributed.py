@@ -114,7 +114,7 @@ def _attempt_store(rank: int, world: int, timeout: _dt.timedelta) -> dict[str, A
     return {"store": prefixed, "rank": rank, "world_size": world}
 
 
-def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistInfo:
+def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
     """Join the process group that ``torchrun`` describes (RANK, WORLD_SIZE, LOCAL_RANK).
 
     Without those variables (or with WORLD_SIZE=1) this is a single process. The backend is
