@@ -117,3 +117,17 @@ def test_in_memory_loader_augments_on_the_device_and_resumes_mid_epoch():
     rrc = BatchLoader(ds, 8, transform=Transform(augment="rrc_flip", seed=1))
     x, _ = next(iter(rrc))
     assert x.dtype == torch.float32 and x.shape == (8, 3, 8, 10) and 0 <= x.min() <= x.max() <= 1
+
+
+def test_device_random_resized_crop_samples_the_worker_paths_crop():
+    # A smooth image: bilinear sampling on the device and Pillow's resize of the same box and
+    # flip agree to a fraction of a level; another box or flip would differ by tens of levels.
+    yy, xx = np.mgrid[0:32, 0:32]
+    img = np.stack([xx * 8, yy * 8, (xx + yy) * 4], -1).clip(0, 255).astype(np.uint8)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].repeat(8, 1, 1, 1).contiguous()
+    t = Transform(size=(32, 32), augment="rrc_flip", scale=(0.3, 1.0), seed=1)
+    dev = augment_batch(x, torch.arange(8), 0, t)
+    for k in range(8):
+        cpu = torch.tensor(train_image(Image.fromarray(img), t, 0, k)).float() / 255
+        assert (dev[k] - cpu).abs().mean() < 0.005
+        assert (dev[k] - x[k].float() / 255).abs().mean() > 0.02  # it is not the input

@@ -17,7 +17,7 @@ from advscale.errors import UserError
 #: Largest YAML file read (configs, sweep files and model specs are a few kB).
 MAX_YAML_BYTES = 2**20
 #: Largest JSON file read (the results files of large sweeps included).
-MAX_JSON_BYTES = 256 * 2**20
+MAX_JSON_BYTES = 64 * 2**20
 #: Deepest nesting of lists and mappings in a JSON or YAML file.
 MAX_DEPTH = 100
 #: Aliases (``*name``) a YAML file may use, and the values it may hold once they are expanded:

@@ -179,7 +179,7 @@ def check_writable(path: str | os.PathLike, what: str, *, directory: bool = Fals
     path = Path(path)
     _check_name_lengths(path, what)
     if path.exists() and path.is_dir() != directory:
-        kind = "a directory" if path.is_dir() else "a file"
+        kind = "a directory" if path.is_dir() else "a file" if path.is_file() else "a device"
         raise UserError(
             f"{what} {path}: is {kind}, expected a {'directory' if directory else 'file'}"
         )

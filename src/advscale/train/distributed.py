@@ -46,10 +46,22 @@ class PeerLostError(UserError):
     (``distributed.timeout_s``), keeping the last checkpoint."""
 
 
+# What gloo and NCCL say when a peer is gone or a collective timed out (raised from C++, e.g. in
+# DDP's forward or backward, where no torch.distributed frame is on top).
+GROUP_FAILURES = (
+    "gloo",
+    "nccl",
+    "pair closure",
+    "closed by peer",
+    "reset by peer",
+    "timed out waiting",
+)
+
+
 def is_comm_error(err: BaseException) -> bool:
     """Whether ``err`` is a failure of the process group (a peer gone, a collective timed out)
     rather than of the computation: a DistError, or a RuntimeError raised by a collective of
-    torch.distributed or naming gloo/NCCL (gloo raises RuntimeError)."""
+    torch.distributed or saying what :data:`GROUP_FAILURES` say (gloo raises RuntimeError)."""
     if isinstance(err, dist.DistError):
         return True
     if not isinstance(err, RuntimeError):
@@ -59,7 +71,7 @@ def is_comm_error(err: BaseException) -> bool:
         tb = tb.tb_next
     where = tb.tb_frame.f_code.co_filename.replace(os.sep, "/") if tb is not None else ""
     inside = "torch/distributed/" in where  # a collective; not DDP's own usage errors
-    return inside or any(w in str(err).lower() for w in ("gloo", "nccl"))
+    return inside or any(w in str(err).lower() for w in GROUP_FAILURES)
 
 
 def peer_lost(err: BaseException, info: DistInfo | None, checkpoint: Any) -> PeerLostError:
@@ -102,7 +114,7 @@ def _attempt_store(rank: int, world: int, timeout: _dt.timedelta) -> dict[str, A
     return {"store": prefixed, "rank": rank, "world_size": world}
 
 
-def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistInfo:
+def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
     """Join the process group that ``torchrun`` describes (RANK, WORLD_SIZE, LOCAL_RANK).
 
     Without those variables (or with WORLD_SIZE=1) this is a single process. The backend is

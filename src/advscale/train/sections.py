@@ -59,4 +59,4 @@ class DistributedConfig(Section):
     the run after at most this long instead of waiting forever.
     """
 
-    timeout_s: float = Field(default=600.0, gt=0, le=86400)
+    timeout_s: float = Field(default=1800.0, gt=0, le=86400)
