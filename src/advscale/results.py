@@ -127,6 +127,9 @@ def load_results(path: str | os.PathLike) -> Results:
     for key in ("config", "summary", "environment"):
         if not isinstance(raw.get(key, {}), dict):
             raise ResultsError(f"{path}: '{key}' must be an object, got {_type(raw[key])}")
+    for key, kind in (("created", str), ("complete", bool), ("kind", str)):
+        if key in raw and raw[key] is not None and not isinstance(raw[key], kind):
+            raise ResultsError(f"{path}: '{key}' must be a {kind.__name__}, got {_type(raw[key])}")
     return Results(
         kind=raw.get("kind") or infer_kind(raw),
         records=list(raw["records"]),
