@@ -5,7 +5,7 @@ A model can inflate its own robust accuracy without any intent:
 
 - **Probabilities or a saturating head** (softmax, sigmoid, tanh, a clamp). Cross-entropy on
   such outputs saturates: where the head is flat the input gradient rounds to zero and the
-  attack walks blind (a sigmoid-headed small_cnn scored 6-10 points more robust than the same
+  attack walks blind (a sigmoid-headed small_cnn scored 4-8 points more robust than the same
   network as logits). The attacks see the logits the head hides where it can be inverted
   (:class:`HeadInverse`: log for softmax, logit for sigmoid, atanh for tanh; the verdict is the
   same, each is monotone) and follow losses that do not saturate: the logit margin
