@@ -28,16 +28,15 @@ always ``"1/255"``.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import os
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from advscale.errors import UserError
+from advscale.files import read_json
 from advscale.utils import atomic_write_json, environment_info
 
 SCHEMA = "advscale.results"
@@ -47,7 +46,6 @@ EPS_UNIT = "1/255"
 # Bounds on what a results file may hold: advscale writes flat records a few levels deep, and a
 # transfer matrix of many models stays far below this size.
 MAX_RESULTS_BYTES = 256 * 2**20
-MAX_RESULTS_DEPTH = 64
 
 
 class ResultsError(UserError):
@@ -106,7 +104,7 @@ def load_results(path: str | os.PathLike) -> Results:
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
-    raw = read_json_bounded(path, "results file", error=ResultsError)
+    raw = read_json(path, "results file", error=ResultsError, limit=MAX_RESULTS_BYTES)
     if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
         raise ResultsError(f'{path}: not an advscale results file (expected "schema": "{SCHEMA}")')
     version = raw.get("version")
@@ -127,6 +125,9 @@ def load_results(path: str | os.PathLike) -> Results:
     for key in ("config", "summary", "environment"):
         if not isinstance(raw.get(key, {}), dict):
             raise ResultsError(f"{path}: '{key}' must be an object, got {_type(raw[key])}")
+    for key, kind in (("created", str), ("complete", bool), ("kind", str)):
+        if key in raw and raw[key] is not None and not isinstance(raw[key], kind):
+            raise ResultsError(f"{path}: '{key}' must be a {kind.__name__}, got {_type(raw[key])}")
     if raw.get("kind") is not None and raw["kind"] not in KINDS:
         raise ResultsError(
             f"{path}: unknown results kind {raw['kind']!r}; allowed: {', '.join(KINDS)}"
@@ -143,56 +144,6 @@ def load_results(path: str | os.PathLike) -> Results:
     )
 
 
-def read_json_bounded(
-    path: str | os.PathLike,
-    what: str,
-    *,
-    error: type[Exception] = ResultsError,
-    max_bytes: int = MAX_RESULTS_BYTES,
-    max_depth: int = MAX_RESULTS_DEPTH,
-) -> Any:
-    """The parsed JSON of the regular file ``path``, refused in one ``error`` naming the file
-    when it is missing, not a regular file (a device, a FIFO), larger than ``max_bytes``, not
-    UTF-8 JSON, or nested deeper than ``max_depth`` (a parser or a reader of the structure
-    would otherwise run out of stack or memory)."""
-    path = Path(path)
-    try:
-        st = path.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        raise error(f"{path}: no such {what}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise error(f"{path}: not a regular file; give a {what} advscale wrote")
-    if st.st_size > max_bytes:
-        raise error(f"{path}: {st.st_size:,} bytes, more than a {what} holds ({max_bytes:,})")
-    with open(path, "rb") as f:
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise error(f"{path}: more than {max_bytes:,} bytes, more than a {what} holds")
-    try:
-        raw = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise error(f"{path}: not UTF-8 text (byte {e.start}); not a {what}") from None
-    except json.JSONDecodeError as e:
-        raise error(f"{path}: not valid JSON ({e})") from None
-    except RecursionError:
-        raise error(f"{path}: nested deeper than {max_depth} levels; not a {what}") from None
-    if _depth_exceeds(raw, max_depth):
-        raise error(f"{path}: nested deeper than {max_depth} levels; not a {what}")
-    return raw
-
-
-def _depth_exceeds(value: Any, limit: int) -> bool:
-    """Whether lists and objects in ``value`` nest deeper than ``limit`` (no recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, (dict, list)):
-            if d > limit:
-                return True
-            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
-    return False
-
-
 def _type(v: Any) -> str:
     return "null" if v is None else type(v).__name__
 
@@ -200,7 +151,7 @@ def _type(v: Any) -> str:
 def accuracy_fields(value: Any, inside: bool = False) -> Iterator[tuple[str, Any]]:
     """``(dotted key, number)`` for every number ``value`` holds under an accuracy key
     (``accuracy``, ``*_accuracy``, ``accuracy_*``, ``worst_case``): shares that must be finite
-    and in [0, 1]. Nesting is bounded by :func:`read_json_bounded`."""
+    and in [0, 1]. Nesting is bounded by :func:`advscale.files.read_json`."""
     items = value.items() if isinstance(value, dict) else enumerate(value)
     for k, v in items:
         key = str(k)

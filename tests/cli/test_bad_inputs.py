@@ -140,8 +140,10 @@ def files(tmp_path_factory, fmnist_dir, fmnist) -> dict[str, str]:
         ("results_nan", [{"attack": "pgd", "eps": 8, "accuracy": float("nan")}]),
         ("results_57", [{"attack": "pgd", "eps": 8, "accuracy": 0.5, "clean_accuracy": 57}]),
         ("results_notobj", [["attack", "pgd"]]),
+        ("results_eps_inf", [{"attack": "pgd", "eps": float("inf"), "accuracy": 0.5}]),
     ):
         (d / f"{name}.json").write_text(json.dumps({**head, "records": records}))
+    (d / "results_created.json").write_text(json.dumps({**head, "records": [], "created": 5}))
     deep = "[" * 100000 + "]" * 100000
     (d / "results_deep.json").write_text(json.dumps({**head, "records": []})[:-2] + deep + "]}")
     _hostile_files(d)
@@ -400,6 +402,8 @@ CASES = [
             ("accuracy-57", "results_57", ["results_57.json", "clean_accuracy is 57"]),
             ("record-not-object", "results_notobj", ["results_notobj.json", "record 0"]),
             ("nested-deep", "results_deep", ["results_deep.json", "nested deeper"]),
+            ("eps-inf", "results_eps_inf", ["results_eps_inf.json", "record 0", "eps is inf"]),
+            ("created-not-text", "results_created", ["results_created.json", "'created'"]),
         )
     ),
     # hostile files: configs that would grow, lie or not decode

@@ -196,3 +196,18 @@ def test_eval_command_on_a_sigmoid_head_prints_no_pass_and_no_inflated_number(
     (a,) = logits.select(attack="worst_case", eps=8.0)
     (b,) = sig.select(attack="worst_case", eps=8.0)
     assert b["accuracy"] <= a["accuracy"] + 2 / 60
+
+
+@pytest.mark.parametrize("head", ["softmax", "sigmoid", "tanh"])
+def test_the_head_inverse_recovers_the_logits(tiny_model, test_set, head):
+    from advscale.evaluate.model_checks import HeadInverse
+
+    x, _ = test_set.tensors()
+    with torch.no_grad():
+        z = tiny_model(x[:32])
+        model = Softmaxed(tiny_model) if head == "softmax" else Headed(tiny_model, head)
+        back = HeadInverse(model, "bounded" if head == "tanh" else head)(x[:32])
+    if head == "softmax":  # log-probabilities: the logits less their row's log-sum-exp
+        back = back + torch.logsumexp(z, 1, keepdim=True)
+    torch.testing.assert_close(back, z, atol=2e-3, rtol=1e-3)
+    assert torch.equal(back.argmax(1), z.argmax(1))

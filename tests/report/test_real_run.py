@@ -57,6 +57,9 @@ def test_report_on_real_runs_has_summary_gallery_and_step_curves(real_runs, tmp_
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2] == f"{100 * worst['accuracy']:.1f}" and cells[3] == "FGSM, PGD"
     assert cells[4] == f"{trained['train_time_s']:.1f}"
+    # 512 images, one epoch: the training step (one forward and backward each) and step l.l.
+    # on half of every batch (one forward and backward each): 3 passes per image.
+    assert cells[5] == f"{3 * 512:,}"
     assert "ε = 8/255 (the ε the runs' own summaries use)" in summary
     assert "robustness_vs_cost.png" in summary
     assert "## Adversarial examples: kurakin" in md

@@ -149,3 +149,12 @@ def test_a_fine_tuning_run_the_guard_stopped_is_not_the_choice():
     assert text[0].startswith("Best trade-off: PGD fine-tuning (full)")
     assert text[1].startswith("Not a choice: FGSM fine-tuning (full) scores 60.0%")
     assert "stopped its training for catastrophic overfitting at epoch 2" in text[1]
+
+
+def test_costs_that_are_not_finite_are_no_costs(tmp_path):
+    bad = dict(MODELS["pgd"], seconds=float("nan"))
+    md = write_markdown_report(_demo_like(tmp_path / "d", {"pgd": bad}), tmp_path / "r.md")
+    row = next(ln for ln in md.read_text().splitlines() if ln.startswith("| pgd |"))
+    assert row.split("|")[5].strip() == "–" and row.split("|")[6].strip() == "–"
+    assert training_passes({"name": "pgd", "steps": float("inf")}, 10) is None
+    assert training_passes({"name": "fgsm"}, 10**400) is None

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from advscale.attacks import ITERATIVE_OF, margin_loss, model_mode
-from advscale.evaluate.model_checks import SATURATING, Head, build_attack_for
+from advscale.evaluate.model_checks import SATURATING, Head, attacked_model, build_attack_for
 
 GRADIENT_FREE = ("square", "random_sign")
 TARGETED_ITERATIVE = ("iter_ll",)
@@ -40,18 +40,17 @@ UNBOUNDED_MAX_ACCURACY = 0.05
 def check_outputs(
     model: nn.Module, x: Tensor, y: Tensor, *, head: Head = "logits"
 ) -> list[dict[str, Any]]:
-    """The ``zero_gradients`` check on a clean batch ``(x, y)``, with the loss the attacks use
-    for the model's output ``head`` (the margin for a saturating one)."""
+    """The ``zero_gradients`` check on a clean batch ``(x, y)``, on what the attacks see of the
+    model and with their loss for its output ``head`` (the margin for a saturating one)."""
     warnings: list[dict[str, Any]] = []
     if len(x) == 0:
         return warnings
     grad = None
     with model_mode(model, "eval"), torch.enable_grad():
         xg = x.detach().clone().requires_grad_(True)
-        out = model(xg)
-        if (
-            out.requires_grad
-        ):  # not so when the forward detaches its input and has no trainable part
+        out = attacked_model(model, head)(xg)
+        # out needs no grad when the forward detaches its input and has no trainable part
+        if out.requires_grad:
             loss = (
                 -margin_loss(out.float(), y).sum()
                 if head in SATURATING

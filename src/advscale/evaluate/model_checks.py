@@ -5,10 +5,12 @@ A model can inflate its own robust accuracy without any intent:
 
 - **Probabilities or a saturating head** (softmax, sigmoid, tanh, a clamp). Cross-entropy on
   such outputs saturates: where the head is flat the input gradient rounds to zero and the
-  attack walks blind (a sigmoid-headed small_cnn scored 6-10 points more robust than the same
-  network as logits). Such a model is attacked through losses that do not saturate: the margin
-  max_{j≠y} o_j − o_y for the gradient attacks (Carlini & Wagner 2017) and DLR for APGD
-  (Croce & Hein 2020), whose gradients flow through the classes that are not saturated.
+  attack walks blind (a sigmoid-headed small_cnn scored 4-8 points more robust than the same
+  network as logits). The attacks see the logits the head hides where it can be inverted
+  (:class:`HeadInverse`: log for softmax, logit for sigmoid, atanh for tanh; the verdict is the
+  same, each is monotone) and follow losses that do not saturate: the logit margin
+  max_{j≠y} z_j − z_y for the gradient attacks (Carlini & Wagner 2017) and DLR for APGD
+  (Croce & Hein 2020). A head with no inverse (a clamp) gets the margin on its outputs.
 - **Randomness** (dropout left on, random input noise: a randomized defence). One draw of the
   gradient is not the gradient of the model the user deploys; the records say the model is not
   deterministic, and :class:`Expectation` attacks the mean over ``n`` draws (EOT, Athalye et
@@ -31,6 +33,7 @@ from advscale.evaluate.inputs import logits_of
 
 Head = Literal["logits", "softmax", "sigmoid", "bounded", "saturated"]
 SATURATING: tuple[Head, ...] = ("softmax", "sigmoid", "bounded", "saturated")
+INVERTIBLE: tuple[Head, ...] = ("softmax", "sigmoid", "bounded")
 # Share of rows or outputs that must show a head's signature before it is named.
 HEAD_SHARE = 0.95
 SATURATED_SHARE = 0.05
@@ -165,10 +168,15 @@ def head_warning(probe: ModelProbe) -> list[dict[str, Any]]:
             "share": probe.share,
             "message": (
                 f"the model's outputs are {what}, not logits: cross-entropy on them saturates and "
-                "hides the gradient, so the gradient attacks here followed the margin "
-                "max_{j≠y} o_j − o_y and APGD the DLR loss instead; the numbers are not directly "
-                "comparable with other models' (evaluate the model without its final "
-                f"{'softmax' if probe.head == 'softmax' else 'activation'} for that)"
+                "hides the gradient, so the attacks here "
+                + (
+                    "saw the logits behind the head (its inverse) and "
+                    if probe.head in INVERTIBLE
+                    else ""
+                )
+                + "followed the margin max_{j≠y} z_j − z_y (APGD the DLR loss) instead; to compare "
+                "with other models exactly, evaluate the model without its final "
+                f"{'softmax' if probe.head == 'softmax' else 'activation'}"
             ),
         }
     ]
@@ -224,6 +232,44 @@ class Expectation(nn.Module):
         return total / self.samples
 
 
+class HeadInverse(nn.Module):
+    """The logits behind a probability or tanh ``head`` of ``model``: log p (softmax, up to a
+    constant per row), log p − log(1 − p) (sigmoid), atanh (tanh, "bounded"). Outputs that
+    float rounding pinned to the end of the range are clamped just inside it, so they stay
+    finite (their gradient is lost, as it already was).
+
+    Example:
+        >>> z = torch.tensor([[2.0, -1.0, 0.5]])
+        >>> HeadInverse(nn.Sigmoid(), "sigmoid")(z)
+        tensor([[ 2.0000, -1.0000,  0.5000]])
+    """
+
+    def __init__(self, model: nn.Module, head: Head) -> None:
+        super().__init__()
+        if head not in INVERTIBLE:
+            raise ValueError(f"no inverse for head {head!r}; invertible: {', '.join(INVERTIBLE)}")
+        self.model, self.head = model, head
+
+    def forward(self, x: Tensor) -> Tensor:
+        o = self.model(x)
+        fi = torch.finfo(o.dtype)
+        if self.head == "softmax":
+            return o.clamp_min(fi.tiny).log()
+        edge = 1 - fi.eps / 2  # the largest float below 1
+        if self.head == "sigmoid":
+            p = o.clamp(fi.tiny, edge)
+            return p.log() - (-p).log1p()
+        return o.clamp(-edge, edge).atanh()
+
+
+def attacked_model(model: nn.Module, head: Head = "logits", eot: int = 1) -> nn.Module:
+    """What the attacks see of ``model``: the mean of ``eot`` passes (:class:`Expectation`),
+    through :class:`HeadInverse` for an invertible ``head``."""
+    if eot > 1:
+        model = Expectation(model, eot)
+    return HeadInverse(model, head) if head in INVERTIBLE else model
+
+
 class _MarginLoss:
     """The step follows max_{j≠label} o_j − o_label instead of cross-entropy. Ascending it moves
     away from the true label; descending it (targeted attacks) moves towards the target."""
@@ -257,16 +303,24 @@ def saturation_free_kwargs(
 
 
 def build_attack_for(
-    name: str, model: nn.Module, eps: float, kwargs: dict[str, Any], *, head: Head = "logits"
+    name: str,
+    model: nn.Module,
+    eps: float,
+    kwargs: dict[str, Any],
+    *,
+    head: Head = "logits",
+    eot: int = 1,
 ):
-    """``build_attack(name, model, eps, **kwargs)``; for a saturating ``head`` the gradient
-    attacks (FGSM, the iterative ones, PGD) follow the margin loss instead of cross-entropy.
+    """``build_attack(name, attacked_model(model, head, eot), eps, **kwargs)``; for a saturating
+    ``head`` the gradient attacks (FGSM, the iterative ones, PGD) follow the margin loss
+    instead of cross-entropy (APGD's loss: :func:`saturation_free_kwargs`).
 
     Raises:
         ValueError: an unknown attack or bad arguments (as ``build_attack``).
     """
     from advscale.attacks import build_attack
 
+    model = attacked_model(model, head, eot)
     cls = ATTACKS.get(canonical_name(name))
     if head not in SATURATING or cls is None or not issubclass(cls, GradientAttack):
         return build_attack(name, model, eps, **kwargs)
@@ -278,6 +332,8 @@ def build_attack_for(
 
 __all__ = [
     "Expectation",
+    "HeadInverse",
+    "attacked_model",
     "ModelProbe",
     "build_attack_for",
     "head_warning",

@@ -227,10 +227,10 @@ def evaluate(
         An :class:`EvalReport`. Records hold ``attack``, ``norm``, ``eps``, ``eps_unit``,
         ``accuracy``, ``clean_accuracy``, ``clean_top5``, ``ratio`` (adversarial / clean),
         ``seconds`` (attack time), ``forward``/``backward`` (images passed through the model by
-        the attack), ``n``, ``attacked``, ``nonfinite``, ``target`` for a targeted attack and,
-        for one-step attacks, ``accuracy_final``: plain accuracy on the returned adversarial
-        examples of all examples, clean-misclassified ones included, which exceeds ``clean_accuracy`` when the
-        attack leaks the label. One-step attacks are cheap and run on every example for that
+        the attack), ``n``, ``attacked``, ``nonfinite``, ``deterministic``, ``eot``, ``target``
+        for a targeted attack and, for one-step attacks, ``accuracy_final``: plain accuracy on
+        the returned adversarial examples of all examples, clean-misclassified ones included,
+        which exceeds ``clean_accuracy`` when the attack leaks the label. One-step attacks are cheap and run on every example for that
         reason, cascade or not. No attack aims at top-5, so records carry no attacked top-5.
 
     Raises:

@@ -21,7 +21,7 @@ from advscale.errors import UserError
 from advscale.evaluate import masking
 from advscale.evaluate.distributed import Shard, batch_seed
 from advscale.evaluate.inputs import index_batches, to_device
-from advscale.evaluate.model_checks import Expectation, Head, build_attack_for
+from advscale.evaluate.model_checks import Head, build_attack_for
 
 
 @dataclass
@@ -43,12 +43,13 @@ def build(
     kwargs: dict[str, Any],
     *,
     head: Head = "logits",
+    eot: int = 1,
     **extra: Any,
 ):
     """Attack ``name`` (:func:`~advscale.evaluate.model_checks.build_attack_for`), errors as
     UserError."""
     try:
-        return build_attack_for(name, model, eps, {**kwargs, **extra}, head=head)
+        return build_attack_for(name, model, eps, {**kwargs, **extra}, head=head, eot=eot)
     except ValueError as e:  # UserError included: the message is already the user's to read
         raise UserError(str(e)) from None
 
@@ -80,10 +81,10 @@ def run_attack(
     ``which`` selects, batch by batch; this process attacks the batches ``shard`` owns, and the
     verdicts are summed over processes.
 
-    ``head`` is the model's output head (a saturating one is attacked through losses that do
-    not saturate); with ``eot`` > 1 the attack follows the mean of that many forward passes
-    (:class:`~advscale.evaluate.model_checks.Expectation`) and its passes count ``eot`` times,
-    while the verdict at the returned example is one draw of the model itself."""
+    ``head`` is the model's output head (a saturating one is attacked through its inverse and
+    losses that do not saturate); with ``eot`` > 1 the attack follows the mean of that many
+    forward passes (:class:`~advscale.evaluate.model_checks.Expectation`) and its passes count
+    ``eot`` times. The verdict at the returned example is one pass of the model itself."""
     n = len(labels)
     correct = torch.zeros(n, dtype=torch.bool)
     extra: dict[str, Any] = {}
@@ -91,14 +92,15 @@ def run_attack(
         extra["progress"] = lambda done, total, left: bar.set_postfix_str(
             f"queries {done}/{total}, {left} left", refresh=True
         )
-    attacked = Expectation(model, eot) if eot > 1 else model
     seconds, forward, backward, mine, nonfinite = 0.0, 0, 0, 0, 0
     for k, idx in enumerate(index_batches(which.nonzero().squeeze(1), batch_size)):
         if not shard.owns(k):
             continue
         # One attack per batch, seeded by the batch alone: the random draws do not depend on
         # which process attacks the batch.
-        attack = build(name, attacked, eps, kwargs, head=head, seed=batch_seed(seed, k), **extra)
+        attack = build(
+            name, model, eps, kwargs, head=head, eot=eot, seed=batch_seed(seed, k), **extra
+        )
         x, y = to_device(images[idx], labels[idx], dev)
         sync(dev)
         t0 = time.perf_counter()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import stat
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,9 @@ def read_bounded(
     error = error or UserError
     path = Path(path)
     try:
+        # A FIFO or socket would block open() until a writer comes: never wait on one.
+        if stat.S_ISFIFO(mode := os.stat(path).st_mode) or stat.S_ISSOCK(mode):
+            raise error(f"{path}: not a regular file (a pipe or socket): not a {what}")
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > limit:
@@ -133,11 +137,13 @@ def read_structured(
             value = json.loads(text)
         except json.JSONDecodeError as e:
             raise error(f"{path}: not valid JSON ({e})") from None
-        except (ValueError, RecursionError) as e:  # an integer of 5000 digits, deep nesting
+        except RecursionError:
+            raise error(f"{path}: nested deeper than {MAX_DEPTH} levels; not a {what}") from None
+        except ValueError as e:  # an integer of 5000 digits
             raise error(f"{path}: not valid JSON ({_first_line(e)})") from None
         depth = _depth(value)
         if depth > MAX_DEPTH:
-            raise error(f"{path}: nested {depth} levels deep; at most {MAX_DEPTH} are read")
+            raise error(f"{path}: nested deeper than {MAX_DEPTH} levels ({depth}); not a {what}")
         return value
     return parse_yaml(text, str(path), error=error)
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from advscale.report.facts import cost_of, declared_eps_of, guard_flags, warning_flags
+from advscale.report.facts import amount, cost_of, declared_eps_of, guard_flags, warning_flags
 from advscale.report.labels import attack_list, covers_multi_step
 from advscale.report.plots import eps_label
 from advscale.report.runs import EVAL_KINDS, TRAIN_KINDS, Run, classify, evaluates
@@ -176,10 +176,10 @@ def _compare_candidates(run: Run) -> list[Candidate]:
         c.robust[float(r["eps"])] = (float(r["robust_accuracy"]), covered)
         if is_number(r.get("clean_accuracy")):
             c.clean = float(r["clean_accuracy"])
-        seconds = r.get("wall_time_s", r.get("seconds"))
-        c.seconds = float(seconds) if is_number(seconds) else c.seconds
+        seconds = amount(r.get("wall_time_s", r.get("seconds")))
+        c.seconds = seconds if seconds is not None else c.seconds
         epochs = r.get("co_epochs") if isinstance(r.get("co_epochs"), list) else []
-        if not epochs and is_number(r.get("co_events")) and r["co_events"] > 0:
+        if not epochs and (amount(r.get("co_events")) or 0) > 0:
             epochs = [None]
         events = [{"event": "catastrophic_overfit", "epoch": e} for e in epochs]
         for flag in guard_flags({"events": events, "stop_reason": r.get("stop_reason")}):
@@ -292,7 +292,7 @@ def _and(parts: Sequence[str]) -> str:
 
 
 def _caveat(c: Candidate) -> str:
-    """ " — but <flags>" for a flagged candidate, to close the sentence that names it."""
+    """The end of the sentence that names a flagged candidate: its flags ("" for none)."""
     return f" — but {_and(c.flags)}; do not ship it on these figures" if c.flags else ""
 
 
@@ -363,7 +363,7 @@ def _choose(strong: Sequence[tuple[Candidate, float, list[str]]], eps: float) ->
 
 
 def _cost(c: Candidate) -> str:
-    """ "37 s" or "37 s, 1.2 M passes": training time, and passes when known."""
+    """Training time, and passes when known: "37 s" or "37 s, 1.2 M passes"."""
     if c.passes is None:
         return _seconds(c.seconds)
     return f"{_seconds(c.seconds)}, {_passes(c.passes)} passes"

@@ -10,25 +10,37 @@ from typing import Any
 from advscale.results import is_number
 
 
+def amount(v: Any) -> float | None:
+    """``v`` as a finite non-negative float (a time, a count), else None: a file's NaN, inf or
+    negative cost is no cost to compare."""
+    if not is_number(v):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) and f >= 0 else None
+
+
 def cost_of(summary: Any, recipe: Any = None) -> tuple[float | None, int | None]:
     """Training seconds and forward+backward passes a training summary records (the passes
     counted from ``recipe`` and the images seen when it records none)."""
     s = summary if isinstance(summary, dict) else {}
     seconds = next(
         (
-            float(s[k])
+            amount(s[k])
             for k in ("train_time_s", "train_seconds", "wall_time_s")
-            if is_number(s.get(k))
+            if amount(s.get(k)) is not None
         ),
         None,
     )
-    fwd, bwd = (
-        s.get("forward_passes", s.get("forward")),
-        s.get("backward_passes", s.get("backward")),
-    )
-    passes = int(fwd + bwd) if is_number(fwd) and is_number(bwd) else None
-    if passes is None and seconds is not None and is_number(s.get("images_per_s")):
-        passes = training_passes(recipe, round(float(s["images_per_s"]) * seconds))
+    fwd = amount(s.get("forward_passes", s.get("forward")))
+    bwd = amount(s.get("backward_passes", s.get("backward")))
+    passes = int(fwd + bwd) if fwd is not None and bwd is not None else None
+    rate = amount(s.get("images_per_s"))
+    if passes is None and seconds is not None and rate is not None:
+        images = amount(rate * seconds)
+        passes = None if images is None else training_passes(recipe, round(images))
     return seconds, passes
 
 
@@ -51,19 +63,21 @@ def training_passes(recipe: Any, images: int) -> int | None:
     elif name in ("fgsm", "rs_fgsm", "n_fgsm"):
         per = 4.0
     elif name == "pgd":
-        steps = r.get("steps", 7)
-        per = 2.0 + 2.0 * steps if is_number(steps) and steps >= 1 else math.nan
+        steps = amount(r.get("steps", 7))
+        per = 2.0 + 2.0 * steps if steps is not None and steps >= 1 else math.nan
     elif name == "kurakin":
-        k, m = r.get("k"), r.get("m")
-        share = k / m if is_number(k) and is_number(m) and m > 0 else 0.5
-        per = 2.0 + 2.0 * min(max(share, 0.0), 1.0)
+        k, m = amount(r.get("k")), amount(r.get("m"))
+        share = k / m if k is not None and m else 0.5
+        per = 2.0 + 2.0 * min(share, 1.0)
     else:
         return None
-    return None if math.isnan(per) or images < 0 else int(round(per * images))
+    n = amount(images)
+    total = None if n is None or math.isnan(per) else amount(per * n)
+    return None if total is None else int(round(total))
 
 
 def guard_flags(summary: Any) -> list[str]:
-    """ "the training guard stopped its training ..." when a training summary says so."""
+    """The caveat (the training guard stopped its training ...) a training summary calls for."""
     s = summary if isinstance(summary, dict) else {}
     events = s.get("events") if isinstance(s.get("events"), list) else []
     co = [e for e in events if isinstance(e, dict) and e.get("event") == "catastrophic_overfit"]
@@ -79,7 +93,7 @@ def guard_flags(summary: Any) -> list[str]:
 
 
 def warning_flags(summary: Any) -> list[str]:
-    """ "its figures carry N gradient-masking warnings" when an evaluation summary holds any."""
+    """The caveat (its figures carry N gradient-masking warnings) an evaluation summary calls for."""
     s = summary if isinstance(summary, dict) else {}
     ws = s.get("warnings")
     k = len(ws) if isinstance(ws, list) else 0
@@ -90,7 +104,15 @@ def warning_flags(summary: Any) -> list[str]:
 
 def declared_eps_of(summary: Any) -> float | None:
     s = summary if isinstance(summary, dict) else {}
-    return float(s["eval_eps"]) if is_number(s.get("eval_eps")) and s["eval_eps"] > 0 else None
+    e = amount(s.get("eval_eps"))
+    return e if e else None
 
 
-__all__ = ["cost_of", "declared_eps_of", "guard_flags", "training_passes", "warning_flags"]
+__all__ = [
+    "amount",
+    "cost_of",
+    "declared_eps_of",
+    "guard_flags",
+    "training_passes",
+    "warning_flags",
+]

@@ -4,6 +4,7 @@ sorted by what they measure (:func:`advscale.results.record_kind`)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -13,7 +14,14 @@ from typing import Any
 
 from advscale.errors import UserError
 from advscale.report.shares import group_shares, is_share, merge_shares
-from advscale.results import Results, ResultsError, bad_accuracy, load_results, record_kind
+from advscale.results import (
+    Results,
+    ResultsError,
+    bad_accuracy,
+    is_number,
+    load_results,
+    record_kind,
+)
 
 
 @dataclass
@@ -186,8 +194,9 @@ def _merged(first: Run, shares: list[Run]) -> Run:
 
 
 def check_accuracies(results: Results, source: str) -> None:
-    """Refuse results whose accuracies are not finite or lie outside [0, 1]: a report would
-    otherwise print "nan%" or "5700%" and rank the model by it.
+    """Refuse results whose accuracies are not finite or lie outside [0, 1] (or whose ε is not
+    a finite budget >= 0): a report would otherwise print "nan%" or "5700%" and rank the model
+    by it.
 
     Raises:
         ResultsError: naming the file, the record (or the summary) and the field.
@@ -195,6 +204,12 @@ def check_accuracies(results: Results, source: str) -> None:
     for i, r in enumerate(results.records):
         if not isinstance(r, dict):
             raise ResultsError(f"{source}: record {i} must be an object, got {type(r).__name__}")
+        e = r.get("eps")
+        if is_number(e) and not (0 <= e < math.inf):
+            raise ResultsError(
+                f"{source}: record {i}: eps is {_shown(e)}; ε is a finite budget >= 0 (pixel "
+                "levels for L∞): fix or remove that record"
+            )
         found = bad_accuracy(r)
         if found is not None:
             what = ", ".join(f"{k} {r[k]!r}" for k in ("model", "attack", "eps") if k in r)

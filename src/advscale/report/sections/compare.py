@@ -7,6 +7,7 @@ from typing import Any
 
 from advscale.report import plots
 from advscale.report.blocks import Block, Plots, Section, Text, fmt, records_table
+from advscale.report.facts import amount
 from advscale.report.runs import Run
 from advscale.results import is_number
 
@@ -31,7 +32,10 @@ def build(
     pts = [
         r
         for r in ok
-        if robust_key and time_key and is_number(r.get(robust_key)) and is_number(r.get(time_key))
+        if robust_key
+        and time_key
+        and is_number(r.get(robust_key))
+        and (amount(r.get(time_key)) or 0) > 0  # a log axis: a time of 0, NaN or inf has no place
     ]
     if pts:
         fig = plots.cost_robustness_scatter(

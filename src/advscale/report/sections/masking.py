@@ -15,7 +15,8 @@ def _warnings_of(run: Run) -> list[str]:
     out = []
     for label, s in summaries(run):
         for key in ("warnings", "masking_warnings"):
-            for w in s.get(key) or []:
+            found = s.get(key)
+            for w in found if isinstance(found, list) else [] if found is None else [found]:
                 if isinstance(w, dict):
                     msg = w.get("message") or json.dumps(w, default=str)
                     msg = f"[{w['check']}] {msg}" if w.get("check") else msg
