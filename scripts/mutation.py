@@ -42,7 +42,8 @@ MODULES: dict[str, str] = {
     "src/advscale/train/guards.py": "tests/train/test_guards.py tests/train/test_training.py "
     "tests/train/test_resume.py",
     "src/advscale/evaluate/robust.py": "tests/evaluate/test_robust.py "
-    "tests/evaluate/test_record_numbers.py tests/evaluate/test_eval_attacks.py",
+    "tests/evaluate/test_record_numbers.py tests/evaluate/test_eval_attacks.py "
+    "tests/evaluate/test_distributed.py",
     "src/advscale/evaluate/inputs.py": "tests/evaluate/test_inputs.py tests/evaluate/test_robust.py",
     "src/advscale/evaluate/label_leak.py": "tests/evaluate/test_label_leak.py "
     "tests/evaluate/test_record_numbers.py",
