@@ -241,14 +241,14 @@ def write_report(
             else f"All {total} mutants."
         ),
         "",
-        "| module | mutants | tested | killed | score | seconds |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| module | mutants | tested | killed | score | seconds | tests |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for run in runs:
         score = "-" if run["score"] is None else f"{run['score']:.0%}"
         lines.append(
             f"| {run['module']} | {run['mutants']} | {run['tested']} | {run['killed']} "
-            f"| {score} | {run['seconds']} |"
+            f"| {score} | {run['seconds']} | {run['tests']} |"
         )
     score = summary["score_non_equivalent"]
     lines += [
@@ -291,7 +291,15 @@ def main(argv: list[str] | None = None) -> int:
         help="an earlier NAME.json on the same source: its killed mutants are not run again "
         "(tests are only added, so they stay killed); its survivors are",
     )
+    p.add_argument(
+        "--tests-for",
+        action="append",
+        default=[],
+        metavar="MODULE=TESTS",
+        help="run these tests (space-separated) on MODULE's mutants instead of its default",
+    )
     args = p.parse_args(argv)
+    overrides = dict(item.split("=", 1) for item in args.tests_for)
     known: dict[str, str] = {}
     earlier: set[str] = set()
     if args.keep_killed:
@@ -301,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         earlier |= {r["id"] for r in prev.get("killed_by_new_tests", [])}
     fates_path = ROOT / "scripts/mutation_fates.json"
     fates = json.loads(fates_path.read_text()) if fates_path.exists() else {}
-    modules = {m: MODULES[m] for m in (args.modules or MODULES)}
+    modules = {m: overrides.get(m, MODULES[m]) for m in (args.modules or MODULES)}
     # A run started in the background inherits an ignored SIGINT; the tests expect Python's.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     runs = []
