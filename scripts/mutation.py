@@ -7,7 +7,7 @@ mutant, in a copy of the tree (the working tree is never modified). A mutant the
     python scripts/mutation.py                      # every mutant: hours on two cores
     python scripts/mutation.py --sample 12 --seed 0 # a fixed, seeded sample per module
 
-The sample is drawn per module (a folder, attacks/, counts as two) from cosmic-ray's full list of
+The sample is drawn per module (a folder, attacks/, counts as one) from cosmic-ray's full list of
 mutants sorted by (file, operator, occurrence), so the same seed on the same source gives the
 same mutants.
 Survivors are listed with their diff and their fate from ``scripts/mutation_fates.json``
@@ -169,8 +169,6 @@ def run_module(
     cfg, db = tmp / f"{stem}.toml", tmp / f"{stem}.sqlite"
     write_config(cfg, module, tests, timeout)
     cosmic(["init", str(cfg), str(db)], tmp, env)
-    if n is not None and (tmp / module).is_dir():
-        n *= 2  # a folder of small modules (attacks/) is sampled as two modules
     total = sample_mutants(db, n, seed, known)
     start = time.monotonic()
     if pending(db):
@@ -224,7 +222,7 @@ def write_report(
         "every mutant"
         if args.sample is None
         else f"a fixed sample of {args.sample} mutants per module drawn with seed {args.seed}"
-        " (twice that for the attacks/ folder) from cosmic-ray's full list sorted by"
+        " (the attacks/ folder counting as one) from cosmic-ray's full list sorted by"
         " (file, operator, occurrence)"
     )
     total = sum(run["mutants"] for run in runs)
@@ -300,15 +298,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     overrides = dict(item.split("=", 1) for item in args.tests_for)
-    known: dict[str, str] = {}
-    earlier: set[str] = set()
-    if args.keep_killed:
-        prev = json.loads(args.keep_killed.read_text())
-        known = {r["id"]: "killed" for r in prev.get("killed_ids", [])}
-        earlier = {r["id"] for r in prev.get("survivors", [])}
-        earlier |= {r["id"] for r in prev.get("killed_by_new_tests", [])}
     fates_path = ROOT / "scripts/mutation_fates.json"
     fates = json.loads(fates_path.read_text()) if fates_path.exists() else {}
+    known: dict[str, str] = {}
+    earlier: set[str] = set()
+    diffs: dict[str, str] = {}
+    if args.keep_killed:
+        prev = json.loads(args.keep_killed.read_text())
+        diffs = {r["id"]: r["diff"] for r in prev.get("survivors", [])}
+        known = {r["id"]: "killed" for r in prev.get("killed_ids", [])}
+        earlier = {r["id"] for r in prev.get("survivors", [])}
+        # Survivors explained as equivalent survive any test: not run again.
+        known |= {i: "survived" for i in earlier if fates.get(i, "").startswith("equivalent")}
+        earlier |= {r["id"] for r in prev.get("killed_by_new_tests", [])}
     modules = {m: overrides.get(m, MODULES[m]) for m in (args.modules or MODULES)}
     # A run started in the background inherits an ignored SIGINT; the tests expect Python's.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -318,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             tmp = Path(d)
             copy_tree(tmp)
             run = run_module(tmp, module, tests, args.sample, args.seed, args.timeout, known)
+        for r in run["results"]:  # mutants not run again keep the earlier run's diff
+            r["diff"] = r["diff"] or diffs.get(r["id"], "")
         print(f"{module}: {run['killed']}/{run['tested']} killed", flush=True)
         runs.append(run)
         write_report(args.out, runs, args, fates, earlier)
