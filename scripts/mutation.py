@@ -303,9 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     known: dict[str, str] = {}
     earlier: set[str] = set()
     diffs: dict[str, str] = {}
+    killers: dict[str, str] = {}
     if args.keep_killed:
         prev = json.loads(args.keep_killed.read_text())
-        diffs = {r["id"]: r["diff"] for r in prev.get("survivors", [])}
+        carried = prev.get("survivors", []) + prev.get("killed_by_new_tests", [])
+        diffs = {r["id"]: r["diff"] for r in carried}
+        killers = {r["id"]: r.get("killed_by", "") for r in carried}
         known = {r["id"]: "killed" for r in prev.get("killed_ids", [])}
         earlier = {r["id"] for r in prev.get("survivors", [])}
         # Survivors explained as equivalent survive any test: not run again.
@@ -322,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             run = run_module(tmp, module, tests, args.sample, args.seed, args.timeout, known)
         for r in run["results"]:  # mutants not run again keep the earlier run's diff
             r["diff"] = r["diff"] or diffs.get(r["id"], "")
+            r["killed_by"] = r["killed_by"] or killers.get(r["id"], "")
         print(f"{module}: {run['killed']}/{run['tested']} killed", flush=True)
         runs.append(run)
         write_report(args.out, runs, args, fates, earlier)
