@@ -7,7 +7,7 @@ mutant, in a copy of the tree (the working tree is never modified). A mutant the
     python scripts/mutation.py                      # every mutant: hours on two cores
     python scripts/mutation.py --sample 12 --seed 0 # a fixed, seeded sample per module
 
-The sample is drawn per module (a folder, attacks/, counts as two) from cosmic-ray's full list of
+The sample is drawn per module (a folder, attacks/, counts as one) from cosmic-ray's full list of
 mutants sorted by (file, operator, occurrence), so the same seed on the same source gives the
 same mutants.
 Survivors are listed with their diff and their fate from ``scripts/mutation_fates.json``
@@ -42,7 +42,8 @@ MODULES: dict[str, str] = {
     "src/advscale/train/guards.py": "tests/train/test_guards.py tests/train/test_training.py "
     "tests/train/test_resume.py",
     "src/advscale/evaluate/robust.py": "tests/evaluate/test_robust.py "
-    "tests/evaluate/test_record_numbers.py tests/evaluate/test_eval_attacks.py",
+    "tests/evaluate/test_record_numbers.py tests/evaluate/test_eval_attacks.py "
+    "tests/evaluate/test_distributed.py",
     "src/advscale/evaluate/inputs.py": "tests/evaluate/test_inputs.py tests/evaluate/test_robust.py",
     "src/advscale/evaluate/label_leak.py": "tests/evaluate/test_label_leak.py "
     "tests/evaluate/test_record_numbers.py",
@@ -168,8 +169,6 @@ def run_module(
     cfg, db = tmp / f"{stem}.toml", tmp / f"{stem}.sqlite"
     write_config(cfg, module, tests, timeout)
     cosmic(["init", str(cfg), str(db)], tmp, env)
-    if n is not None and (tmp / module).is_dir():
-        n *= 2  # a folder of small modules (attacks/) is sampled as two modules
     total = sample_mutants(db, n, seed, known)
     start = time.monotonic()
     if pending(db):
@@ -223,7 +222,7 @@ def write_report(
         "every mutant"
         if args.sample is None
         else f"a fixed sample of {args.sample} mutants per module drawn with seed {args.seed}"
-        " (twice that for the attacks/ folder) from cosmic-ray's full list sorted by"
+        " (the attacks/ folder counting as one) from cosmic-ray's full list sorted by"
         " (file, operator, occurrence)"
     )
     total = sum(run["mutants"] for run in runs)
@@ -240,14 +239,14 @@ def write_report(
             else f"All {total} mutants."
         ),
         "",
-        "| module | mutants | tested | killed | score | seconds |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| module | mutants | tested | killed | score | seconds | tests |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for run in runs:
         score = "-" if run["score"] is None else f"{run['score']:.0%}"
         lines.append(
             f"| {run['module']} | {run['mutants']} | {run['tested']} | {run['killed']} "
-            f"| {score} | {run['seconds']} |"
+            f"| {score} | {run['seconds']} | {run['tests']} |"
         )
     score = summary["score_non_equivalent"]
     lines += [
@@ -290,17 +289,32 @@ def main(argv: list[str] | None = None) -> int:
         help="an earlier NAME.json on the same source: its killed mutants are not run again "
         "(tests are only added, so they stay killed); its survivors are",
     )
+    p.add_argument(
+        "--tests-for",
+        action="append",
+        default=[],
+        metavar="MODULE=TESTS",
+        help="run these tests (space-separated) on MODULE's mutants instead of its default",
+    )
     args = p.parse_args(argv)
-    known: dict[str, str] = {}
-    earlier: set[str] = set()
-    if args.keep_killed:
-        prev = json.loads(args.keep_killed.read_text())
-        known = {r["id"]: "killed" for r in prev.get("killed_ids", [])}
-        earlier = {r["id"] for r in prev.get("survivors", [])}
-        earlier |= {r["id"] for r in prev.get("killed_by_new_tests", [])}
+    overrides = dict(item.split("=", 1) for item in args.tests_for)
     fates_path = ROOT / "scripts/mutation_fates.json"
     fates = json.loads(fates_path.read_text()) if fates_path.exists() else {}
-    modules = {m: MODULES[m] for m in (args.modules or MODULES)}
+    known: dict[str, str] = {}
+    earlier: set[str] = set()
+    diffs: dict[str, str] = {}
+    killers: dict[str, str] = {}
+    if args.keep_killed:
+        prev = json.loads(args.keep_killed.read_text())
+        carried = prev.get("survivors", []) + prev.get("killed_by_new_tests", [])
+        diffs = {r["id"]: r["diff"] for r in carried}
+        killers = {r["id"]: r.get("killed_by", "") for r in carried}
+        known = {r["id"]: "killed" for r in prev.get("killed_ids", [])}
+        earlier = {r["id"] for r in prev.get("survivors", [])}
+        # Survivors explained as equivalent survive any test: not run again.
+        known |= {i: "survived" for i in earlier if fates.get(i, "").startswith("equivalent")}
+        earlier |= {r["id"] for r in prev.get("killed_by_new_tests", [])}
+    modules = {m: overrides.get(m, MODULES[m]) for m in (args.modules or MODULES)}
     # A run started in the background inherits an ignored SIGINT; the tests expect Python's.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     runs = []
@@ -309,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
             tmp = Path(d)
             copy_tree(tmp)
             run = run_module(tmp, module, tests, args.sample, args.seed, args.timeout, known)
+        for r in run["results"]:  # mutants not run again keep the earlier run's diff
+            r["diff"] = r["diff"] or diffs.get(r["id"], "")
+            r["killed_by"] = r["killed_by"] or killers.get(r["id"], "")
         print(f"{module}: {run['killed']}/{run['tested']} killed", flush=True)
         runs.append(run)
         write_report(args.out, runs, args, fates, earlier)

@@ -175,3 +175,27 @@ def test_controls_must_be_label_free_one_step_attacks(controls, digits_test):
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     with pytest.raises(UserError, match="controls"):
         label_leak(model, digits_test, [8], controls=controls)
+
+
+def test_difference_interval_is_agresti_min():
+    """100 pairs, 12 right only under a, 3 only under b: with 0.5 added to each cell,
+    centre (12.5 − 3.5) / 102, half-width z·√(12.5 + 3.5 − 9²/102) / 102, z = 1.95996 at 95%
+    (0.01331, 0.16316) and z = 1.64485 at 90% (0.02535, 0.15112), worked out by hand."""
+    a = torch.zeros(100, dtype=torch.bool)
+    b = torch.zeros(100, dtype=torch.bool)
+    a[:12] = True
+    b[12:15] = True
+    a[50:], b[50:] = True, True  # concordant pairs do not move the interval's centre
+    t = paired_difference(a, b)
+    assert (t["a_only"], t["b_only"], t["diff"]) == (12, 3, 0.09)
+    assert (t["ci_low"], t["ci_high"]) == pytest.approx((0.013306, 0.163165), abs=2e-6)
+    t = paired_difference(a, b, confidence=0.9)
+    assert (t["ci_low"], t["ci_high"]) == pytest.approx((0.025352, 0.151118), abs=2e-6)
+
+
+def test_no_minimum_effect_is_allowed(digits_test):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    (row,) = label_leak(model, digits_test, [8], min_effect=0.0, n=50)
+    assert row["min_effect"] == 0.0
+    with pytest.raises(UserError, match="min_effect"):
+        label_leak(model, digits_test, [8], min_effect=-0.01, n=50)

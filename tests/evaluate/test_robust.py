@@ -178,3 +178,10 @@ def test_strong_preset_runs_apgd_ce_then_apgd_t_then_square_as_one_cascade(tiny_
     left = [s["attacked"] for s in attack.stages]
     assert left == sorted(left, reverse=True)
     assert int(res.fooled.sum()) == sum(s["fooled"] for s in attack.stages)
+
+
+def test_progress_is_shown_unless_turned_off(tiny_model, test_set, capsys):
+    evaluate(tiny_model, test_set, attacks=["fgsm"], eps=[8], n=20, checks=False)
+    assert "fgsm ε=" in capsys.readouterr().err
+    evaluate(tiny_model, test_set, attacks=["fgsm"], eps=[8], n=20, checks=False, progress=False)
+    assert "fgsm ε=" not in capsys.readouterr().err

@@ -292,3 +292,22 @@ def test_batch_norm_is_folded_only_with_running_statistics(track):
     assert getattr(fused, "folded", 0) == (1 if track else 0)
     with torch.no_grad():
         torch.testing.assert_close(fused(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_models_default_to_channels_last():
+    """On CPU, convolutions run faster channels-last: the default there, kept only when the
+    copy computes the same function."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten()).eval()
+    fused = fuse_for_eval(model, example=torch.rand(4, 1, 8, 8))
+    assert fused is not model and fused.channels_last and fused.folded == 0
+
+
+def test_outputs_of_another_shape_are_not_the_same_function():
+    from advscale.models.fuse import _same_function
+
+    x = torch.rand(4, 6)
+    assert _same_function(nn.Linear(6, 3), copy.deepcopy(nn.Linear(6, 3)), x) is False
+    assert _same_function(nn.Linear(6, 3), nn.Linear(6, 2), x) is False
+    same = nn.Linear(6, 3)
+    assert _same_function(same, copy.deepcopy(same), x) is True
