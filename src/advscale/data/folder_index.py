@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,15 @@ from typing import Any
 import numpy as np
 
 from advscale.data.base import DataError
+from advscale.errors import UserError
+from advscale.files import read_json
 from advscale.utils import atomic_write_json
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 SPLITS = ("train", "test", "val")
 INDEX_NAME = ".advscale-index.json"
 INDEX_VERSION = 2
+MAX_INDEX_BYTES = 2**30
 #: Images decoded to measure a split's channels, size and statistics.
 STATS_SAMPLE = 1000
 
@@ -173,9 +175,9 @@ def _fresh(index: dict[str, Any], root: Path) -> bool:
 
 
 def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        index = json.loads(path.read_text())
-    except (OSError, ValueError):
+    try:  # ImageNet's index is about 60 MB; a larger or malformed file is listed anew
+        index = read_json(path, "data index", limit=MAX_INDEX_BYTES)
+    except UserError:
         return None
     return index if isinstance(index, dict) else None
 
@@ -185,7 +187,7 @@ def save_index(index: dict[str, Any], root: Path) -> Path | None:
     for path in (root / INDEX_NAME, _cache_path(root)):
         try:
             return atomic_write_json(path, index)
-        except OSError:
+        except (OSError, UserError):  # read-only, or a link or folder in the way: not written
             continue
     return None
 
