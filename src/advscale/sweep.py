@@ -317,6 +317,7 @@ VAL_KEYS = (
     "val_split",
     "classes",
     "image_size",
+    "eval_resize",
     "channels",
     "num_classes",
     "mean",

@@ -186,3 +186,25 @@ def test_interrupted_lora_finetune_resumes_exactly(fmnist_backbone, tmp_path):
     a, b = load_model(tmp_path / "whole" / "model"), load_model(cut / "model")
     for k, v in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[k], v, rtol=0, atol=0, msg=k)
+
+
+def test_lora_finetune_with_a_moving_average_exports_the_averaged_weights(
+    fmnist_backbone, tmp_path
+):
+    cfg = _config(tmp_path, fmnist_backbone, "finetune: {mode: lora, lora: {rank: 2}}\n")
+    out = tmp_path / "run"
+    sets = _sets([*TINY, "recipe.name=clean", "ema.decay=0.5", "ema.warmup=false"])
+    assert main(["finetune", "--config", str(cfg), "--out", str(out), *sets]) == 0
+    s = load_results(out).summary
+    assert s["model_weights"]["weights"] == "ema"
+    # The merged model scores what the run reported for the model it evaluated (the average),
+    # on the run's own evaluation images; the raw weights would score otherwise.
+    from advscale.train.config import DataConfig
+    from advscale.train.data import build_data
+
+    run = json.loads((out / "config.json").read_text())
+    val = build_data(DataConfig(**run["data"]), run["seed"]).val
+    x, y = val.take(run["eval"]["n"], seed=run["seed"] + 4).tensors()
+    with torch.no_grad():
+        acc = (load_model(out / "model").eval()(x).argmax(1) == y).float().mean().item()
+    assert acc == pytest.approx(s["clean_accuracy"])

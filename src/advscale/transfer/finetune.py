@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from pydantic import Field, model_validator
 from torch import nn
 
-from advscale.models import read_sidecar, save_model
+from advscale.models import load_weights, read_sidecar, save_model
 from advscale.results import load_results
 from advscale.train import TrainConfig, load_config
 from advscale.train.data import TrainData
@@ -95,6 +95,10 @@ def _export_lora(model: nn.Module, out: Path) -> dict[str, Any]:
     so that it loads with ``advscale.models.load_model`` like any other checkpoint."""
     if not lora_layers(model):
         return {}
+    # The weights the run saved as its model (the last, their moving average or the best), not
+    # the raw training weights.
+    model = copy.deepcopy(model)
+    load_weights(model, out / "model")
     adapters = save_lora(model, out / "adapters.safetensors")
     meta = {k: v for k, v in read_sidecar(out / "model").items() if k not in ("format", "version")}
     plain = strip_lora(copy.deepcopy(model))
