@@ -3,11 +3,6 @@ workers, and after a SIGKILL mid-epoch and --resume; the data keys checked when 
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +11,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from run_helpers import kill_at_step
 from safetensors.torch import load_file
 
 from advscale.train import load_config, train
@@ -85,14 +81,6 @@ def test_the_same_weights_with_0_or_2_workers(folder, tmp_path):
     assert plain["steps"] == 16 and not _same_weights(tmp_path / "w0", tmp_path / "n")
 
 
-def _last_step(out: Path) -> int:
-    try:
-        lines = (out / "metrics.jsonl").read_text().splitlines()
-    except FileNotFoundError:
-        return 0
-    return max((json.loads(s).get("step", 0) for s in lines[-3:] if s.endswith("}")), default=0)
-
-
 @pytest.mark.slow
 def test_resume_after_sigkill_mid_epoch_with_workers_matches(folder, tmp_path):
     settings = _settings(folder, **{"data.workers": 2, "checkpoint_every": 3, "epochs": 3})
@@ -101,29 +89,8 @@ def test_resume_after_sigkill_mid_epoch_with_workers_matches(folder, tmp_path):
     config_file = tmp_path / "cfg.yaml"
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     out = tmp_path / "killed"
-    cmd = [
-        sys.executable,
-        "-m",
-        "advscale",
-        "train",
-        "--config",
-        str(config_file),
-        "--out",
-        str(out),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    try:
-        # 8 steps per epoch: killed in the second, after the checkpoint of step 12.
-        while _last_step(out) < 13 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # 8 steps per epoch: killed in the second, after the checkpoint of step 12.
+    kill_at_step(config_file, out, 13)
     saved = torch.load(find_checkpoint(out / "checkpoints", "last") / "state.pt", weights_only=True)
     assert saved["step"] % 8 != 0  # the checkpoint is in the middle of an epoch
     # The decoding workers die with the run (a signal from the kernel) a moment after it.

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from run_helpers import last_step
 from safetensors.torch import load_file
 
 from advscale.cli import main
@@ -64,14 +65,6 @@ def _wait_for(proc: subprocess.Popen, ready, what: str, timeout: float = 120) ->
     assert ready(), f"timed out waiting for {what}"
 
 
-def _last_step(out: Path) -> int:
-    try:
-        lines = (out / "metrics.jsonl").read_text().splitlines()
-    except FileNotFoundError:
-        return 0
-    return max((json.loads(s).get("step", 0) for s in lines[-3:] if s.endswith("}")), default=0)
-
-
 def _saved_state(out: Path) -> dict | None:
     path = find_checkpoint(out / "checkpoints", "last")
     try:
@@ -102,7 +95,7 @@ def test_sigterm_checkpoints_and_resume_ends_as_an_uninterrupted_run(
     config, out = _config_file(tmp_path, settings), tmp_path / "run"
     proc = _start(config, out)
     try:
-        _wait_for(proc, lambda: _last_step(out) >= 3, "step 3")
+        _wait_for(proc, lambda: last_step(out) >= 3, "step 3")
         # A second writer is refused while this one lives, naming the directory.
         assert main(["train", "--config", str(config), "--out", str(out), "--resume"]) == 2
         err = capsys.readouterr().err
@@ -224,7 +217,7 @@ def test_under_ddp_every_process_stops_at_the_same_step(fmnist_dir, tmp_path, ti
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     try:
-        _wait_for(proc, lambda: _last_step(out) >= 3, "step 3")
+        _wait_for(proc, lambda: last_step(out) >= 3, "step 3")
         # Only process 0 (the lock holder) is signalled; process 1 learns of it at the next step.
         os.kill(json.loads((out / "run.lock").read_text())["pid"], signal.SIGTERM)
         assert proc.wait(120) != 0

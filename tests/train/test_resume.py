@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import torch
 import yaml
+from run_helpers import kill_at_step
 from safetensors.torch import load_file
 
 from advscale.train import load_config, train
@@ -50,15 +46,6 @@ def _metrics(out: Path) -> list[dict]:
     ]
 
 
-def _last_step(out: Path) -> int:
-    try:
-        lines = (out / "metrics.jsonl").read_text().splitlines()
-    except FileNotFoundError:
-        return 0
-    steps = [json.loads(s).get("step", 0) for s in lines[-3:] if s.endswith("}")]
-    return max(steps, default=0)
-
-
 def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(
     fmnist_dir, tmp_path, tiny_settings
 ):
@@ -69,30 +56,7 @@ def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(
     config_file = tmp_path / "cfg.yaml"
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     out = tmp_path / "killed"
-    cmd = [
-        sys.executable,
-        "-m",
-        "advscale",
-        "train",
-        "--config",
-        str(config_file),
-        "--out",
-        str(out),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    try:
-        while _last_step(out) < 20 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert proc.poll() is None, (
-            f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-        )
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_at_step(config_file, out, 20)
     ckpt = find_checkpoint(out / "checkpoints", "last")
     assert ckpt is not None
     saved = torch.load(ckpt / "state.pt", weights_only=True)
