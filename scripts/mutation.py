@@ -262,9 +262,11 @@ def write_report(
         lines += ["", "```diff", r["diff"].strip(), "```", ""]
     if now_killed:
         lines += [
-            "## Survivors of the first run, killed by tests added since",
+            "## Survivors of the first run, killed since",
             "",
-            "Each survived the tests as they were, and fails the test named now.",
+            "Each survived the first run, and fails the test named now: a test written for it, "
+            "or one of its package that the first run's test set left out (test_ddp.py, "
+            "test_distributed.py).",
             "",
         ]
         for r in now_killed:

@@ -42,6 +42,8 @@ def test_p_schedule_halves_at_the_papers_iterations():
     assert at(8000) == 0.8 / 256 and at(8001) == at(9999) == 0.8 / 512
     # Another budget stretches the schedule: 1000 queries halve after iteration 1, 5, 20, ...
     assert at(1, 1000) == 0.8 and at(2, 1000) == 0.4 and at(6, 1000) == 0.2
+    # Without p_init: AutoAttack's 0.8, Square's own default.
+    assert square_fraction(0, 1000) == 0.8 and square_fraction(2, 1000) == 0.4
 
 
 def test_square_side():
