@@ -230,7 +230,9 @@ def write_report(
         "# Mutation testing (cosmic-ray)",
         "",
         f"`python scripts/mutation.py` on {how}; each mutant is tested with the test files of "
-        "its package that exercise it (`pytest -x`, listed in the script).",
+        "its package that exercise it (`pytest -x`, listed in the script). Seconds are this "
+        "run's: mutants an earlier run on the same source settled (`--keep-killed`) are not run "
+        "again.",
         "",
         (
             f"**This is a sample**: {tested} of the {total} mutants cosmic-ray makes of these "
