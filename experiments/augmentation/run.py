@@ -166,7 +166,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines += ["", result["conclusion"], ""]
     lines += [
         "**Settings.** "
-        + ", ".join(f"{NAMES[k]} from `{v}`" for k, v in RECIPES.items())
+        + ", ".join(f"{NAMES[k]} from `{RECIPES[k]}`" for k in s["configs"])
         + f"; for every run `--set` {', '.join(f'`{k}={v}`' for k, v in s['overrides'].items())}"
         "; augmented runs add `data.augment=crop_flip` (crop padding "
         f"{s['crop_padding']}). Torch threads: {s['threads']}.",
@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-train", type=int, help=f"training images (default {FULL['n_train']})")
     p.add_argument("--epochs", type=int, help=f"default {FULL['epochs']}")
     p.add_argument("--eval-n", type=int, help=f"test images (default {FULL['eval_n']})")
+    p.add_argument(
+        "--recipes", default=",".join(RECIPES), help="comma-separated: rs_fgsm, pgd (default both)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
@@ -201,8 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     shared = overrides(**size, seed=args.seed, device=args.device)
     load_before = os.getloadavg()[0]
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown or not recipes:
+        p.error(f"--recipes {args.recipes!r}: allowed {', '.join(RECIPES)}")
     runs = []
-    for recipe in RECIPES:
+    for recipe in recipes:
         for augment in AUGMENTS:
             row = run_one(recipe, augment, shared, args.work / f"{recipe}_{augment}")
             runs.append(row)
@@ -220,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "threads": args.threads,
             "crop_padding": base.data.crop_padding,
-            "configs": RECIPES,
+            "configs": {r: RECIPES[r] for r in recipes},
             "overrides": shared,
             "load_before": load_before,
             "load_after": os.getloadavg()[0],
