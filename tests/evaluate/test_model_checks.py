@@ -211,3 +211,17 @@ def test_the_head_inverse_recovers_the_logits(tiny_model, test_set, head):
         back = back + torch.logsumexp(z, 1, keepdim=True)
     torch.testing.assert_close(back, z, atol=2e-3, rtol=1e-3)
     assert torch.equal(back.argmax(1), z.argmax(1))
+
+
+def test_the_strong_cascade_on_probabilities_starts_with_dlr(tiny_model, test_set):
+    kw = {"ce_steps": 3, "t_steps": 3, "n_targets": 1, "square_queries": 5}
+    r = evaluate(
+        Softmaxed(tiny_model), test_set, attacks=["strong"], eps=[8], n=10, progress=False,
+        attack_kwargs={"strong": kw},
+    )  # fmt: skip
+    assert r.config["attack_kwargs"]["strong"]["ce_loss"] == "dlr"
+    plain = evaluate(
+        tiny_model, test_set, attacks=["strong"], eps=[8], n=10, progress=False,
+        attack_kwargs={"strong": kw},
+    )  # fmt: skip
+    assert "ce_loss" not in plain.config["attack_kwargs"]["strong"]

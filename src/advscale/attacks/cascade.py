@@ -42,6 +42,7 @@ class StrongCascade(Attack):
         square_queries: Square's queries per point (0 leaves Square out; default 1000 in L∞,
             5000 in L2, where L∞-trained models mask gradients that only queries get past).
         p_init: Square's initial square fraction.
+        ce_loss: the first APGD stage's loss ("ce"; "dlr" for outputs that saturate).
         progress: passed to :class:`Square` (True for a bar, or a callback).
     """
 
@@ -60,13 +61,14 @@ class StrongCascade(Attack):
         fab_steps: int = 100,
         square_queries: int | None = None,
         p_init: float = 0.8,
+        ce_loss: str = "ce",
         progress: bool | SquareProgress | None = None,
         **kwargs,
     ) -> None:
         super().__init__(model, eps, **kwargs)
         self.t_from_ce = t_from_ce
         common = {"norm": self.norm, "mode": "keep", "seed": self.seed}
-        self.apgd_ce = APGD(model, eps, steps=ce_steps, **common)
+        self.apgd_ce = APGD(model, eps, steps=ce_steps, loss=ce_loss, **common)
         self.apgd_t = APGDT(model, eps, steps=t_steps, n_targets=n_targets, **common)
         if fab_targets is None:
             fab_targets = 9 if self.norm == "l2" else 0

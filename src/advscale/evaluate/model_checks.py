@@ -27,7 +27,15 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from advscale.attacks import APGD, APGDT, ATTACKS, GradientAttack, margin_loss, model_mode
+from advscale.attacks import (
+    APGD,
+    APGDT,
+    ATTACKS,
+    GradientAttack,
+    StrongCascade,
+    margin_loss,
+    model_mode,
+)
 from advscale.attacks.registry import canonical_kwargs, canonical_name
 from advscale.evaluate.inputs import logits_of
 
@@ -298,7 +306,12 @@ def saturation_free_kwargs(
     for name, kw in kwargs_for.items():
         cls = ATTACKS.get(canonical_name(name))
         untargeted_apgd = cls is not None and issubclass(cls, APGD) and not issubclass(cls, APGDT)
-        out[name] = {"loss": "dlr", **kw} if untargeted_apgd else dict(kw)
+        if untargeted_apgd:
+            out[name] = {"loss": "dlr", **kw}
+        elif cls is StrongCascade:  # its first stage is APGD on cross-entropy
+            out[name] = {"ce_loss": "dlr", **kw}
+        else:
+            out[name] = dict(kw)
     return out
 
 
