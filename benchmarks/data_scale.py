@@ -232,21 +232,28 @@ def loader_throughput(folder: Path, a: argparse.Namespace) -> dict[str, Any]:
 
     files = [str(ds.path(i)) for i in range(len(ds))]
 
-    def baseline() -> float:
+    def baseline(workers: int) -> float:
         loader = torch.utils.data.DataLoader(
             PilBaseline(files, ds.labels.tolist()), batch_size=a.batch_size, shuffle=True,
-            num_workers=a.workers, persistent_workers=a.workers > 0,
-            prefetch_factor=2 if a.workers else None,
+            num_workers=workers, persistent_workers=workers > 0,
+            prefetch_factor=2 if workers else None,
         )  # fmt: skip
         return _rate(loader, n_batches, a.batch_size)
 
-    runs = {"advscale": lambda: ours(a.workers), "dataloader_pil": baseline,
-            "advscale_1_worker": lambda: ours(1), "advscale_2_workers": lambda: ours(2)}  # fmt: skip
+    runs = {"advscale": lambda: ours(a.workers), "dataloader_pil": lambda: baseline(a.workers),
+            "advscale_1_worker": lambda: ours(1), "advscale_2_workers": lambda: ours(2),
+            "dataloader_pil_1_worker": lambda: baseline(1),
+            "dataloader_pil_2_workers": lambda: baseline(2)}  # fmt: skip
     rates = best_of(runs, a.repeats)
     return {
         "images_per_s": {k: round(v, 1) for k, v in rates.items()},
         "vs_dataloader_pil": round(rates["advscale"] / rates["dataloader_pil"], 3),
         "two_vs_one_worker": round(rates["advscale_2_workers"] / rates["advscale_1_worker"], 3),
+        # The same ratio for the baseline: what the machine allows when the training process
+        # also needs a core.
+        "two_vs_one_worker_dataloader_pil": round(
+            rates["dataloader_pil_2_workers"] / rates["dataloader_pil_1_worker"], 3
+        ),
         "batches": n_batches,
         "workers": a.workers,
     }
@@ -351,7 +358,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"Decode + crop_flip, {tp['workers']} workers: advscale {ips['advscale']} images/s, "
         f"DataLoader + PIL {ips['dataloader_pil']} (x{tp['vs_dataloader_pil']}); advscale with "
         f"1 worker {ips['advscale_1_worker']}, 2 workers {ips['advscale_2_workers']} "
-        f"(x{tp['two_vs_one_worker']}).",
+        f"(x{tp['two_vs_one_worker']}); DataLoader + PIL with 1 worker "
+        f"{ips['dataloader_pil_1_worker']}, 2 workers {ips['dataloader_pil_2_workers']} "
+        f"(x{tp['two_vs_one_worker_dataloader_pil']}: the training process needs a core too).",
         "",
         f"In memory on {od['device']}: training {od['images_per_s']['none']} images/s without "
         f"augmentation, {od['images_per_s']['crop_flip']} with on-device crop_flip "
