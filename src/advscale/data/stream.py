@@ -21,6 +21,7 @@ import ctypes
 import signal
 import sys
 from collections.abc import Iterator
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -108,7 +109,7 @@ class _Batches:
 
 
 def _collate(
-    items: list[tuple[np.ndarray | None, int, str | None]],
+    items: list[tuple[np.ndarray | None, int, str | None]], as_float: bool = False
 ) -> tuple[Tensor, Tensor, list[str]]:
     good = [(img, lab) for img, lab, err in items if err is None]
     errors = [err for _, _, err in items if err is not None]
@@ -120,7 +121,11 @@ def _collate(
             f"images of different shapes {sorted(shapes)} in one batch; set data.image_size"
         )
     x = torch.from_numpy(np.stack([img for img, _ in good]))
-    return x, torch.tensor([lab for _, lab in good], dtype=torch.long), errors
+    return (
+        to_float(x) if as_float else x,
+        torch.tensor([lab for _, lab in good], dtype=torch.long),
+        errors,
+    )
 
 
 def _worker_init(_: int) -> None:
@@ -160,7 +165,10 @@ class StreamLoader:
             _Examples(source),
             batch_sampler=self._batches,
             num_workers=workers,
-            collate_fn=_collate,
+            # Training on the CPU: the workers also make the float batch, so that the
+            # training process, which needs the cores too, only receives it. A GPU gets uint8
+            # (a quarter of the bytes to copy) and converts it itself.
+            collate_fn=partial(_collate, as_float=workers > 0 and self.device.type == "cpu"),
             pin_memory=self.device.type == "cuda",
             worker_init_fn=_worker_init if workers else None,
             persistent_workers=workers > 0,
