@@ -89,7 +89,8 @@ class ImageDataset:
         """Number of examples of each class, in class order."""
         return torch.bincount(self.labels, minlength=self.num_classes).tolist()
 
-    def _replace(self, **changes) -> ImageDataset:
+    def with_fields(self, **changes) -> ImageDataset:
+        """This dataset with the given fields replaced (checked as a new one)."""
         fields = dict(
             images=self.images,
             labels=self.labels,
@@ -104,7 +105,7 @@ class ImageDataset:
     def subset(self, indices: Sequence[int] | Tensor) -> ImageDataset:
         """The examples at ``indices``, in that order."""
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return self._replace(images=self.images[idx], labels=self.labels[idx])
+        return self.with_fields(images=self.images[idx], labels=self.labels[idx])
 
     def take(self, n: int | None, seed: int = 0) -> ImageDataset:
         """A class-stratified random subset of ``n`` examples (all when ``n`` is None or too big)."""
@@ -123,17 +124,17 @@ class ImageDataset:
         keep, labels, names, tag = class_filter(
             self.name, self.labels, self.classes, classes, relabel
         )
-        return self._replace(images=self.images[keep], labels=labels, classes=names, name=tag)
+        return self.with_fields(images=self.images[keep], labels=labels, classes=names, name=tag)
 
     def resize(self, image_size: int | tuple[int, int]) -> ImageDataset:
         """Images resized (bilinear, antialiased when shrinking) to ``image_size``.
 
         ``mean``/``std`` are kept: resampling barely moves them.
         """
-        size = _pair(image_size)
+        size = size_pair(image_size)
         if size == self.image_size:
             return self
-        return self._replace(
+        return self.with_fields(
             images=resize_images(self.images, size), name=f"{self.name}@{size[0]}x{size[1]}"
         )
 
@@ -146,7 +147,7 @@ class ImageDataset:
         if channels == self.channels:
             return self
         if self.channels == 1 and channels == 3:
-            return self._replace(
+            return self.with_fields(
                 images=self.images.expand(-1, 3, -1, -1).contiguous(),
                 mean=self.mean * 3,
                 std=self.std * 3,
@@ -155,7 +156,7 @@ class ImageDataset:
             images = rgb_to_grey(self.images)
             mean = sum(w * m for w, m in zip(LUMA_WEIGHTS, self.mean, strict=True))
             _, std = channel_stats(images)
-            return self._replace(images=images, mean=(round(mean, 4),), std=std)
+            return self.with_fields(images=images, mean=(round(mean, 4),), std=std)
         raise DataError(
             f"{self.name}: cannot convert {self.channels}-channel images to {channels} channels "
             "(supported: 1 <-> 3)"
@@ -171,7 +172,8 @@ def to_float(images: Tensor) -> Tensor:
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
 
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+def size_pair(size: int | Sequence[int]) -> tuple[int, int]:
+    """``size`` as (height, width): an int is a square."""
     if isinstance(size, int):
         h = w = size
     else:
@@ -186,7 +188,7 @@ def resize_images(images: Tensor, size: int | tuple[int, int], chunk: int = 4096
 
     Works in chunks so that a 60k-image dataset never needs a full float copy.
     """
-    size = _pair(size)
+    size = size_pair(size)
     if images.dtype != torch.uint8:
         raise DataError(f"resize_images needs uint8 images, got {images.dtype}")
     out = torch.empty((len(images), images.shape[1], *size), dtype=torch.uint8)

@@ -28,9 +28,9 @@ from advscale.data.augment import Transform, eval_image, train_image
 from advscale.data.base import (
     DataError,
     ImageDataset,
-    _pair,
     channel_stats,
     class_filter,
+    size_pair,
     stratified_order,
     stratified_split,
 )
@@ -138,7 +138,7 @@ class FolderDataset:
 
     def resize(self, image_size: int | tuple[int, int]) -> FolderDataset:
         """Images resized to ``image_size`` when decoded."""
-        return replace(self, transform=replace(self.transform, size=_pair(image_size)))
+        return replace(self, transform=replace(self.transform, size=size_pair(image_size)))
 
     def to_channels(self, channels: int) -> FolderDataset:
         if channels not in (1, 3):
@@ -313,7 +313,7 @@ def load_image_folder(
     classes = list(index["classes"])
     info = _probe_split(index, root, key, files, y, len(classes))
     channels = channels or (1 if info["grey"] else 3)
-    size = _pair(image_size) if image_size is not None else None
+    size = size_pair(image_size) if image_size is not None else None
     return FolderDataset(
         root=root,
         split=key,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from advscale.data.augment import Transform, resize_short_crop
-from advscale.data.base import DataError, ImageDataset, _pair
+from advscale.data.base import DataError, ImageDataset, size_pair
 from advscale.data.cifar import find_cifar_dir, load_cifar10
 from advscale.data.digits import load_digits
 from advscale.data.fashion_mnist import find_data_dir, load_fashion_mnist
@@ -92,9 +92,9 @@ def sized(
     """``ds`` resized to ``image_size``, or with the short side resized to ``eval_resize`` and
     centre-cropped to ``image_size``."""
     if eval_resize is not None:
-        size = _pair(image_size) if image_size is not None else None
+        size = size_pair(image_size) if image_size is not None else None
         Transform(size, eval_resize)  # checks that the crop fits
-        return ds._replace(images=resize_short_crop(ds.images, eval_resize, size))
+        return ds.with_fields(images=resize_short_crop(ds.images, eval_resize, size))
     return ds.resize(image_size) if image_size is not None else ds
 
 

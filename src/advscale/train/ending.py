@@ -67,7 +67,7 @@ def finish_run(trainer: Any) -> dict[str, Any]:
     summary = build_summary(
         cfg,
         eval_records,
-        t._progress(),
+        t.progress(),
         world_size=d.world_size,
         label_leak=leak,
         guard=t.guard.history if t.guard is not None else None,
@@ -88,5 +88,5 @@ def finish_run(trainer: Any) -> dict[str, Any]:
             summary=summary,
         )
         numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
-        t._log({"type": "final", "step": t.step, **numbers})
+        t.log({"type": "final", "step": t.step, **numbers})
     return summary

@@ -224,7 +224,7 @@ class Trainer:
         self.notes += [note] if note else []
 
     # -- checkpoint state --------------------------------------------------------------------
-    def _progress(self) -> dict[str, Any]:
+    def progress(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in PROGRESS}
 
     def save(self, tag: str = "last") -> None:
@@ -232,7 +232,7 @@ class Trainer:
         the previous one, when a weight is not finite."""
         self._require_finite()
         state = ckpt.training_state(
-            self.opt, self.guard, self._progress(), self.epoch_sums, self.selector
+            self.opt, self.guard, self.progress(), self.epoch_sums, self.selector
         )
         if self.dist.is_main:
             meta = {"recipe": self.cfg.recipe.name, **self.data.model_meta(self.cfg.data)}
@@ -264,7 +264,7 @@ class Trainer:
         self.metrics.truncate(self.step)
         return True
 
-    def _log(self, rec: dict[str, Any]) -> None:
+    def log(self, rec: dict[str, Any]) -> None:
         self.metrics.log(rec, self.step)
 
     # -- one optimizer step ------------------------------------------------------------------
@@ -296,7 +296,7 @@ class Trainer:
             "loss": str(value),
         }
         self.events.append(event)
-        self._log(event)
+        self.log(event)
         last = ckpt.find_checkpoint(self.out / CHECKPOINTS, "last")
         self.metrics.close()
         check_finite(
@@ -325,7 +325,7 @@ class Trainer:
             optimizer=self.optimizer,
             recipe=self.recipe,
         )
-        self._log(v.record)
+        self.log(v.record)
         if v.improved and self.selector is None:
             self.best_metric = m["pgd_acc"]
             self._save_best_weights()
@@ -333,7 +333,7 @@ class Trainer:
             if v.event["action"] == "stop":
                 self.stop_reason = "catastrophic_overfit"
             self.events.append(v.event)
-            self._log(v.event)
+            self.log(v.event)
 
     # -- the loop ----------------------------------------------------------------------------
     def run_epoch(self) -> None:
@@ -367,7 +367,7 @@ class Trainer:
                         "lr": self.optimizer.param_groups[0]["lr"],
                     }
                     bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['acc']:.3f}")
-                    self._log(rec)
+                    self.log(rec)
                 if self.guard is not None and cfg.guard.every and self.step % cfg.guard.every == 0:
                     self.guard_check()
                 if self.stop_reason:
@@ -385,7 +385,7 @@ class Trainer:
             self.guard_check()
         val = clean_accuracy(self.eval_model(), self.data.val, d)
         rec = epoch_record(
-            self._progress(),
+            self.progress(),
             sums.tolist(),
             complete=self.batch_in_epoch >= self.steps_per_epoch,
             val=val,
@@ -403,7 +403,7 @@ class Trainer:
             self.best_metric = val
             self._save_best_weights()
         self.records.append(rec)
-        self._log(rec)
+        self.log(rec)
         if rec["complete"]:
             self.epoch += 1
             self.batch_in_epoch = 0
@@ -420,7 +420,7 @@ class Trainer:
         signum = self.stop.agreed(self.dist)
         if signum:
             self.save("last")
-            raise self.stop.interrupted(signum, self.step, self.out / CHECKPOINTS, self._log)
+            raise self.stop.interrupted(signum, self.step, self.out / CHECKPOINTS, self.log)
 
     def run(self) -> dict[str, Any]:
         """Set up, resume if asked, train epoch by epoch, evaluate; returns the summary."""
