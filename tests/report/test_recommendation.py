@@ -129,6 +129,20 @@ def test_cost_is_stated_in_passes_counted_from_the_recipe(tmp_path):
     assert training_passes({"name": "no_such_recipe"}, 10) is None
 
 
+def test_kurakin_warm_up_steps_are_counted_as_clean_steps():
+    from advscale.report.facts import cost_of
+
+    recipe = {"name": "kurakin", "k": 16, "m": 32, "warmup_steps": 10}
+    # 40 steps of 25 images: 10 clean (2 passes an image), 30 with half adversarial (3).
+    assert training_passes(recipe, 1000, steps=40) == 250 * 2 + 750 * 3
+    assert training_passes(recipe, 1000, steps=5) == 2000  # still warming up
+    assert training_passes(dict(recipe, warmup_steps=0), 1000, steps=40) == 3000
+    summary = {"train_time_s": 10.0, "images_per_s": 100.0, "steps": 40}
+    assert cost_of(summary, recipe) == (10.0, 2750)
+    # Without the steps it cannot tell: every step is counted as adversarial.
+    assert cost_of({"train_time_s": 10.0, "images_per_s": 100.0}, recipe) == (10.0, 3000)
+
+
 def test_label_leak_points_are_points():
     assert fmt("leak_effect", -0.088) == "-8.8"
     assert fmt("leak_effect", 0.25) == "25.0"

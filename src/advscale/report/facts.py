@@ -40,17 +40,21 @@ def cost_of(summary: Any, recipe: Any = None) -> tuple[float | None, int | None]
     rate = amount(s.get("images_per_s"))
     if passes is None and seconds is not None and rate is not None:
         images = amount(rate * seconds)
-        passes = None if images is None else training_passes(recipe, round(images))
+        steps = amount(s.get("steps"))
+        passes = None if images is None else training_passes(recipe, round(images), steps)
     return seconds, passes
 
 
-def training_passes(recipe: Any, images: int) -> int | None:
+def training_passes(recipe: Any, images: int, steps: float | None = None) -> int | None:
     """Images passed through the model (forward plus backward) to train on ``images`` examples
-    with ``recipe`` (a training config's ``recipe`` mapping), or None for an unknown recipe.
+    in ``steps`` optimizer steps with ``recipe`` (a training config's ``recipe`` mapping), or
+    None for an unknown recipe.
 
     A training step is one forward and one backward pass per image; a one-step attack adds one
     of each per adversarial image (its first forward is also the clean one), PGD-k adds k of
-    each; Kurakin's recipe attacks k of every m images (m/2 by default).
+    each; Kurakin's recipe attacks k of every m images (m/2 by default), after
+    ``warmup_steps`` clean steps (counted as clean when ``steps`` is known: the batches are of
+    one size, so the warm-up's share of the images is its share of the steps).
 
     Example:
         >>> training_passes({"name": "pgd", "steps": 7}, 1000), training_passes({"name": "clean"}, 1000)
@@ -68,7 +72,9 @@ def training_passes(recipe: Any, images: int) -> int | None:
     elif name == "kurakin":
         k, m = amount(r.get("k")), amount(r.get("m"))
         share = k / m if k is not None and m else 0.5
-        per = 2.0 + 2.0 * min(share, 1.0)
+        warm = amount(r.get("warmup_steps", 0)) or 0.0
+        adversarial = 1.0 - min(warm, steps) / steps if steps and steps > 0 else 1.0
+        per = 2.0 + 2.0 * min(share, 1.0) * adversarial
     else:
         return None
     n = amount(images)
