@@ -33,9 +33,11 @@ def folder(tmp_path) -> Path:
 
 
 def _loader(folder, workers=0, augment="crop_flip", batch=8, **kw) -> StreamLoader:
+    """Batches travel in the shared ring unless ``example_shape`` says otherwise."""
     ds = load_dataset("imagefolder", "train", folder).with_transform(
         Transform(size=(12, 12), augment=augment, seed=5)
     )
+    kw.setdefault("example_shape", (3, 12, 12))
     return StreamLoader(ds, IndexPlan(len(ds), batch, seed=5, rank=0, world_size=1),
                         workers=workers, **kw)  # fmt: skip
 
@@ -60,9 +62,32 @@ def test_batches_are_identical_with_0_1_and_4_workers(folder, augment):
     assert len(ref) == 8 and ref[0][0].shape == (8, 3, 12, 12)
     for workers in (1, 4):
         assert _same(_epochs(_loader(folder, workers, augment)), ref), workers
+    # The ordinary transport (no ring), and a ring too small for the batches (they travel
+    # the ordinary way): the same batches.
+    for shape in (None, (3, 4, 4)):
+        assert _same(_epochs(_loader(folder, 2, augment, example_shape=shape)), ref), shape
     # Epochs differ (order and draws); images are float [0, 1].
     assert not torch.equal(ref[0][0], ref[4][0])
     assert ref[0][0].min() >= 0 and ref[0][0].max() <= 1
+
+
+def test_batches_kept_by_the_consumer_are_not_overwritten_by_the_ring(folder):
+    """Every batch is its own tensor: a training loop keeping batches (or an epoch abandoned
+    half way, its workers' batches still arriving) never sees a ring slot reused under it."""
+    ref = _epochs(_loader(folder, 0), epochs=(0, 1, 2))
+    loader = _loader(folder, 2, prefetch=1)  # 3 slots for 4 batches an epoch
+    kept = []
+    for epoch in (0, 1, 2):
+        loader.set_epoch(epoch)
+        it = iter(loader)
+        kept.append(next(it))
+        if epoch == 1:
+            del it  # abandoned after one batch, the others in flight
+            loader.set_epoch(1, skip_batches=1)
+            it = iter(loader)
+        kept += list(it)
+    assert _same(kept, ref)
+    assert loader._ring is not None and sorted(loader._ring.free) == [0, 1, 2]
 
 
 def test_resuming_mid_epoch_neither_decodes_nor_changes_anything(folder):

@@ -147,9 +147,11 @@ class ShardLoader:
         t = transform or Transform(seed=seed)
         if image_size is not None:
             t = Transform(**{**t.__dict__, "size": (image_size, image_size)})
+        # Without image_size the samples' sizes are not known before decoding them.
+        shape = (3, *t.size) if t.size else None
         self.stream = StreamLoader(ShardSource(num_classes, t), self.plan, device=device,
                                    workers=workers, prefetch=prefetch, on_corrupt=on_corrupt,
-                                   name="webdataset shards")  # fmt: skip
+                                   name="webdataset shards", example_shape=shape)  # fmt: skip
 
     @property
     def num_samples(self) -> int:

@@ -66,14 +66,16 @@ def build_batches(cfg: TrainConfig, data: TrainData, info: DistInfo) -> tuple[An
             f"(data.n_train={cfg.data.n_train}); lower batch_size or raise data.n_train"
         )
     if isinstance(data.train, FolderDataset):
+        source = data.train.with_transform(transform)
         loader = StreamLoader(
-            data.train.with_transform(transform),
+            source,
             IndexPlan(n_train, micro, **common),
             device=info.device,
             workers=cfg.data.workers,
             prefetch=cfg.data.prefetch,
             on_corrupt=cfg.data.on_corrupt,
             name=data.train.name,
+            example_shape=(source.channels, *source.image_size),
         )
     elif isinstance(data.train, ImageDataset):
         loader = BatchLoader(data.train, micro, shuffle=True, drop_last=True,
