@@ -14,6 +14,8 @@ On generated ImageFolders of N 96x96 JPEGs (10 classes; N in ``--sizes``, defaul
   and each with 1 against 2 workers: every loader kept up (persistent workers) and measured
   in turn within each of ``--rounds`` rounds, ratios taken within a round, medians reported;
   beside them, what the machine allows: 2 processes doing a worker's work at once against 1;
+- JPEG decoding with Pillow and with simplejpeg (the default when installed), 96x96 and
+  500x375, and whether they give the same pixels;
 - training throughput of a small CNN on an in-memory CIFAR-shaped set with on-device
   crop_flip against none, measured in turn within each round in the same way.
 
@@ -276,6 +278,38 @@ def machine_scaling(folder: Path, n: int, rounds: int) -> dict[str, Any]:
             "rounds": [round(x, 3) for x in ratios], "images_per_process": n}  # fmt: skip
 
 
+def decoders(folder: Path, work: Path, n: int = 300) -> dict[str, Any]:
+    """Microseconds to decode a JPEG with Pillow and with simplejpeg (when installed; the
+    default then), on ``n`` of the folder's 96x96 images and on ``n`` generated 500x375 ones
+    (ImageNet's typical size), and whether they gave the same pixels."""
+    from PIL import Image
+
+    from advscale.data import decode
+
+    big = work / "decoders"
+    big.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        arr = np.full((375, 500, 3), rng.uniform(60, 200, 3)) + rng.normal(0, 40, (375, 500, 3))
+        Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(big / f"{i}.jpg", quality=90)
+    out: dict[str, Any] = {"simplejpeg": getattr(decode.simplejpeg, "__version__", None)}
+    small = sorted((folder / "train" / "c00").iterdir())[:n]
+    for name, files in (("96x96", small), ("500x375", sorted(big.iterdir()))):
+        times, pixels = {}, {}
+        for how in ("pillow", "default"):
+            os.environ["ADVSCALE_JPEG"] = how
+            decode.open_image(files[0], 3)
+            t0 = time.perf_counter()
+            pixels[how] = [decode.to_chw(decode.open_image(f, 3)) for f in files]
+            times[how] = (time.perf_counter() - t0) / len(files) * 1e6
+        os.environ.pop("ADVSCALE_JPEG")
+        same = all(np.array_equal(x, y) for x, y in zip(*pixels.values(), strict=True))
+        out[name] = {"pillow_us": round(times["pillow"], 1), "default_us": round(times["default"], 1),
+                     "same_pixels": same}  # fmt: skip
+    shutil.rmtree(big)
+    return out
+
+
 def loader_throughput(folder: Path, a: argparse.Namespace) -> dict[str, Any]:
     from advscale.data import Transform, load_dataset
     from advscale.data.stream import IndexPlan, StreamLoader
@@ -425,6 +459,7 @@ def markdown(r: dict[str, Any]) -> str:
         )
     tp, od, v = r["throughput"], r["on_device"], r["verdicts"]
     ips = tp["images_per_s"]  # advscale_W, dataloader_pil_W
+    dec = r["decoders"]
     lines += [
         "",
         f"Largest against smallest folder: eval memory x{v['eval_memory_ratio']}, training "
@@ -447,6 +482,20 @@ def markdown(r: dict[str, Any]) -> str:
         f"x{tp['two_vs_one_worker_dataloader_pil']['median']}. What the machine allows: 2 "
         f"processes doing a worker's work with nothing sent anywhere, x"
         f"{tp['machine']['two_vs_one_process']} one alone (rounds {tp['machine']['rounds']}).",
+        "",
+        "JPEG decoding, µs an image ("
+        + (
+            f"simplejpeg {dec['simplejpeg']}, advscale's default"
+            if dec["simplejpeg"]
+            else "simplejpeg not installed: both columns are Pillow"
+        )
+        + "): "
+        + "; ".join(
+            f"{k}: Pillow {dec[k]['pillow_us']}, default {dec[k]['default_us']} "
+            f"(same pixels: {'yes' if dec[k]['same_pixels'] else 'NO'})"
+            for k in ("96x96", "500x375")
+        )
+        + ".",
         "",
         f"In memory on {od['device']}: training {od['images_per_s']['none']} images/s without "
         f"augmentation, {od['images_per_s']['crop_flip']} with on-device crop_flip "
@@ -488,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = make_folder(work / f"folder{n}", n, a.workers)
             results["sizes"][str(n)] = measure_size(folder, work, a)
             print(f"{n} images: {json.dumps(results['sizes'][str(n)])}", flush=True)
+        results["decoders"] = decoders(work / f"folder{sizes[-1]}", work, 5 if a.tiny else 300)
         results["throughput"] = loader_throughput(work / f"folder{sizes[-1]}", a)
         results["on_device"] = on_device_augmentation(a)
     finally:

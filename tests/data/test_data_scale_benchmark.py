@@ -59,6 +59,7 @@ def test_tiny_run_measures_everything(data_scale, tmp_path):
     assert two["median"] == two["rounds"][0]
     assert two["median"] == pytest.approx(tp["advscale_2"] / tp["advscale_1"], rel=2e-3)
     assert r["throughput"]["machine"]["two_vs_one_process"] > 0
+    assert all(r["decoders"][k]["same_pixels"] for k in ("96x96", "500x375"))
     assert all(v > 0 for v in tp.values()) and r["on_device"]["ratio"] > 0
     assert set(r["verdicts"]["met"]) == {
         "memory_flat_15pct", "first_step_within_2x", "throughput_vs_dataloader_pil",

@@ -5,6 +5,15 @@ is decoded, so a 30000x30000 PNG is refused in one line instead of allocating gi
 Images of more than 8 bits per channel are converted by their real range (16-bit: the value
 divided by 257, so 65535 is 255) rather than clipped; a floating-point image is taken when its
 values lie in [0, 1] and refused otherwise.
+
+JPEGs are decoded by ``simplejpeg`` (a libjpeg-turbo binding, ``pip install advscale[fast-jpeg]``)
+when it is installed, and by Pillow otherwise. Both run libjpeg-turbo's exact integer IDCT and
+upsampling, so the pixels are the same (the suite checks it); simplejpeg skips Pillow's header
+parsing in Python, which is most of the time a small image takes (96x96: 82 against 181 µs;
+500x375: 1.27 against 1.58 ms). Only what libjpeg converts exactly as Pillow does goes that way
+(colour or grey to RGB, grey to grey); CMYK, colour to grey, 12-bit and anything simplejpeg
+refuses or warns about (a truncated file) take Pillow's path, whose messages name the file.
+``ADVSCALE_JPEG=pillow`` forces Pillow.
 """
 
 from __future__ import annotations
@@ -17,6 +26,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from advscale.data.base import DataError
+
+try:
+    import simplejpeg
+except ImportError:  # the optional fast JPEG decoder
+    simplejpeg = None
 
 #: The most pixels (width x height) one image may have: Pillow's own warning threshold, about
 #: 9459x9459. ImageNet's largest image has under 20M pixels.
@@ -71,6 +85,10 @@ def open_image(source: Source, channels: int, where: str | None = None) -> Image
     """
     where = where or (str(source) if not isinstance(source, bytes) else "image")
     mode = "L" if channels == 1 else "RGB"
+    if simplejpeg is not None and os.environ.get("ADVSCALE_JPEG", "") != "pillow":
+        source, im = _jpeg(source, mode, where)
+        if im is not None:
+            return im
     with _open(source, where) as im:
         try:
             im.load()
@@ -85,6 +103,45 @@ def open_image(source: Source, channels: int, where: str | None = None) -> Image
             raise
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise DataError(f"{where}: cannot decode image ({e})") from None
+
+
+#: (colour space in the JPEG header, Pillow mode wanted) -> what simplejpeg is asked for: the
+#: conversions libjpeg makes exactly as Pillow does. Colour to grey is not one (libjpeg keeps the
+#: Y channel; Pillow converts the RGB pixels), nor is CMYK.
+_JPEG_SPACES = {("YCbCr", "RGB"): "RGB", ("RGB", "RGB"): "RGB", ("Gray", "RGB"): "RGB",
+                ("Gray", "L"): "GRAY"}  # fmt: skip
+
+
+def _jpeg(source: Source, mode: str, where: str) -> tuple[Source, Image.Image | None]:
+    """A JPEG decoded by simplejpeg, or None where Pillow should decode it; also the source to
+    give Pillow (the file's bytes once they were read)."""
+    if isinstance(source, bytes):
+        data = source
+    else:
+        try:
+            with open(source, "rb") as f:
+                if f.read(2) != b"\xff\xd8":
+                    return source, None
+                f.seek(0)
+                data = f.read()
+        except OSError:
+            return source, None  # Pillow's open reports it
+    if data[:2] != b"\xff\xd8":
+        return data, None
+    try:
+        h, w, space, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return data, None
+    if w * h > MAX_PIXELS:
+        raise DataError(_too_large(where, f"{w}x{h}"))
+    target = _JPEG_SPACES.get((space, mode))
+    if target is None:
+        return data, None
+    try:
+        arr = simplejpeg.decode_jpeg(data, colorspace=target, strict=True)
+    except ValueError:  # corrupt or truncated: Pillow's path names the file and the fault
+        return data, None
+    return data, Image.fromarray(arr[..., 0] if target == "GRAY" else arr, mode)
 
 
 def _from_wide(im: Image.Image, mode: str, where: str) -> Image.Image:
