@@ -9,8 +9,9 @@ values lie in [0, 1] and refused otherwise.
 JPEGs are decoded by ``simplejpeg`` (a libjpeg-turbo binding, ``pip install advscale[fast-jpeg]``)
 when it is installed, and by Pillow otherwise. Both run libjpeg-turbo's exact integer IDCT and
 upsampling, so the pixels are the same (the suite checks it); simplejpeg skips Pillow's header
-parsing in Python, which is most of the time a small image takes (96x96: 82 against 181 µs;
-500x375: 1.27 against 1.58 ms). Only what libjpeg converts exactly as Pillow does goes that way
+parsing in Python, a third of the time a small image takes (96x96: 106 against 165 µs an image in
+``benchmarks/results/data_scale.md``; at ImageNet's 500x375 decoding dominates and they are
+even). Only what libjpeg converts exactly as Pillow does goes that way
 (colour or grey to RGB, grey to grey); CMYK, colour to grey, 12-bit and anything simplejpeg
 refuses or warns about (a truncated file) take Pillow's path, whose messages name the file.
 ``ADVSCALE_JPEG=pillow`` forces Pillow.
