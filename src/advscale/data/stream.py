@@ -244,10 +244,12 @@ class StreamLoader:
         self.source, self.plan, self.device = source, plan, torch.device(device)
         self.workers, self.on_corrupt, self.name = workers, on_corrupt, name
         self.skipped: list[str] = []
-        self._ring = None
+        self._ring: _Ring | None = None
         if workers and self.device.type == "cpu" and example_shape is not None:
             slots = workers * prefetch + 1
-            self._ring = _Ring(slots, plan.batch_size * math.prod(example_shape))
+            # Shared memory refused (a small /dev/shm): batches go the ordinary way.
+            with contextlib.suppress(RuntimeError, OSError):
+                self._ring = _Ring(slots, plan.batch_size * math.prod(example_shape))
         self._batches = _Batches(plan, self._ring)
         self._loader = DataLoader(
             _Examples(source, self._ring.buffers if self._ring else None),
