@@ -156,3 +156,21 @@ def test_ranks_share_out_the_examples(folder):
         plan = IndexPlan(len(ds), 6, seed=2, rank=rank, world_size=2)
         seen.append([i for b in plan.batches(0, 0) for _, i in b])
     assert len(seen[0]) == len(seen[1]) == 18 and not set(seen[0]) & set(seen[1])
+
+
+class _MixedSizes:
+    """A source whose examples are not all one size (shards without image_size)."""
+
+    def __getitem__(self, key):
+        side = 8 if key[1] % 2 else 6
+        return np.zeros((3, side, side), dtype=np.uint8), 0
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_batch_of_mixed_sizes_is_refused_saying_what_to_set(workers):
+    plan = IndexPlan(8, 4, seed=0, rank=0, world_size=1)
+    loader = StreamLoader(_MixedSizes(), plan, workers=workers, example_shape=(3, 8, 8),
+                          on_corrupt="skip")  # fmt: skip
+    loader.set_epoch(0)
+    with pytest.raises(DataError, match=r"images of different shapes .* set data\.image_size"):
+        list(loader)
