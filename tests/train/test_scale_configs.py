@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from folders import image_folder
 
 from advscale.data.cifar import CLASSES
 from advscale.models import build_classifier, save_model
@@ -45,20 +45,6 @@ def _sets(**extra: object) -> list[str]:
     return [f"{k}={v}" for k, v in {**SMALL, **extra}.items()]
 
 
-def _image_folder(root: Path, per_class: dict[str, int], size: int = 36) -> Path:
-    """``root/{train,val}/CLASS/i.png``: one colour per class, with noise."""
-    rng = np.random.default_rng(0)
-    colours = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]
-    for split, n in per_class.items():
-        for c, colour in enumerate(colours):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                px = np.clip(rng.normal(colour, 40, (size, size, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(px).save(d / f"{i}.png")
-    return root
-
-
 def _cifar_binary(root: Path, per_file: int = 40) -> Path:
     """The CIFAR-10 binary layout (label byte + 3072 pixel bytes per record), random content."""
     d = root / "cifar-10-batches-bin"
@@ -73,7 +59,7 @@ def _cifar_binary(root: Path, per_file: int = 40) -> Path:
 
 
 def test_paper_a_imagenet_recipe_at_tiny_size(tmp_path):
-    data = _image_folder(tmp_path / "imagenet", {"train": 40, "val": 8})
+    data = image_folder(tmp_path / "imagenet", {"train": 40, "val": 8})
     cfg = load_config(
         CONFIGS / "kurakin_imagenet_inception_v3.yaml",
         _sets(
@@ -127,7 +113,7 @@ def test_wong_cifar10_rs_fgsm_recipe_at_tiny_size(tmp_path):
 
 
 def test_paper_b_finetuning_at_224_recipe_at_tiny_size(tmp_path):
-    data = _image_folder(tmp_path / "flowers", {"train": 16, "val": 8})
+    data = image_folder(tmp_path / "flowers", {"train": 16, "val": 8})
     net = build_classifier(
         "small_cnn", {"num_classes": 5, "in_channels": 3, "width": 0.25}, (0.5,) * 3, (0.25,) * 3
     )
