@@ -174,3 +174,15 @@ def test_a_batch_of_mixed_sizes_is_refused_saying_what_to_set(workers):
     loader.set_epoch(0)
     with pytest.raises(DataError, match=r"images of different shapes .* set data\.image_size"):
         list(loader)
+
+
+def test_the_float_batch_is_to_float_bit_for_bit():
+    """Streamed batches (made with NumPy in this process) and batches held in memory (made by
+    ``to_float`` on the device) hold the same floats for every pixel value."""
+    from advscale.data import to_float
+    from advscale.data.stream import as_float
+
+    u8 = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16).repeat(3, axis=1)
+    got, ref = as_float(u8), to_float(torch.from_numpy(u8))
+    assert got.dtype == ref.dtype == torch.float32 and got.shape == ref.shape
+    assert torch.equal(got.view(torch.int32), ref.view(torch.int32))
