@@ -149,6 +149,20 @@ MUTANTS = [
         "if not isinstance(bn, nn.modules.batchnorm._BatchNorm):",
         "tests/models/test_fuse.py::test_batch_norm_is_folded_only_with_running_statistics",
     ),
+    Mutant(
+        "streamed_pixels_over_256",
+        "data/stream.py",
+        "np.divide(images, np.float32(255.0), out=out, dtype=np.float32)",
+        "np.divide(images, np.float32(256.0), out=out, dtype=np.float32)",
+        "tests/data/test_stream.py",
+    ),
+    Mutant(
+        "fast_jpeg_colour_to_grey_by_luma_only",
+        "data/decode.py",
+        '("Gray", "L"): "GRAY"}',
+        '("Gray", "L"): "GRAY", ("YCbCr", "L"): "GRAY"}',
+        "tests/data/test_jpeg_decoder.py",
+    ),
 ]
 
 
