@@ -220,6 +220,11 @@ def test_the_strong_cascade_on_probabilities_starts_with_dlr(tiny_model, test_se
         attack_kwargs={"strong": kw},
     )  # fmt: skip
     assert r.config["attack_kwargs"]["strong"]["ce_loss"] == "dlr"
+    # The cascade built from what the run recorded runs its first APGD stage on DLR.
+    from advscale.attacks import StrongCascade
+
+    cascade = StrongCascade(Softmaxed(tiny_model), 8 / 255, **r.config["attack_kwargs"]["strong"])
+    assert cascade.apgd_ce.loss_name == "dlr"
     plain = evaluate(
         tiny_model, test_set, attacks=["strong"], eps=[8], n=10, progress=False,
         attack_kwargs={"strong": kw},
