@@ -105,3 +105,9 @@ def test_other_formats_are_untouched(tmp_path, count_fast):
     Image.fromarray(_photo()).save(buf, "PNG")
     assert np.array_equal(to_chw(open_image(buf.getvalue(), 3)), _photo().transpose(2, 0, 1))
     assert not count_fast
+
+
+def test_an_unknown_decoder_choice_is_refused_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVSCALE_JPEG", "pil")
+    with pytest.raises(DataError, match="ADVSCALE_JPEG='pil' is not a JPEG decoder; use auto"):
+        open_image(_jpeg(tmp_path / "a.jpg"), 3)

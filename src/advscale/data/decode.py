@@ -14,7 +14,7 @@ parsing in Python, a third of the time a small image takes (96x96: 106 against 1
 even). Only what libjpeg converts exactly as Pillow does goes that way
 (colour or grey to RGB, grey to grey); CMYK, colour to grey, 12-bit and anything simplejpeg
 refuses or warns about (a truncated file) take Pillow's path, whose messages name the file.
-``ADVSCALE_JPEG=pillow`` forces Pillow.
+``ADVSCALE_JPEG=pillow`` forces Pillow (``auto``, the default, takes simplejpeg when installed).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def open_image(source: Source, channels: int, where: str | None = None) -> Image
     """
     where = where or (str(source) if not isinstance(source, bytes) else "image")
     mode = "L" if channels == 1 else "RGB"
-    if simplejpeg is not None and os.environ.get("ADVSCALE_JPEG", "") != "pillow":
+    if _fast_jpeg():
         source, im = _jpeg(source, mode, where)
         if im is not None:
             return im
@@ -111,6 +111,14 @@ def open_image(source: Source, channels: int, where: str | None = None) -> Image
 #: Y channel; Pillow converts the RGB pixels), nor is CMYK.
 _JPEG_SPACES = {("YCbCr", "RGB"): "RGB", ("RGB", "RGB"): "RGB", ("Gray", "RGB"): "RGB",
                 ("Gray", "L"): "GRAY"}  # fmt: skip
+
+
+def _fast_jpeg() -> bool:
+    """Whether JPEGs go to simplejpeg: installed, and ``ADVSCALE_JPEG`` is not ``pillow``."""
+    choice = os.environ.get("ADVSCALE_JPEG", "auto") or "auto"
+    if choice not in ("auto", "pillow"):
+        raise DataError(f"ADVSCALE_JPEG={choice!r} is not a JPEG decoder; use auto or pillow")
+    return simplejpeg is not None and choice == "auto"
 
 
 def _jpeg(source: Source, mode: str, where: str) -> tuple[Source, Image.Image | None]:
