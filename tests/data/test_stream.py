@@ -61,7 +61,9 @@ def test_batches_are_identical_with_0_1_and_4_workers(folder, augment):
     ref = _epochs(_loader(folder, 0, augment))
     assert len(ref) == 8 and ref[0][0].shape == (8, 3, 12, 12)
     for workers in (1, 4):
-        assert _same(_epochs(_loader(folder, workers, augment)), ref), workers
+        loader = _loader(folder, workers, augment)
+        assert loader.ring_slots == (2 * workers + 1,) * 2  # in the ring
+        assert _same(_epochs(loader), ref), workers
     # The ordinary transport (no ring), and a ring too small for the batches (they travel
     # the ordinary way): the same batches.
     for shape in (None, (3, 4, 4)):
@@ -87,7 +89,7 @@ def test_batches_kept_by_the_consumer_are_not_overwritten_by_the_ring(folder):
             it = iter(loader)
         kept += list(it)
     assert _same(kept, ref)
-    assert loader._ring is not None and sorted(loader._ring.free) == [0, 1, 2]
+    assert loader.ring_slots == (3, 3)  # every slot free again
 
 
 def test_resuming_mid_epoch_neither_decodes_nor_changes_anything(folder):

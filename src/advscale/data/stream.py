@@ -271,6 +271,12 @@ class StreamLoader:
     def __len__(self) -> int:
         return len(self.plan)
 
+    @property
+    def ring_slots(self) -> tuple[int, int] | None:
+        """(free, all) slots of the shared ring batches travel in (a slot freed twice counts
+        once); None without a ring."""
+        return None if self._ring is None else (len(set(self._ring.free)), len(self._ring.buffers))
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         it = iter(self._loader)
         while True:
