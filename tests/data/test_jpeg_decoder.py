@@ -111,3 +111,19 @@ def test_an_unknown_decoder_choice_is_refused_naming_it(tmp_path, monkeypatch):
     monkeypatch.setenv("ADVSCALE_JPEG", "pil")
     with pytest.raises(DataError, match="ADVSCALE_JPEG='pil' is not a JPEG decoder; use auto"):
         open_image(_jpeg(tmp_path / "a.jpg"), 3)
+
+
+def test_a_huge_file_is_not_read_whole_before_its_header_is_checked(tmp_path, monkeypatch,
+                                                                   count_fast):  # fmt: skip
+    """A file that starts like a JPEG but is over MAX_JPEG_BYTES goes to Pillow, which reads
+    its header first: garbage is refused without the file being loaded."""
+    path = tmp_path / "big.jpg"
+    path.write_bytes(b"\xff\xd8" + b"\0" * 4096)
+    monkeypatch.setattr(decode, "MAX_JPEG_BYTES", 1024)
+    with pytest.raises(DataError, match="big.jpg"):
+        open_image(path, 3)
+    assert not count_fast
+    good = _jpeg(tmp_path / "a.jpg", quality=95, subsampling=0)
+    assert good.stat().st_size > 1024
+    assert np.array_equal(to_chw(open_image(good, 3)), _pillow(good, 3, monkeypatch))
+    assert not count_fast  # over the limit: Pillow's path, the same pixels

@@ -36,6 +36,9 @@ except ImportError:  # the optional fast JPEG decoder
 #: The most pixels (width x height) one image may have: Pillow's own warning threshold, about
 #: 9459x9459. ImageNet's largest image has under 20M pixels.
 MAX_PIXELS = 89_478_485
+#: The largest JPEG file read whole for simplejpeg (an 89-megapixel JPEG at quality 95 is about
+#: 40 MB); a larger one takes Pillow's path.
+MAX_JPEG_BYTES = 128 * 2**20
 #: Pillow modes holding 16-bit integers.
 MODES_16 = ("I;16", "I;16B", "I;16L", "I;16N")
 #: Pillow modes that are grey; the rest are taken as colour.
@@ -129,7 +132,9 @@ def _jpeg(source: Source, mode: str, where: str) -> tuple[Source, Image.Image | 
     else:
         try:
             with open(source, "rb") as f:
-                if f.read(2) != b"\xff\xd8":
+                # Read whole only when it is a JPEG of a plausible size; Pillow reads the rest
+                # lazily, its header checked first.
+                if f.read(2) != b"\xff\xd8" or os.fstat(f.fileno()).st_size > MAX_JPEG_BYTES:
                     return source, None
                 f.seek(0)
                 data = f.read()
